@@ -1,0 +1,47 @@
+# bm2 — the two commands of the README:
+#   make demo   install everything, generate the synthetic study, train with `dora run`, print the results
+#   make test   install everything and run the test suite
+# Both are idempotent. Variables: PYTHON (interpreter that creates the venv), VENV (its folder),
+# TORCH (the torch requirement installed when the venv has no torch yet; a CUDA build you installed
+# in the venv beforehand is kept, e.g. `VENV_FLAGS=--system-site-packages` to reuse a system torch).
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bm2-installed
+CONSTRAINTS := $(VENV)/constraints.txt
+PYTEST_ARGS ?=
+
+export BM2_NO_PROGRESS ?= $(if $(CI),1,)
+
+.PHONY: install demo test test-fast lint bench clean-outputs
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# Keep a torch that is already there (e.g. a CUDA build); otherwise install $(TORCH).
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	# Pin the installed torch so that no dependency pulls another build (multi-GB CUDA wheels).
+	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(CONSTRAINTS)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/dora run
+
+test: install
+	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+test-fast: install
+	$(VENV)/bin/pytest tests -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check bm2 grids scripts tests
+	$(VENV)/bin/mypy bm2
+
+clean-outputs:
+	rm -rf outputs

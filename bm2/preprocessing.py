@@ -1,0 +1,181 @@
+"""Brain-signal preprocessing: channel picking, filtering and resampling into the cache, then scaling.
+
+The slow part (filter + resample of the whole recording) runs once per recording and parameter set and
+is stored in the :class:`~bm2.cache.Cache`; it works on chunks of channels so that a long recording is
+never loaded whole into memory. The robust scaler depends on the train split, so it is fitted in the
+dataset (on training windows only) and applied on the fly, with clamping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing as tp
+from fractions import Fraction
+
+import numpy as np
+from scipy import signal
+
+from .cache import Cache, CacheEntry, EntryWriter
+from .studies.base import Recording
+
+logger = logging.getLogger(__name__)
+
+PREPROCESS_VERSION = "1"
+DATA_CHANNEL_TYPES = ("meg", "eeg", "ecog", "seeg")
+
+
+class RecordingDataError(ValueError):
+    """A recording holds unusable samples (NaN / inf); the message names the recording and channels."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessParams:
+    """Parameters of :func:`preprocess` (each one enters the cache key).
+
+    Parameters
+    ----------
+    sample_rate : output rate in Hz (the model rate; 120 in the paper).
+    picks : channel types to keep (mne names: meg, mag, grad, eeg, ecog, seeg).
+    notch : line-noise frequencies to notch out (harmonics included if listed), or empty.
+    highpass, lowpass : cut-offs in Hz (None = no filter); zero-phase 4th-order Butterworth.
+    chunk_channels : channels filtered at a time (bounds memory; does not change results).
+    """
+
+    sample_rate: float = 120.0
+    picks: tuple[str, ...] = DATA_CHANNEL_TYPES
+    notch: tuple[float, ...] = ()
+    highpass: float | None = None
+    lowpass: float | None = None
+    chunk_channels: int = 32
+
+    def key(self) -> dict[str, tp.Any]:
+        """Parameters that change the output (chunking does not)."""
+        out = dataclasses.asdict(self)
+        out.pop("chunk_channels")
+        out["picks"] = list(self.picks)
+        out["notch"] = list(self.notch)
+        return out
+
+
+def pick_channels(raw: tp.Any, picks: tp.Sequence[str]) -> list[str]:
+    """Names of the good channels of ``raw`` whose type is in ``picks`` (bads excluded)."""
+    import mne
+
+    kwargs: dict[str, tp.Any] = {t: False for t in ("meg", "eeg", "ecog", "seeg", "stim", "eog", "ecg", "misc")}
+    for p in picks:
+        if p in ("mag", "grad"):
+            kwargs["meg"] = p
+        else:
+            kwargs[p] = True
+    idx = mne.pick_types(raw.info, exclude="bads", **kwargs)
+    names = [raw.ch_names[i] for i in idx]
+    if not names:
+        types = sorted(set(raw.get_channel_types()))
+        raise RecordingDataError(f"no channel of types {list(picks)} in the recording (it has {types}); "
+                                 "set `preprocess.picks` accordingly")
+    return names
+
+
+def _filters(params: PreprocessParams, sfreq: float) -> list[np.ndarray]:
+    """Second-order sections of the notch / high-pass / low-pass filters, in application order."""
+    nyq = sfreq / 2
+    sos: list[np.ndarray] = []
+    for freq in params.notch:
+        if freq < nyq:
+            b, a = signal.iirnotch(freq, Q=30.0, fs=sfreq)
+            sos.append(signal.tf2sos(b, a))
+    if params.highpass:
+        sos.append(signal.butter(4, params.highpass, btype="highpass", fs=sfreq, output="sos"))
+    if params.lowpass and params.lowpass < nyq:
+        sos.append(signal.butter(4, params.lowpass, btype="lowpass", fs=sfreq, output="sos"))
+    return sos
+
+
+def resampled_length(n_times: int, sfreq: float, sample_rate: float) -> tuple[int, int, int]:
+    """(up, down, output length) of a polyphase resampling from ``sfreq`` to ``sample_rate``."""
+    ratio = Fraction(sample_rate / sfreq).limit_denominator(1000)
+    up, down = ratio.numerator, ratio.denominator
+    return up, down, int(np.ceil(n_times * up / down))
+
+
+def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> CacheEntry:
+    """The preprocessed signal of ``recording``: arrays ``brain`` (C, T) float32 and ``positions`` (C, 2).
+
+    The manifest meta holds ``ch_names``, ``sample_rate`` and ``n_times``.
+    """
+    key = {"recording": recording.uid, "params": params.key()}
+
+    def build(writer: EntryWriter) -> None:
+        raw = recording.raw()
+        names = pick_channels(raw, params.picks)
+        sfreq = float(raw.info["sfreq"])
+        up, down, n_out = resampled_length(raw.n_times, sfreq, params.sample_rate)
+        out = writer.create("brain", (len(names), n_out), np.float32)
+        sos = _filters(params, sfreq)
+        chunks = range(0, len(names), params.chunk_channels)
+        with writer.progress(len(names), f"preprocess {recording.subject_uid} {recording.session}") as bar:
+            for start in chunks:
+                sub = names[start:start + params.chunk_channels]
+                data = raw.get_data(picks=sub)
+                bad = ~np.isfinite(data).all(axis=1)
+                if bad.any():
+                    raise RecordingDataError(
+                        f"{recording!r}: non-finite samples (NaN or inf) in channels "
+                        f"{[n for n, b in zip(sub, bad) if b][:5]}; mark them as bad (raw.info['bads']) "
+                        "or repair the file")
+                data = data - data.mean(axis=1, keepdims=True)  # keeps filters free of a huge DC step
+                for s in sos:
+                    data = signal.sosfiltfilt(s, data, axis=1)
+                if up != down:
+                    data = signal.resample_poly(data, up, down, axis=1)
+                out[start:start + len(sub)] = data[:, :n_out].astype(np.float32)
+                bar.update(len(sub))
+        writer.save("positions", recording.sensor_positions(names))
+        writer.meta.update(ch_names=names, sample_rate=params.sample_rate, n_times=n_out,
+                           raw_sfreq=sfreq)
+
+    return cache.get("preprocess", key, PREPROCESS_VERSION, build, desc=f"preprocess {recording!r}")
+
+
+@dataclasses.dataclass
+class RobustScaler:
+    """Per-channel median / IQR scaling followed by clamping to ``±max_scale`` (None = no clamp)."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    max_scale: float | None = 20.0
+
+    @classmethod
+    def fit(cls, samples: np.ndarray, max_scale: float | None = 20.0) -> "RobustScaler":
+        """Fit on ``samples`` of shape (C, N) (training windows concatenated in time)."""
+        center = np.median(samples, axis=1)
+        q75, q25 = np.percentile(samples, [75, 25], axis=1)
+        scale = q75 - q25
+        scale = np.where(scale > 0, scale, 1.0)  # flat channels stay flat rather than exploding
+        return cls(center.astype(np.float32), scale.astype(np.float32), max_scale)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Scale ``x`` (C, T) and clamp."""
+        y = (x - self.center[:, None]) / self.scale[:, None]
+        if self.max_scale is not None:
+            np.clip(y, -self.max_scale, self.max_scale, out=y)
+        return y
+
+
+@dataclasses.dataclass
+class StandardScaler:
+    """Per-dimension mean / std standardisation (used for the speech features)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, samples: np.ndarray) -> "StandardScaler":
+        """Fit on ``samples`` of shape (D, N)."""
+        std = samples.std(axis=1)
+        return cls(samples.mean(axis=1).astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Standardise ``x`` (D, T)."""
+        return (x - self.mean[:, None]) / self.std[:, None]

@@ -1,0 +1,63 @@
+"""Training entry point for ``dora run`` / ``dora grid``: seed, logging, distributed init, solver, run."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import torch
+from dora import get_xp, hydra_main
+from omegaconf import DictConfig
+
+from . import distrib
+
+logger = logging.getLogger("bm2")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr, quiet mne, keep warnings visible."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S")
+    import mne
+
+    mne.set_log_level("ERROR")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@hydra_main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Train one XP (its folder and history come from Dora)."""
+    from .builders import build_study, get_solver
+    from .evaluation import results_table
+
+    setup_logging(cfg.get("verbose", False))
+    xp = get_xp()
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    seed_everything(int(cfg.seed))
+    if cfg.download_only:
+        for name in cfg.dset.selections:
+            build_study(cfg, name).prepare()
+        logger.info("studies %s are ready", list(cfg.dset.selections))
+        return
+    distrib.init()
+    logger.info("XP %s in %s", xp.sig, xp.folder)
+    solver = get_solver(cfg, xp.folder, xp.link)
+    last = solver.run()
+    if distrib.is_rank_zero():
+        table = results_table(last["test"])
+        (xp.folder / "results.md").write_text(table + "\n")
+        n = last["test"]
+        print(f"\nTest results of XP {xp.sig} ({int(n['n_segments'])} segments, "
+              f"{int(n['n_candidates'])} unique candidates, {int(n['n_words'])} words):\n{table}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Dora grid files of bm2 (``dora grid NAME``); modules starting with ``_`` hold explorers."""

@@ -1,0 +1,49 @@
+"""Install bm2: ``pip install -e .[dev]`` (install torch first; see the README)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+REQUIRES = [
+    # torch is deliberately unpinned here so that a CUDA build installed beforehand is kept;
+    # the Makefile pins the CPU build through a constraints file on machines without one.
+    "torch>=2.1",
+    # Dora / Hydra / submitit / hiplot versions known to work together (see README, "Versions").
+    "dora-search==0.1.13",
+    "hydra-core==1.3.8",
+    "omegaconf>=2.3,<2.4",
+    "submitit==1.5.4",
+    "hiplot==0.1.33",
+    "mne>=1.6",
+    "mne-bids>=0.15",
+    "h5py>=3.8",
+    "transformers>=4.40",
+    "pandas>=2.0",
+    "numpy>=1.24",
+    "scipy>=1.10",
+    "soundfile>=0.12",
+    "julius>=0.2.7",
+    "filelock>=3.12",
+    "tqdm>=4.60",
+    "matplotlib>=3.7",
+]
+EXTRAS = {
+    "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "ruff>=0.4", "mypy>=1.8", "nbformat>=5.9", "nbclient>=0.9",
+            "ipykernel>=6.25"],
+}
+
+setup(
+    name="bm2",
+    version="0.1.0",
+    description="Decoding speech from brain recordings (MEG, EEG, ECoG, sEEG) on a Dora/SLURM experiment-grid platform",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bm2", "bm2.*", "grids", "grids.*", "scripts", "scripts.*"]),
+    include_package_data=True,
+    install_requires=REQUIRES,
+    extras_require=EXTRAS,
+)

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+from scipy import signal
+
+from bm2.cache import Cache
+from bm2.preprocessing import PreprocessParams, RecordingDataError, RobustScaler, preprocess, resampled_length
+
+
+def test_resample_and_cache(array_recording, tmp_path):
+    rec = array_recording(sfreq=200.0, seconds=10.0)
+    cache = Cache(tmp_path)
+    params = PreprocessParams(sample_rate=120.0)
+    entry = preprocess(rec, cache, params)
+    brain = entry["brain"]
+    assert brain.shape == (12, 1200) and brain.dtype == np.float32
+    assert entry.meta["sample_rate"] == 120.0 and len(entry.meta["ch_names"]) == 12
+    assert entry["positions"].shape == (12, 2)
+    # same result as a direct polyphase resampling of the demeaned data
+    data = rec.raw().get_data()
+    expected = signal.resample_poly(data - data.mean(1, keepdims=True), 3, 5, axis=1)
+    np.testing.assert_allclose(brain, expected.astype(np.float32), rtol=1e-4, atol=1e-18)
+    # cached: the second call does not touch the raw
+    rec._raw = None
+    rec._load_raw = lambda: (_ for _ in ()).throw(AssertionError("raw reloaded"))
+    again = preprocess(rec, cache, params)
+    np.testing.assert_array_equal(again["brain"], brain)
+
+
+def test_chunking_does_not_change_results_and_filters_apply(array_recording, tmp_path):
+    rec = array_recording(sfreq=200.0, seconds=10.0)
+    a = preprocess(rec, Cache(tmp_path / "a"), PreprocessParams(highpass=1.0, notch=(50.0,), chunk_channels=5))
+    b = preprocess(rec, Cache(tmp_path / "b"), PreprocessParams(highpass=1.0, notch=(50.0,), chunk_channels=64))
+    np.testing.assert_array_equal(a["brain"], b["brain"])
+    assert PreprocessParams(chunk_channels=5).key() == PreprocessParams(chunk_channels=64).key()
+    raw = preprocess(rec, Cache(tmp_path / "c"), PreprocessParams())
+    assert np.abs(a["brain"] - raw["brain"]).max() > 0.1 * np.abs(raw["brain"]).max()
+
+
+def test_nan_in_recording_is_a_clear_error(array_recording, tmp_path):
+    data = np.random.default_rng(0).standard_normal((12, 2000)) * 1e-12
+    data[3, 100:110] = np.nan
+    rec = array_recording(data=data)
+    with pytest.raises(RecordingDataError, match=r"NaN.*MEG.*bads"):
+        preprocess(rec, Cache(tmp_path), PreprocessParams())
+    assert not list((tmp_path / "preprocess").glob("*/manifest.json"))  # nothing half-written
+
+
+def test_no_channel_of_requested_type(array_recording, tmp_path):
+    with pytest.raises(RecordingDataError, match="preprocess.picks"):
+        preprocess(array_recording(), Cache(tmp_path), PreprocessParams(picks=("seeg",)))
+
+
+def test_robust_scaler_clamps_and_ignores_outliers():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5000)).astype(np.float32)
+    x[:, ::100] = 1e6  # artefacts
+    scaler = RobustScaler.fit(x, max_scale=20)
+    y = scaler(x.copy())
+    assert np.abs(y).max() == 20
+    assert np.allclose(scaler.scale, 1.35, atol=0.1)  # IQR of a standard normal, unaffected by outliers
+    flat = RobustScaler.fit(np.ones((2, 10), dtype=np.float32))
+    assert np.isfinite(flat(np.ones((2, 10), dtype=np.float32))).all()
+
+
+def test_resampled_length():
+    assert resampled_length(1000, 1000.0, 120.0) == (3, 25, 120)
