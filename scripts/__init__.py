@@ -1,0 +1,1 @@
+"""Command-line scripts of bm2 (``python -m scripts.NAME``)."""
