@@ -61,3 +61,32 @@ def broadcast_object(obj: tp.Any, src: int = 0) -> tp.Any:
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sends each rank the summed gradient of its own slice."""
+
+    @staticmethod
+    def forward(ctx: tp.Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.size = x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: tp.Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's loss may depend on this rank's slice
+        start = dist.get_rank() * ctx.size
+        return grad[start:start + ctx.size]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every process along dim 0 (same size on every rank), differentiably.
+
+    Gradients of every rank's loss with respect to this rank's slice come back to this rank, so a loss
+    averaged over ranks (as DDP does with gradients) equals the same loss computed on the full batch.
+    """
+    if not is_distributed():
+        return x
+    return _GatherWithGrad.apply(x)

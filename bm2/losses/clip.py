@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import distrib
+
 
 def _normalise(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Divide each item of ``x[N, C, T]`` by ``eps + `` its L2 norm over channels and time jointly."""
@@ -21,11 +23,19 @@ class ClipLoss(nn.Module):
     Defaults reproduce the paper (brain->speech direction, no temperature, only candidates normalised).
     ``symmetric`` averages with the speech->brain direction, ``learn_temperature`` multiplies the scores by
     a learned ``exp(log_scale)`` (starting at 1), ``normalize_estimate`` also L2-normalises the estimates.
+
+    ``gather_candidates``: under distributed training, negatives are by default the other items of the
+    same per-process batch (as published), so the objective depends on the number of GPUs. With this
+    option, candidates (and estimates, for the symmetric term) of all processes are gathered, each process
+    scores its local estimates against the whole global batch, and gradients flow back to the process
+    that owns each item: the objective no longer depends on the world size.
     """
 
     def __init__(self, symmetric: bool = False, learn_temperature: bool = False,
-                 normalize_estimate: bool = False, eps: float = 1e-8, max_scale: float = 100.0) -> None:
+                 normalize_estimate: bool = False, eps: float = 1e-8, max_scale: float = 100.0,
+                 gather_candidates: bool = False) -> None:
         super().__init__()
+        self.gather_candidates = gather_candidates
         self.symmetric = symmetric
         self.normalize_estimate = normalize_estimate
         self.eps = eps
@@ -57,10 +67,19 @@ class ClipLoss(nn.Module):
         if estimate.shape[0] != candidates.shape[0]:
             raise ValueError(f"forward needs as many candidates as estimates, got {estimate.shape[0]} and "
                              f"{candidates.shape[0]}; use scores() to rank against other candidates")
-        scores = self.scores(estimate, candidates)
-        target = torch.arange(scores.shape[0], device=scores.device)
+        offset = 0
+        all_estimates = estimate
+        if self.gather_candidates and distrib.is_distributed():
+            offset = distrib.rank() * estimate.shape[0]
+            candidates = distrib.all_gather_with_grad(candidates)
+            if self.symmetric:
+                all_estimates = distrib.all_gather_with_grad(estimate)
+        scores = self.scores(estimate, candidates)  # local rows against every candidate
+        target = torch.arange(scores.shape[0], device=scores.device) + offset
         loss = F.cross_entropy(scores, target)
         if self.symmetric:
-            # Speech->brain: each candidate picks its estimate among the batch (columns of the same matrix).
-            loss = 0.5 * (loss + F.cross_entropy(scores.T, target))
+            # Speech->brain: each local candidate picks its estimate among the (global) batch.
+            local = candidates[offset:offset + estimate.shape[0]]
+            reverse = self.scores(all_estimates, local).T
+            loss = 0.5 * (loss + F.cross_entropy(reverse, target))
         return loss
