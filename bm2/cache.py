@@ -201,7 +201,7 @@ class Cache:
                desc: str) -> CacheEntry:
         tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
-        logger.info("building %s ...", desc)
+        logger.debug("building %s ...", desc)
         start = time.time()
         try:
             writer = EntryWriter(tmp)
@@ -223,7 +223,7 @@ class Cache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        logger.info("built %s in %.1fs -> %s", desc, time.time() - start, folder)
+        logger.debug("built %s in %.1fs -> %s", desc, time.time() - start, folder)
         return self._open(folder, identity)
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import typing as tp
 
 import numpy as np
@@ -183,7 +184,10 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
     subject_index = {s: i for i, s in enumerate(subjects)}
     prepared: list[PreparedRecording] = []
     tables: list[pd.DataFrame] = []
-    for i, rec in enumerate(tqdm(recordings, desc="recordings", disable=None, leave=False)):
+    logger.info("preparing %d recordings of %d subjects (preprocessing and features are cached in %s)",
+                len(recordings), len(subjects), cache.root)
+    bar = tqdm(recordings, desc="prepare recordings", disable=True if os.environ.get("BM2_NO_PROGRESS") else None)
+    for i, rec in enumerate(bar):
         entry = preprocess(rec, cache, preprocess_params)
         n_times = int(entry.meta["n_times"])
         sample_rate = float(entry.meta["sample_rate"])
@@ -192,7 +196,7 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
             study=rec.study, subject=rec.subject, session=rec.session, task=rec.task, uid=rec.uid,
             subject_index=subject_index[rec.subject_uid], brain=LazyArray.of(entry["brain"]),
             features=LazyArray.of(feats),
-            positions=np.asarray(entry["positions"], dtype=np.float32), ch_names=list(entry.meta["ch_names"]),
+            positions=np.array(entry["positions"], dtype=np.float32), ch_names=list(entry.meta["ch_names"]),
             sample_rate=sample_rate))
         seg = make_segments(rec.events(), n_times, sample_rate, window, split)
         seg.insert(0, "recording", i)

@@ -1,0 +1,35 @@
+"""Explorers: which metrics ``dora grid`` shows for each task family (files starting with ``_`` are not grids)."""
+
+from __future__ import annotations
+
+import typing as tp
+
+import treetable as tt
+from dora import Explorer
+
+
+class ClipExplorer(Explorer):
+    """Speech retrieval (brainmagick): losses, best valid, and test top-1 / top-10 in percent."""
+
+    def get_grid_metrics(self) -> list:
+        return [
+            tt.group("train", [tt.leaf("epoch"), tt.leaf("loss", ".3f")], align=">"),
+            tt.group("valid", [tt.leaf("loss", ".3f"), tt.leaf("best", ".3f")], align=">"),
+            tt.group("test", [tt.leaf("top1_segment", ".1f"), tt.leaf("top10_segment", ".1f"),
+                              tt.leaf("top1_word", ".1f"), tt.leaf("top10_word", ".1f"),
+                              tt.leaf("chance10", ".1f")], align=">"),
+        ]
+
+    def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
+        """Summarise a history: last train / valid loss, best valid loss, test metrics in percent."""
+        if not history:
+            return {}
+        train = {"epoch": len(history), "loss": history[-1]["train"]["loss"]}
+        valid_losses = [h["valid"]["loss"] for h in history if "valid" in h]
+        valid = {"loss": valid_losses[-1], "best": min(valid_losses)} if valid_losses else {}
+        out: dict[str, tp.Any] = {"train": train, "valid": valid}
+        test = history[-1].get("test")
+        if test:
+            out["test"] = {k: 100 * test[k] for k in ("top1_segment", "top10_segment", "top1_word", "top10_word")}
+            out["test"]["chance10"] = 100 * test["chance_top10_segment"]
+        return out

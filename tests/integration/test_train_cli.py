@@ -1,0 +1,100 @@
+"""Integration tests of the real ``dora run`` CLI on a tiny synthetic configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DORA = str(Path(sys.executable).parent / "dora")
+TINY = [
+    "studies.synthetic.n_subjects=2", "studies.synthetic.n_sessions=1", "studies.synthetic.n_sentences=30",
+    "studies.synthetic.sentences_per_recording=20", "studies.synthetic.sfreq=200",
+    "model.simpleconv.hidden=16", "model.simpleconv.merger_channels=16", "model.simpleconv.depth=2",
+    "model.simpleconv.head_hidden=32", "features.mel.n_mels=8", "optim.batch_size=16", "num_threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    out = dict(os.environ, BM2_DATA=str(base / "data"), BM2_CACHE=str(base / "cache"),
+               BM2_XP_DIR=str(base / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
+    return out
+
+
+def _dora(env, *args, timeout=300):
+    """Run ``dora run ARGS``; stdout and stderr (where Hydra's logging goes) are merged into ``stdout``."""
+    return subprocess.run([DORA, "run", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def test_dora_run_writes_history_with_test_metrics(env):
+    args = TINY + ["optim.epochs=2"]
+    proc = _dora(env, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Test results of XP" in proc.stdout and "| segment |" in proc.stdout
+    xps = list((Path(env["BM2_XP_DIR"]) / "xps").iterdir())
+    history_files = [p / "history.json" for p in xps if (p / "history.json").exists()]
+    assert history_files
+    history = json.loads(history_files[0].read_text())
+    assert len(history) == 2
+    test = history[-1]["test"]
+    for key in ("top1_segment", "top10_segment", "top1_word", "top10_word", "chance_top10_segment"):
+        assert 0.0 <= test[key] <= 1.0
+    assert test["n_candidates"] > 10 and test["n_segments"] >= test["n_candidates"]
+    assert (history_files[0].parent / "results.md").read_text().startswith("| level |")
+    # running the same XP again does not train again
+    again = _dora(env, *args)
+    assert again.returncode == 0 and "epoch 1 |" not in again.stdout
+    assert "Test results of XP" in again.stdout
+
+
+def test_sigkill_then_resume_loses_and_repeats_no_epoch(env):
+    args = TINY + ["optim.epochs=5", "seed=7"]
+    proc = subprocess.Popen([DORA, "run", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    xp_root = Path(env["BM2_XP_DIR"]) / "xps"
+    deadline = time.time() + 300
+    killed_after = None
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            for folder in xp_root.glob("*"):
+                history = folder / "history.json"
+                if history.exists():
+                    try:
+                        entries = json.loads(history.read_text())
+                    except json.JSONDecodeError:
+                        continue
+                    cfg = (folder / ".argv.json")
+                    if entries and cfg.exists() and "seed=7" in cfg.read_text():
+                        killed_after = len(entries)
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        break
+            if killed_after:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None and not killed_after:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert killed_after is not None and killed_after < 5, "the run ended before it could be killed"
+    second = _dora(env, *args)
+    assert second.returncode == 0, second.stdout[-3000:]
+    log = second.stdout
+    assert f"after epoch {killed_after}" in log
+    ran = [int(m) for m in re.findall(r" - epoch (\d+) \|", log)]
+    assert ran == list(range(killed_after + 1, 6))
+    folder = next(f for f in xp_root.glob("*") if "seed=7" in (f / ".argv.json").read_text())
+    history = json.loads((folder / "history.json").read_text())
+    assert len(history) == 5 and "test" in history[-1]
