@@ -7,14 +7,18 @@ subjects, sessions and recordings); each test segment is scored against all cand
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import typing as tp
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .data import SegmentDataset, collate
-from .metrics import chance_levels, topk_accuracy
+from .metrics import Ranks, bootstrap_ci, chance_levels, target_ranks
 
 
 @torch.no_grad()
@@ -56,24 +60,95 @@ def clip_scores(estimates: torch.Tensor, candidates: torch.Tensor, scorer: tp.Ca
     return torch.cat([scorer(estimates[a:a + chunk], candidates) for a in range(0, len(estimates), chunk)])
 
 
-def retrieval_metrics(estimates: torch.Tensor, features: torch.Tensor, segments: pd.DataFrame,
-                      ks: tp.Sequence[int] = (1, 5, 10), scorer: tp.Callable | None = None
-                      ) -> dict[str, float]:
-    """Segment- and word-level top-k of ``estimates`` against the unique test candidates, with chance."""
+@dataclasses.dataclass
+class RetrievalResult:
+    """Everything the retrieval evaluation produces for one XP.
+
+    ``segments`` has one row per test segment (metadata, ``target`` candidate, ``word``, and the rank of the
+    true candidate / word: ``better_segment``, ``ties_segment``, ``better_word``, ``ties_word``);
+    ``candidates`` one row per unique candidate; ``probs`` the ``[N, O]`` softmax over candidates.
+    """
+
+    metrics: dict[str, float]
+    groups: dict[str, dict[str, dict[str, float]]]
+    segments: pd.DataFrame
+    candidates: pd.DataFrame
+    probs: np.ndarray | None = None
+
+    def save(self, folder: str | Path, meta: dict[str, tp.Any] | None = None) -> None:
+        """Write ``probs.npy``, ``candidates.csv``, ``segments.csv`` and ``summary.json`` (atomically)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.probs is not None:
+            _atomic(folder / "probs.npy", lambda f: np.save(f, self.probs.astype(np.float32)))
+        _atomic(folder / "candidates.csv", lambda f: self.candidates.to_csv(f, index=False))
+        _atomic(folder / "segments.csv", lambda f: self.segments.to_csv(f, index=False))
+        summary = {"task": "retrieval", "meta": meta or {}, "metrics": self.metrics, "groups": self.groups}
+        _atomic(folder / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+
+
+def _atomic(path: Path, write: tp.Callable[[tp.Any], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def _summarise(ranks: dict[str, Ranks], ks: tp.Sequence[int], rows: np.ndarray | None = None) -> dict[str, float]:
+    out = {}
+    for level, r in ranks.items():
+        for k in ks:
+            hits = r.hits(k) if rows is None else r.hits(k)[rows]
+            out[f"top{k}_{level}"] = float(hits.mean()) if len(hits) else float("nan")
+    return out
+
+
+def evaluate_retrieval(estimates: torch.Tensor, features: torch.Tensor, segments: pd.DataFrame,
+                       ks: tp.Sequence[int] = (1, 5, 10), scorer: tp.Callable | None = None,
+                       keep_probs: bool = False, n_boot: int = 1000, group_by: tp.Sequence[str] = ("subject", "study")
+                       ) -> RetrievalResult:
+    """Segment- and word-level top-k of ``estimates`` against the unique test candidates.
+
+    Metrics come overall (with chance levels and 95% bootstrap intervals over segments) and per value of
+    each column of ``group_by`` present in ``segments``.
+    """
     if len(segments) != len(estimates):
         raise ValueError(f"{len(estimates)} estimates for {len(segments)} segments")
-    candidates, target = candidate_table(segments.reset_index(drop=True))
+    segments = segments.reset_index(drop=True)
+    candidates, target = candidate_table(segments)
     cand_features = features[torch.tensor(candidates["index"].to_numpy())]
     words = sorted(set(candidates.word))
     word_index = {w: i for i, w in enumerate(words)}
     candidate_words = torch.tensor([word_index[w] for w in candidates.word])
     target_words = torch.tensor([word_index[w] for w in segments.word])
     scores = clip_scores(estimates, cand_features, scorer)
-    metrics = topk_accuracy(scores, torch.tensor(target), ks, candidate_words, target_words, len(words))
+    ranks = target_ranks(scores, torch.tensor(target), candidate_words, target_words, len(words))
+    metrics = _summarise(ranks, ks)
     metrics.update(chance_levels(len(candidates), target_words.numpy(), len(words), ks))
-    metrics.update(n_segments=float(len(segments)), n_candidates=float(len(candidates)),
-                   n_words=float(len(words)))
-    return metrics
+    for level, r in ranks.items():
+        for k in ks:
+            lo, hi = bootstrap_ci(r.hits(k), n_boot=n_boot)
+            metrics[f"top{k}_{level}_ci_low"], metrics[f"top{k}_{level}_ci_high"] = lo, hi
+    metrics.update(n_segments=float(len(segments)), n_candidates=float(len(candidates)), n_words=float(len(words)))
+    table = segments.drop(columns=["index"], errors="ignore").copy()
+    table["target"] = target
+    for level, r in ranks.items():
+        table[f"better_{level}"], table[f"ties_{level}"] = r.better, r.ties
+    groups = {}
+    for col in group_by:
+        if col in table.columns:
+            groups[col] = {str(v): _summarise(ranks, ks, np.flatnonzero((table[col] == v).to_numpy()))
+                           for v in sorted(table[col].unique(), key=str)}
+    cand = candidates.drop(columns=["index"], errors="ignore")
+    probs = torch.softmax(scores.float(), dim=1).numpy() if keep_probs else None
+    return RetrievalResult(metrics, groups, table, cand, probs)
+
+
+def retrieval_metrics(estimates: torch.Tensor, features: torch.Tensor, segments: pd.DataFrame,
+                      ks: tp.Sequence[int] = (1, 5, 10), scorer: tp.Callable | None = None
+                      ) -> dict[str, float]:
+    """The overall metrics of :func:`evaluate_retrieval`."""
+    return evaluate_retrieval(estimates, features, segments, ks, scorer, n_boot=200).metrics
 
 
 def results_table(metrics: dict[str, float], ks: tp.Sequence[int] = (1, 10)) -> str:

@@ -203,6 +203,7 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
         seg.insert(1, "study", rec.study)
         seg.insert(2, "subject", rec.subject)
         seg.insert(3, "session", rec.session)
+        seg.insert(4, "recording_uid", rec.uid)
         tables.append(seg)
     segments = pd.concat(tables, ignore_index=True)
     by_split = {s: segments[segments.split == s] for s in SPLITS}

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .. import distrib
 from ..data import Datasets, collate
-from ..evaluation import predict, retrieval_metrics
+from ..evaluation import evaluate_retrieval, predict
 from .base import BaseSolver, HistoryLink
 
 logger = logging.getLogger(__name__)
@@ -145,4 +145,4 @@ class SpeechSolver(BaseSolver):
             raise ValueError("the test split is empty: change dset.split or select more recordings")
         estimates, features = predict(self.model, test, self.test_batch_size, self.device, self.num_workers)
         scorer = getattr(self.loss, "scores", None)
-        return retrieval_metrics(estimates, features, test.segments, self.test_ks, scorer)
+        return evaluate_retrieval(estimates, features, test.segments, self.test_ks, scorer).metrics
