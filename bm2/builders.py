@@ -18,7 +18,7 @@ from .cache import Cache
 from .data import Datasets, NormParams, SplitParams, WindowParams, build_datasets
 from .features import FeatureStack, build_feature
 from .losses import build_loss
-from .models import build_model
+from .models import MODELS, build_model
 from .preprocessing import PreprocessParams
 from .solvers.base import HistoryLink
 from .solvers.speech import SpeechSolver
@@ -90,11 +90,14 @@ def resolve_device(name: str) -> str:
 
 def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> SpeechSolver:
     """The solver of ``cfg``: data, model, loss and optimisation settings wired together."""
+    # Objects that need no data first, so that a typo fails before minutes of preprocessing.
+    loss = build_loss(cfg.loss.name, **_section(cfg, "loss", cfg.loss.name))
+    if cfg.model.name not in MODELS:
+        raise KeyError(f"unknown model {cfg.model.name!r}; valid names: {sorted(MODELS)}")
     datasets = build_all_datasets(cfg)
     model_kwargs = _section(cfg, "model", cfg.model.name)
     model = build_model(cfg.model.name, out_channels=datasets.feature_dim, n_subjects=datasets.n_subjects,
                         **model_kwargs)
-    loss = build_loss(cfg.loss.name, **_section(cfg, "loss", cfg.loss.name))
     optim = _section(cfg, "optim")
     optim["betas"] = tuple(optim.get("betas", (0.9, 0.999)))
     solver = SpeechSolver(folder, link, model, loss, datasets, num_workers=int(cfg.num_workers),

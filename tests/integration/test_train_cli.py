@@ -98,3 +98,28 @@ def test_sigkill_then_resume_loses_and_repeats_no_epoch(env):
     folder = next(f for f in xp_root.glob("*") if "seed=7" in (f / ".argv.json").read_text())
     history = json.loads((folder / "history.json").read_text())
     assert len(history) == 5 and "test" in history[-1]
+
+
+def test_ddp_two_workers_on_cpu(env):
+    args = TINY + ["optim.epochs=2", "seed=3"]
+    proc = subprocess.run([DORA, "run", "-d", "--ddp_workers", "2", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Distributed init: 0/2" in proc.stdout
+    assert proc.stdout.count("Test results of XP") == 1  # only rank 0 reports and writes
+    folder = next(f for f in (Path(env["BM2_XP_DIR"]) / "xps").glob("*") if "seed=3" in (f / ".argv.json").read_text())
+    worker = (folder / "worker_1.log").read_text()
+    assert "Distributed init: 1/2" in worker and "Test results" not in worker
+    history = json.loads((folder / "history.json").read_text())
+    assert len(history) == 2 and "top10_segment" in history[-1]["test"]
+    # resuming a finished distributed XP trains nothing more
+    again = subprocess.run([DORA, "run", "-d", "--ddp_workers", "2", *args], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert again.returncode == 0 and " - epoch " not in again.stdout
+
+
+def test_clear_errors_from_the_cli(env):
+    proc = _dora(env, "dset.selections=[nope]")
+    assert proc.returncode != 0 and "unknown study 'nope'" in proc.stdout and "synthetic" in proc.stdout
+    proc = _dora(env, *TINY, "loss.name=nope")
+    assert proc.returncode != 0 and "valid names" in proc.stdout
