@@ -50,6 +50,14 @@ class ResultsError(RuntimeError):
     """Results cannot be loaded or tabulated; the message says what to do."""
 
 
+class MissingEvalError(ResultsError):
+    """An XP has not been evaluated (no ``eval/summary.json``)."""
+
+    def __init__(self, sig: str, path: Path) -> None:
+        super().__init__(f"XP {sig} has no evaluation ({path} is missing): {_eval_hint(sig)}")
+        self.sig = sig
+
+
 # ----------------------------------------------------------------------------------------------- loading
 
 def _eval_hint(sig: str) -> str:
@@ -70,7 +78,7 @@ def load_xp_results(xp_folder: str | Path) -> Result:
     path = folder / "eval" / "summary.json"
     sig = folder.name
     if not path.exists():
-        raise ResultsError(f"XP {sig} has no evaluation ({path} is missing): {_eval_hint(sig)}")
+        raise MissingEvalError(sig, path)
     try:
         summary = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -134,7 +142,17 @@ def resolve_folders(targets: tp.Sequence[str | Path]) -> list[Path]:
 
 def load_all(targets: tp.Sequence[str | Path]) -> list[Result]:
     """:func:`load_xp_results` of every XP of ``targets`` (see :func:`resolve_folders`)."""
-    results = [load_xp_results(folder) for folder in resolve_folders(targets)]
+    results, missing = [], []
+    for folder in resolve_folders(targets):
+        try:
+            results.append(load_xp_results(folder))
+        except MissingEvalError as exc:
+            missing.append(exc)
+    if len(missing) == 1:
+        raise missing[0]
+    if missing:  # one message for all, so that one command fixes them
+        sigs = " ".join(e.sig for e in missing)
+        raise ResultsError(f"XPs {sigs} have no evaluation (eval/summary.json): {_eval_hint(sigs)}")
     if not results:
         raise ResultsError(f"no XP found for {list(targets)}")
     return results
@@ -215,7 +233,7 @@ def xp_config(folder: str | Path) -> DictConfig:
         cfg = OmegaConf.create(load_checkpoint(folder / "checkpoint.th")["config"])
     # data may have moved since training: the current environment wins
     for key, var in (("data", "BM2_DATA"), ("cache", "BM2_CACHE")):
-        if os.environ.get(var):
+        if os.environ.get(var) and "paths" in cfg:
             cfg.paths[key] = os.environ[var]
     return tp.cast("DictConfig", cfg)
 
@@ -729,25 +747,38 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
 
 # ------------------------------------------------------------------------------------ dataset statistics
 
-def dataset_statistics(datasets: Datasets) -> pd.DataFrame:
-    """Per study: channels, subjects, recordings, hours of recording, train / valid / test segments, vocabulary."""
+def dataset_statistics(datasets: Datasets, recordings: tp.Sequence[tp.Any] | None = None) -> pd.DataFrame:
+    """Per study: channels, subjects, recordings, hours, train / valid / test segments and vocabulary sizes.
+
+    ``vocabulary`` counts the distinct words of the word events of ``recordings`` (the
+    :class:`bm2.studies.base.Recording` objects the datasets were built from) when given, else of the
+    word-anchored segments; ``test vocabulary`` counts the distinct words of the test segments (the
+    ``n_words`` of the evaluation). Train / valid segments are stride windows, test segments one per word.
+    """
     recs = pd.DataFrame({"study": [r.study for r in datasets.recordings],
                          "subject": [r.subject for r in datasets.recordings],
                          "channels": [len(r.ch_names) for r in datasets.recordings],
                          "hours": [r.brain.array.shape[-1] / r.sample_rate / 3600 for r in datasets.recordings]})
+    vocab: dict[str, set[str]] = {}
+    for rec in recordings or []:
+        events = rec.events()
+        words = events.loc[events["kind"] == "word", "text"].dropna().astype(str)
+        vocab.setdefault(rec.study, set()).update(words)
     rows = []
     for study, part in recs.groupby("study", sort=True):
         lo, hi = int(part.channels.min()), int(part.channels.max())
         row: dict[str, tp.Any] = {"study": study, "channels": str(lo) if lo == hi else f"{lo}–{hi}",
                                   "subjects": part.subject.nunique(), "recordings": len(part),
                                   "hours": round(float(part.hours.sum()), 3)}
-        words: set[str] = set()
+        seg_words: set[str] = set()
         for split in ("train", "valid", "test"):
             seg = datasets[split].segments
             seg = seg[seg.study == study]
             row[f"{split} segments"] = len(seg)
-            words |= set(seg["word"].astype(str))
-        row["vocabulary"] = len(words)
+            seg_words |= set(seg.loc[seg["kind"] == "word", "word"].astype(str))
+            if split == "test":
+                row["test vocabulary"] = seg.loc[seg["kind"] == "word", "word"].astype(str).nunique()
+        row["vocabulary"] = len(vocab[study]) if study in vocab else len(seg_words)
         rows.append(row)
     return pd.DataFrame(rows).set_index("study")
 
@@ -757,7 +788,7 @@ def study_statistics(targets: tp.Sequence[Result | str | Path]) -> pd.DataFrame:
 
     XPs of one study that differ in data options (window, split, study options) share the row of the first.
     """
-    from .builders import build_all_datasets
+    from .builders import build_all_datasets, select_recordings
 
     os.environ.setdefault("BM2_NO_PROGRESS", "1")
     tables: list[pd.DataFrame] = []
@@ -766,7 +797,8 @@ def study_statistics(targets: tp.Sequence[Result | str | Path]) -> pd.DataFrame:
         selections = [str(s) for s in res["meta"].get("selections") or []]
         if not selections or set(selections) <= done:
             continue
-        tables.append(dataset_statistics(build_all_datasets(xp_config(res["folder"]))))
+        cfg = xp_config(res["folder"])
+        tables.append(dataset_statistics(build_all_datasets(cfg), select_recordings(cfg, prepare=False)))
         done |= set(selections)
     if not tables:
         raise ResultsError("no XP with study selections in its summary: re-run scripts.run_eval_probs")

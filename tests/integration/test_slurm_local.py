@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,18 +30,6 @@ def test_config_generation(tmp_path: Path) -> None:
     host, cpus, mem_mb = detect_node()
     assert host and "." not in host and cpus >= 1 and mem_mb > 0
     assert f"NodeName={host} " in slurm.config_texts(*detect_node())["slurm.conf"]
-
-
-@pytest.fixture(scope="session")
-def local_slurm() -> Iterator[LocalSlurm]:
-    """The local SLURM of the default state dir, started if needed; stops at the end only what it started."""
-    if os.geteuid() != 0:
-        pytest.skip("the local SLURM needs root")
-    slurm = LocalSlurm()
-    with slurm.running() as env, pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        yield slurm
 
 
 def _sbatch(out: Path, *args: str) -> str:

@@ -42,7 +42,7 @@ SENSOR_NOISE = 20e-15
 LINE_AMPLITUDE = 100e-15
 DRIFT_AMPLITUDE = 500e-15
 OFFSET_STD = 300e-15
-ARTEFACTS_PER_MINUTE = 3.0
+ARTEFACTS_PER_MINUTE = 6.0
 LINE_FREQ = 50.0
 
 
@@ -251,14 +251,18 @@ def _coloured_noise(rng: np.random.Generator, n_series: int, n_times: int, sfreq
 
 
 def _add_artefacts(out: np.ndarray, rng: np.random.Generator, xy: np.ndarray, sfreq: float, level: float) -> None:
-    """Add rare bursts and decaying jumps of 20-60x ``level`` on a patch of channels to ``out`` in place."""
+    """Add rare bursts and decaying jumps of 20-2000x ``level`` on a patch of channels to ``out`` in place.
+
+    The amplitudes are log-uniform: like SQUID jumps and movement in real MEG, a few events dwarf the
+    brain signal by orders of magnitude, which is why clamping after robust scaling matters.
+    """
     n_times = out.shape[1]
     n = rng.poisson(ARTEFACTS_PER_MINUTE * n_times / sfreq / 60)
     for _ in range(n):
         start = int(rng.integers(0, n_times))
         weights = _blobs(xy, rng.uniform(0, 1, (1, 2)), np.array([0.15]))[:, 0]
         weights[weights < 0.2] = 0
-        amp = rng.uniform(20, 60) * level * rng.choice([-1.0, 1.0])
+        amp = np.exp(rng.uniform(np.log(20), np.log(2000))) * level * rng.choice([-1.0, 1.0])
         if rng.random() < 0.6:  # muscle / movement burst
             length = max(4, int(rng.uniform(0.05, 0.3) * sfreq))
             wave = np.hanning(length) * (0.5 + rng.standard_normal(length))

@@ -20,7 +20,7 @@ from . import brain, speech
 if tp.TYPE_CHECKING:
     import mne
 
-GEN_VERSION = "v1"  # bump whenever generation changes: old folders are then ignored
+GEN_VERSION = "v2"  # bump whenever generation changes: old folders are then ignored
 MARKER = "bm2_complete.json"
 TASK = "listen"
 STIMULI = "stimuli"

@@ -1,0 +1,83 @@
+"""Write the main results table (paper Table 2 layout) of evaluated XPs: markdown, CSV and LaTeX.
+
+    python -m scripts.make_tables synthetic --out tables
+    python -m scripts.make_tables SIG1 SIG2 ... --metric top1_word --compare "mel + contrastive" "mel regression"
+    python -m scripts.make_tables synthetic --label loss optim.lr      # rows labelled by these keys
+
+Rows are the model / objective (``--rows``, default the label of each XP), columns the study (``--cols``), and
+cells the mean ± sd over seeds of ``--metric`` in percent, with a last row of chance levels. Every XP must have
+been evaluated first (``python -m scripts.run_eval_probs SIG``). Writes ``table.md``, ``table.csv``,
+``table.tex`` and ``xps.csv`` (one row per XP, every metric) to ``--out``; with ``--compare A B`` also
+``wilcoxon.md``: a paired Wilcoxon signed-rank test across subjects between the XPs labelled A and B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bm2 import results as R
+
+logger = logging.getLogger("scripts.make_tables")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by make_tables, figures and report."""
+    parser.add_argument("targets", nargs="+", help="grid names, XP signatures and / or XP folders")
+    parser.add_argument("--metric", default="top10_segment", help="top<k>_<segment|word> (default top10_segment)")
+    parser.add_argument("--label", nargs="+", default=None, metavar="KEY",
+                        help="label XPs by these summary / config keys (e.g. loss optim.lr) instead of the "
+                             "model / objective name")
+
+
+def write_tables(df, out: Path, metric: str, rows: str = "model", cols: str = "study", decimals: int = 1,
+                 chance: bool = True) -> dict[str, Path]:
+    """Write table.md / table.csv / table.tex / xps.csv of the collected ``df`` to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = R.aggregate(df, rows, cols, metric, decimals=decimals, chance=chance)
+    caption = f"{metric} (%), mean ± sd over seeds"
+    paths = {"md": out / "table.md", "csv": out / "table.csv", "tex": out / "table.tex", "xps": out / "xps.csv"}
+    paths["md"].write_text(f"{caption}\n\n{R.to_markdown(table)}", encoding="utf-8")
+    R.to_csv(table, paths["csv"])
+    paths["tex"].write_text(R.to_latex(table, caption=caption, label=f"tab:{metric}"), encoding="utf-8")
+    df.to_csv(paths["xps"], index=False)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    parser.add_argument("--rows", default="model", help="column of the XP table for rows (default model)")
+    parser.add_argument("--cols", default="study", help="column of the XP table for columns (default study)")
+    parser.add_argument("--out", default="tables", help="output folder (default ./tables)")
+    parser.add_argument("--decimals", type=int, default=1)
+    parser.add_argument("--no-chance", action="store_true", help="leave out the chance row")
+    parser.add_argument("--compare", nargs=2, metavar=("LABEL_A", "LABEL_B"),
+                        help="paired Wilcoxon test across subjects between two labels (-> wilcoxon.md)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out)
+    try:
+        R.parse_metric(args.metric)
+        results = R.load_all(args.targets)
+        df = R.collect(results, args.label)
+        paths = write_tables(df, out, args.metric, args.rows, args.cols, args.decimals, not args.no_chance)
+        print(paths["md"].read_text(encoding="utf-8"))
+        if args.compare:
+            label_a, label_b = args.compare
+            tests = R.compare(R.subject_table(results, args.metric, args.label), label_a, label_b)
+            text = R.wilcoxon_markdown(tests, label_a, label_b, args.metric)
+            (out / "wilcoxon.md").write_text(text, encoding="utf-8")
+            print(text)
+    except R.ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logger.info("wrote %s (%d XPs)", ", ".join(sorted(p.name for p in out.iterdir())), len(df))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Grids: the paper grids sign the expected XPs; the smoke grid runs on a real local SLURM (slow).
+
+The SLURM test drives the real CLI end to end: ``dora grid smoke`` schedules four XPs, one XP is preempted
+(SIGUSR2, submitit requeues it) and resumes from its checkpoint, one XP fails on purpose and is resubmitted
+with ``-r``, then ``scripts.run_eval_probs``, the hiplot server and the static dashboard run on the grid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+ROW = re.compile(r"\b(COM|FAI|RUN|PEN|CAN|N/A|REQ|TIM|OUT|NOD|UNK|PRE|COMPLETING)\w*\s+([0-9a-f]{8})\s+(\d*)\s*\|")
+
+
+def _run(args, env, timeout=600, check=True):
+    proc = subprocess.run(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    if check:
+        assert proc.returncode == 0, ANSI.sub("", proc.stdout)[-4000:]
+    return ANSI.sub("", proc.stdout)
+
+
+def _rows(output: str) -> dict[str, tuple[str, str]]:
+    """{sig: (state, job id)} of the last table printed by ``dora grid``."""
+    rows: dict[str, tuple[str, str]] = {}
+    for state, sig, sid in ROW.findall(output):
+        rows[sig] = (state, sid)
+    return rows
+
+
+@pytest.mark.parametrize("grid, expected", [("nmi.main_table", 48), ("nmi.ablations", 24), ("synthetic", 4)])
+def test_grids_sign_distinct_xps_without_a_scheduler(grid, expected, tmp_path):
+    env = dict(os.environ, BM2_XP_DIR=str(tmp_path))
+    out = _run([str(BIN / "dora"), "grid", grid, "--dry_run", "--init"], env, timeout=120)
+    sigs = [sig for _, sig, _ in ROW.findall(out)]
+    assert len(sigs) == expected and len(set(sigs)) == expected
+    # --init wrote each XP's argv, so `dora info -f SIG` knows them without any scheduler
+    info = _run([str(BIN / "dora"), "info", "-f", sigs[-1]], env, timeout=120)
+    assert sigs[-1] in info
+
+
+@pytest.fixture(scope="module")
+def grid_env(local_slurm, tmp_path_factory):
+    base = tmp_path_factory.mktemp("grid")
+    return dict(os.environ, BM2_DATA=str(base / "data"), BM2_CACHE=str(base / "cache"), BM2_XP_DIR=str(base / "xps"),
+                BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1", **local_slurm.env())
+
+
+def _xp_folder(env, sig) -> Path:
+    return Path(env["BM2_XP_DIR"]) / "xps" / sig
+
+
+def _argv(env, sig) -> list[str]:
+    return json.loads((_xp_folder(env, sig) / ".argv.json").read_text())
+
+
+def _history(env, sig) -> list[dict]:
+    try:
+        return json.loads((_xp_folder(env, sig) / "history.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+@pytest.mark.slow
+def test_smoke_grid_on_slurm(grid_env):
+    env = grid_env
+    dora = str(BIN / "dora")
+    rows = _rows(_run([dora, "grid", "smoke", "--no_monitoring"], env))
+    assert len(rows) == 4 and all(sid for _, sid in rows.values()), rows
+    by_kind = {}
+    for sig in rows:
+        argv = " ".join(_argv(env, sig))
+        by_kind["fail" if "no_such_study" in argv else "long" if "seed=5" in argv else sig] = sig
+    long_sig, fail_sig = by_kind["long"], by_kind["fail"]
+
+    # Preemption: once the long XP has finished an epoch, send SIGUSR2 as SLURM does before preempting.
+    deadline = time.time() + 300
+    while time.time() < deadline and len(_history(env, long_sig)) < 1:
+        time.sleep(0.1)
+    done_before = len(_history(env, long_sig))
+    assert 1 <= done_before < 12, "the long XP finished before it could be preempted"
+    subprocess.run(["scancel", "--signal=USR2", rows[long_sig][1]], check=True, env=env)
+
+    final = _rows(_run([dora, "grid", "smoke", "--interval", "0.02"], env, timeout=900))
+    states = {sig: state for sig, (state, _) in final.items()}
+    assert states[fail_sig] == "FAI"
+    assert all(state == "COM" for sig, state in states.items() if sig != fail_sig), states
+
+    # Every completed XP holds test metrics; the preempted one resumed without losing or repeating an epoch.
+    for sig in states:
+        if sig != fail_sig:
+            assert "top10_segment" in _history(env, sig)[-1]["test"]
+    history = _history(env, long_sig)
+    assert len(history) == 12
+    log = (_xp_folder(env, long_sig) / "train.log").read_text()
+    resumed = re.findall(r"resumed from .* after epoch (\d+)", log)
+    assert resumed, "the requeued job did not resume from its checkpoint"
+    k = int(resumed[-1])
+    after = [int(e) for e in re.findall(r" - epoch (\d+) \|", log.split("resumed from")[-1])]
+    assert after == list(range(k + 1, 13))
+
+    # The failed XP is resubmitted with -r (new job id) and fails again.
+    old_sid = final[fail_sig][1]
+    retried = _rows(_run([dora, "grid", "smoke", "-r", "--interval", "0.02"], env, timeout=600))
+    assert retried[fail_sig][1] != old_sid and retried[fail_sig][0] == "FAI"
+    assert "no_such_study" in (_xp_folder(env, fail_sig) / "submitit").joinpath(
+        f"{retried[fail_sig][1]}_0_log.out").read_text()
+
+    # Evaluation of the finished grid: the failed XP is reported, the others agree with their test stage.
+    proc = subprocess.run([sys.executable, "-m", "scripts.run_eval_probs", "smoke"], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 1 and f"XP {fail_sig}" in proc.stdout and "dora run -f" in proc.stdout
+    for sig in states:
+        if sig != fail_sig:
+            summary = json.loads((_xp_folder(env, sig) / "eval" / "summary.json").read_text())
+            test = _history(env, sig)[-1]["test"]
+            for key in ("top1_segment", "top10_segment", "top1_word", "top10_word"):
+                assert summary["metrics"][key] == pytest.approx(test[key], abs=1e-6)
+
+    # hiplot: the served data lists the completed XPs with bm2's metric columns.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "hiplot", "dora.hiplot.load", "--host", "127.0.0.1", "--port",
+                               str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        query = urllib.parse.urlencode({"uri": "smoke explorer=ClipHP"})
+        data = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data?{query}", timeout=60) as resp:
+                    data = json.loads(resp.read())
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert data is not None, "the hiplot server did not answer"
+        points = data["experiment"]["datapoints"]
+        sigs = {p["values"]["sig"] for p in points}
+        assert sigs == {sig for sig in states if sig != fail_sig}
+        last = [p["values"] for p in points if p["values"]["last"]]
+        assert all("test_top10_segment" in v and "valid_loss" in v for v in last)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    out = Path(env["BM2_XP_DIR"]) / "dashboard.html"
+    _run([sys.executable, "-m", "scripts.dashboard", "smoke", "-o", str(out)], env)
+    html = out.read_text()
+    assert long_sig in html and "test_top10_segment" in html
