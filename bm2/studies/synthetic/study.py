@@ -104,8 +104,8 @@ class SyntheticStudy(Study):
                    "respond to the audio envelopes, words and phonemes; with 1/f background, line noise, "
                    "drifts and artefacts. Written as BIDS (FIF) with WAV stimuli.")
 
-    def __init__(self, root: str | Path, n_subjects: int = 4, n_sessions: int = 2, n_sentences: int = 120,
-                 sentences_per_recording: int = 40, sfreq: float = 600.0, snr: float = 1.0, seed: int = 0,
+    def __init__(self, root: str | Path, n_subjects: int = 4, n_sessions: int = 2, n_sentences: int = 240,
+                 sentences_per_recording: int = 60, sfreq: float = 600.0, snr: float = 1.0, seed: int = 0,
                  min_words: int = 4, max_words: int = 9) -> None:
         super().__init__(Path(root).expanduser().resolve())  # events carry absolute paths
         self._corpus: tuple[list[speech.SentenceAudio], list[np.ndarray]] | None = None
