@@ -80,12 +80,13 @@ def test_smoke_grid_on_slurm(grid_env):
     env = grid_env
     dora = str(BIN / "dora")
     rows = _rows(_run([dora, "grid", "smoke", "--no_monitoring"], env))
-    assert len(rows) == 4 and all(sid for _, sid in rows.values()), rows
+    assert len(rows) == 5 and all(sid for _, sid in rows.values()), rows
     by_kind = {}
     for sig in rows:
         argv = " ".join(_argv(env, sig))
-        by_kind["fail" if "no_such_study" in argv else "long" if "seed=5" in argv else sig] = sig
-    long_sig, fail_sig = by_kind["long"], by_kind["fail"]
+        kind = {"no_such_study": "fail", "seed=5": "long", "seed=9": "ddp"}
+        by_kind[next((v for k, v in kind.items() if k in argv), sig)] = sig
+    long_sig, fail_sig, ddp_sig = by_kind["long"], by_kind["fail"], by_kind["ddp"]
 
     # Preemption: once the long XP has finished an epoch, send SIGUSR2 as SLURM does before preempting.
     deadline = time.time() + 300
@@ -112,6 +113,12 @@ def test_smoke_grid_on_slurm(grid_env):
     k = int(resumed[-1])
     after = [int(e) for e in re.findall(r" - epoch (\d+) \|", log.split("resumed from")[-1])]
     assert after == list(range(k + 1, 13))
+
+    # The 2-task job trained with DDP: rank 1 joined the process group, only rank 0 reported.
+    job = final[ddp_sig][1]
+    logs = {task: (_xp_folder(env, ddp_sig) / "submitit" / f"{job}_{task}_log.out").read_text() for task in (0, 1)}
+    assert "Distributed init: 1/2" in logs[1] and "Test results of XP" not in logs[1]
+    assert "Test results of XP" in logs[0]
 
     # The failed XP is resubmitted with -r (new job id) and fails again.
     old_sid = final[fail_sig][1]
