@@ -21,26 +21,6 @@ from .data import SegmentDataset, collate
 from .metrics import Ranks, bootstrap_ci, chance_levels, target_ranks
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, dataset: SegmentDataset, batch_size: int = 128,
-            device: str | torch.device = "cpu", num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model estimates and true features for every item of ``dataset``, in dataset order (on CPU)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
-                                         num_workers=num_workers)
-    was_training = model.training
-    model.eval()
-    estimates, features = [], []
-    for batch in loader:
-        est = model(batch["brain"].to(device), batch["subject_index"].to(device),
-                    batch["positions"].to(device), batch["mask"].to(device))
-        estimates.append(est.float().cpu())
-        features.append(batch["features"])
-    model.train(was_training)
-    if not estimates:
-        raise ValueError("the test split is empty: nothing to evaluate (check dset.split and the selections)")
-    return torch.cat(estimates), torch.cat(features)
-
-
 def candidate_table(segments: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """Unique candidates (first occurrence of each ``segment_uid``) and each segment's candidate index."""
     first = ~segments.segment_uid.duplicated()
@@ -103,25 +83,19 @@ def _summarise(ranks: dict[str, Ranks], ks: tp.Sequence[int], rows: np.ndarray |
     return out
 
 
-def evaluate_retrieval(estimates: torch.Tensor, features: torch.Tensor, segments: pd.DataFrame,
-                       ks: tp.Sequence[int] = (1, 5, 10), scorer: tp.Callable | None = None,
-                       keep_probs: bool = False, n_boot: int = 1000, group_by: tp.Sequence[str] = ("subject", "study")
-                       ) -> RetrievalResult:
-    """Segment- and word-level top-k of ``estimates`` against the unique test candidates.
-
-    Metrics come overall (with chance levels and 95% bootstrap intervals over segments) and per value of
-    each column of ``group_by`` present in ``segments``.
-    """
-    if len(segments) != len(estimates):
-        raise ValueError(f"{len(estimates)} estimates for {len(segments)} segments")
+def retrieval_from_scores(scores: torch.Tensor, segments: pd.DataFrame, ks: tp.Sequence[int] = (1, 5, 10),
+                          keep_probs: bool = False, n_boot: int = 1000,
+                          group_by: tp.Sequence[str] = ("subject", "study")) -> RetrievalResult:
+    """Metrics from ``[N, O]`` scores of ``segments`` against their unique candidates (:func:`candidate_table`)."""
     segments = segments.reset_index(drop=True)
     candidates, target = candidate_table(segments)
-    cand_features = features[torch.tensor(candidates["index"].to_numpy())]
+    if scores.shape != (len(segments), len(candidates)):
+        raise ValueError(f"scores of shape {tuple(scores.shape)} for {len(segments)} segments and "
+                         f"{len(candidates)} candidates")
     words = sorted(set(candidates.word))
     word_index = {w: i for i, w in enumerate(words)}
     candidate_words = torch.tensor([word_index[w] for w in candidates.word])
     target_words = torch.tensor([word_index[w] for w in segments.word])
-    scores = clip_scores(estimates, cand_features, scorer)
     ranks = target_ranks(scores, torch.tensor(target), candidate_words, target_words, len(words))
     metrics = _summarise(ranks, ks)
     metrics.update(chance_levels(len(candidates), target_words.numpy(), len(words), ks))
@@ -140,8 +114,51 @@ def evaluate_retrieval(estimates: torch.Tensor, features: torch.Tensor, segments
             groups[col] = {str(v): _summarise(ranks, ks, np.flatnonzero((table[col] == v).to_numpy()))
                            for v in sorted(table[col].unique(), key=str)}
     cand = candidates.drop(columns=["index"], errors="ignore")
-    probs = torch.softmax(scores.float(), dim=1).numpy() if keep_probs else None
+    probs = torch.softmax(scores.float(), dim=1).cpu().numpy() if keep_probs else None
     return RetrievalResult(metrics, groups, table, cand, probs)
+
+
+def evaluate_retrieval(estimates: torch.Tensor, features: torch.Tensor, segments: pd.DataFrame,
+                       ks: tp.Sequence[int] = (1, 5, 10), scorer: tp.Callable | None = None,
+                       keep_probs: bool = False, n_boot: int = 1000) -> RetrievalResult:
+    """Retrieval metrics of in-memory ``estimates`` (one per segment) against the segments' ``features``."""
+    if len(segments) != len(estimates):
+        raise ValueError(f"{len(estimates)} estimates for {len(segments)} segments")
+    candidates, _ = candidate_table(segments.reset_index(drop=True))
+    cand_features = features[torch.tensor(candidates["index"].to_numpy())]
+    scores = clip_scores(estimates, cand_features, scorer)
+    return retrieval_from_scores(scores, segments, ks, keep_probs, n_boot)
+
+
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, dataset: SegmentDataset, scorer: tp.Callable | None = None,
+                   ks: tp.Sequence[int] = (1, 5, 10), keep_probs: bool = False, batch_size: int = 128,
+                   device: str | torch.device = "cpu", num_workers: int = 0, n_boot: int = 1000) -> RetrievalResult:
+    """Retrieval metrics of ``model`` on ``dataset`` (the test split), with bounded memory.
+
+    Only the candidates' features ``[O, D, T]`` and the score matrix ``[N, O]`` are held: the model's
+    estimates are scored batch by batch and dropped.
+    """
+    if len(dataset) == 0:
+        raise ValueError("the test split is empty: nothing to evaluate (check dset.split and the selections)")
+    candidates, _ = candidate_table(dataset.segments)
+    cand_features = torch.stack([torch.from_numpy(dataset.feature_window(int(i))) for i in candidates["index"]])
+    cand_features = cand_features.to(device)
+    if scorer is None:
+        from .losses import ClipLoss
+
+        scorer = ClipLoss().scores
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                                         num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    scores = []
+    for batch in loader:
+        est = model(batch["brain"].to(device), batch["subject_index"].to(device),
+                    batch["positions"].to(device), batch["mask"].to(device))
+        scores.append(scorer(est.float(), cand_features).cpu())
+    model.train(was_training)
+    return retrieval_from_scores(torch.cat(scores), dataset.segments, ks, keep_probs, n_boot)
 
 
 def retrieval_metrics(estimates: torch.Tensor, features: torch.Tensor, segments: pd.DataFrame,

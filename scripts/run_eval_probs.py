@@ -59,7 +59,7 @@ def evaluate_xp(xp: tp.Any, device: str = "auto", keep_probs: bool = True, batch
                 num_workers: int = 0) -> tp.Any:
     """Evaluate one XP on its test split; returns the :class:`bm2.evaluation.RetrievalResult` (also saved)."""
     from bm2.builders import build_all_datasets, resolve_device
-    from bm2.evaluation import evaluate_retrieval, predict
+    from bm2.evaluation import evaluate_model
     from bm2.losses import build_loss
     from bm2.models import model_from_spec
     from bm2.solvers.base import CheckpointError, load_checkpoint
@@ -83,9 +83,8 @@ def evaluate_xp(xp: tp.Any, device: str = "auto", keep_probs: bool = True, batch
     loss = build_loss(ckpt["loss_spec"]["name"], **ckpt["loss_spec"]["kwargs"])
     loss.load_state_dict(ckpt["states"]["loss"])
     dev = resolve_device(device)
-    estimates, features = predict(model.to(dev), datasets.test, batch_size, dev, num_workers)
-    result = evaluate_retrieval(estimates, features, datasets.test.segments, tuple(cfg.test.ks),
-                                getattr(loss, "scores", None), keep_probs=keep_probs)
+    result = evaluate_model(model.to(dev), datasets.test, getattr(loss.to(dev), "scores", None), tuple(cfg.test.ks),
+                            keep_probs=keep_probs, batch_size=batch_size, device=dev, num_workers=num_workers)
     meta = {"sig": xp.sig, "argv": list(xp.argv), "selections": list(cfg.dset.selections),
             "features": list(cfg.dset.features), "loss": cfg.loss.name, "model": cfg.model.name,
             "seed": int(cfg.seed), "epochs_trained": len(ckpt["history"])}

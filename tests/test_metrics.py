@@ -66,3 +66,47 @@ def test_retrieval_metrics_perfect_and_random():
     assert perfect["chance_top10_segment"] == pytest.approx(10 / n_cand)
     noise = retrieval_metrics(torch.randn(2 * n_cand, 4, 10), features, seg, ks=(1, 10))
     assert noise["top1_segment"] < 0.5
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n():
+    from bm2.metrics import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    small = rng.random(50) < 0.3
+    big = rng.random(5000) < 0.3
+    lo_s, hi_s = bootstrap_ci(small, n_boot=500)
+    lo_b, hi_b = bootstrap_ci(big, n_boot=500)
+    assert lo_s <= small.mean() <= hi_s and lo_b <= big.mean() <= hi_b
+    assert (hi_b - lo_b) < (hi_s - lo_s) / 5  # ~ 1 / sqrt(n)
+    # the 95% interval of a Bernoulli(0.3) mean over 5000 draws is about ±1.27 points
+    assert (hi_b - lo_b) == pytest.approx(2 * 1.96 * np.sqrt(0.3 * 0.7 / 5000), rel=0.2)
+    assert bootstrap_ci(np.ones(10)) == (1.0, 1.0)
+
+
+def test_evaluate_model_streams_and_matches_in_memory_evaluation(array_recording, tmp_path):
+    from bm2.cache import Cache
+    from bm2.data import NormParams, SplitParams, WindowParams, build_datasets
+    from bm2.evaluation import evaluate_model, evaluate_retrieval
+    from bm2.features import FeatureStack, WordOnset
+    from bm2.models import build_model
+    from bm2.preprocessing import PreprocessParams
+
+    recs = [array_recording(seed=s, subject=f"0{s}", seconds=20.0) for s in (1, 2)]
+    data = build_datasets(recs, Cache(tmp_path), PreprocessParams(), FeatureStack([WordOnset()]),
+                          WindowParams(tmin=-0.2, tmax=1.0, offset_ms=100), SplitParams(test=0.5, valid=0.0, seed=1),
+                          NormParams(n_fit_windows=5))
+    assert len(data.test) > 0
+    torch.manual_seed(0)
+    model = build_model("simpleconv", out_channels=1, n_subjects=2, merger_channels=8, merger_pos_dim=32,
+                        hidden=8, depth=2, head_hidden=8).eval()
+    streamed = evaluate_model(model, data.test, batch_size=3, n_boot=10)
+    items = [data.test[i] for i in range(len(data.test))]
+    with torch.no_grad():
+        est = torch.cat([model(it["brain"][None], torch.tensor([it["subject_index"]]), it["positions"][None],
+                               torch.ones(1, it["brain"].shape[0], dtype=torch.bool)) for it in items])
+    feats = torch.stack([it["features"] for it in items])
+    direct = evaluate_retrieval(est, feats, data.test.segments, n_boot=10)
+    for key in ("top1_segment", "top5_segment", "top1_word", "n_candidates"):
+        assert streamed.metrics[key] == pytest.approx(direct.metrics[key])
+    # the two subjects heard the same sentences: candidates are deduplicated across them
+    assert streamed.metrics["n_candidates"] < streamed.metrics["n_segments"]

@@ -113,21 +113,27 @@ class SegmentDataset(torch.utils.data.Dataset):
                 x -= x[:, :n_pre].mean(axis=1, keepdims=True)
         return x
 
-    def __getitem__(self, index: int) -> dict[str, tp.Any]:
+    def feature_window(self, index: int) -> np.ndarray:
+        """Scaled speech features of item ``index`` (D, T'), without reading the brain signal."""
         rec = self.recordings[self._rec[index]]
         start = int(self._start[index])
-        x = self.brain_window(rec, start)
-        if rec.scaler is not None:
-            x = rec.scaler(x)
         length = self.window.n_samples(rec.sample_rate)
         y = np.array(rec.features.array[:, start:start + length], dtype=np.float32)
         if self.feature_scaler is not None:
             y = self.feature_scaler(y)
         k = self.window.offset_samples(rec.sample_rate)
+        return y[:, :-k] if k else y
+
+    def __getitem__(self, index: int) -> dict[str, tp.Any]:
+        rec = self.recordings[self._rec[index]]
+        x = self.brain_window(rec, int(self._start[index]))
+        if rec.scaler is not None:
+            x = rec.scaler(x)
+        k = self.window.offset_samples(rec.sample_rate)
         if k:
-            x, y = x[:, k:], y[:, :-k]  # brain lags the stimulus: pair brain[t + k] with speech[t]
+            x = x[:, k:]  # brain lags the stimulus: pair brain[t + k] with speech[t]
         return {"brain": torch.from_numpy(np.ascontiguousarray(x)),
-                "features": torch.from_numpy(np.ascontiguousarray(y)),
+                "features": torch.from_numpy(np.ascontiguousarray(self.feature_window(index))),
                 "subject_index": rec.subject_index,
                 "positions": torch.from_numpy(rec.positions),
                 "index": index}

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .. import distrib
 from ..data import Datasets, collate
-from ..evaluation import evaluate_retrieval, predict
+from ..evaluation import evaluate_model
 from .base import BaseSolver, HistoryLink
 
 logger = logging.getLogger(__name__)
@@ -143,6 +143,6 @@ class SpeechSolver(BaseSolver):
         test = self.datasets.test
         if len(test) == 0:
             raise ValueError("the test split is empty: change dset.split or select more recordings")
-        estimates, features = predict(self.model, test, self.test_batch_size, self.device, self.num_workers)
-        scorer = getattr(self.loss, "scores", None)
-        return evaluate_retrieval(estimates, features, test.segments, self.test_ks, scorer).metrics
+        return evaluate_model(self.model, test, getattr(self.loss, "scores", None), self.test_ks,
+                              batch_size=self.test_batch_size, device=self.device,
+                              num_workers=self.num_workers).metrics

@@ -165,7 +165,9 @@ class Study:
         if not self.root.exists():
             raise StudyError(
                 f"study {self.name!r}: data root {self.root} does not exist. Point `paths.studies.{self.name}` "
-                f"(or the environment variable {DATA_ENV}, the parent of every study folder) to the data.")
+                f"(or the environment variable {DATA_ENV}, the parent of every study folder) to the data, or "
+                f"fetch it: `python -m scripts.download {self.name}` (or `dora run download_only=true "
+                f"'dset.selections=[{self.name}]'`).")
 
     def iter_recordings(self) -> tp.Iterator[Recording]:
         """Yield the recordings of the study in a deterministic order."""
@@ -204,4 +206,12 @@ def study_root(name: str, data_root: str | Path | None = None, override: str | P
 
 
 def _import_builtin_studies() -> None:
-    from . import synthetic  # noqa: F401  (registers itself)
+    """Import every module of :mod:`bm2.studies` once: study classes register themselves on import."""
+    import importlib
+    import pkgutil
+
+    from .. import studies
+
+    for module in pkgutil.iter_modules(studies.__path__):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{studies.__name__}.{module.name}")
