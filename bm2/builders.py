@@ -102,7 +102,8 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Speech
     optim["betas"] = tuple(optim.get("betas", (0.9, 0.999)))
     solver = SpeechSolver(folder, link, model, loss, datasets, num_workers=int(cfg.num_workers),
                           device=resolve_device(cfg.device), seed=int(cfg.seed),
-                          test_ks=tuple(cfg.test.ks), test_batch_size=int(cfg.test.batch_size), **optim)
+                          test_ks=tuple(cfg.test.ks), test_batch_size=int(cfg.test.batch_size),
+                          task=str(cfg.test.task), **optim)
     solver.extra_checkpoint.update(
         model_spec=getattr(model, "bm2_spec", None),
         loss_spec={"name": cfg.loss.name, "kwargs": _section(cfg, "loss", cfg.loss.name)},

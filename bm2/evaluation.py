@@ -180,3 +180,42 @@ def results_table(metrics: dict[str, float], ks: tp.Sequence[int] = (1, 10)) -> 
         chance = " | ".join(f"{100 * metrics[f'chance_top{k}_{level}']:.1f}" for k in ks)
         lines.append(f"| {level} | {acc} | {chance} |")
     return "\n".join(lines)
+
+
+class Task:
+    """A task family: how a trained model is evaluated on a split, and the headline metrics it declares.
+
+    Scripts and solvers look tasks up by name (:data:`TASKS`), so a new family (classification:
+    accuracy / balanced accuracy / F1-macro; reconstruction: Pearson r with a shuffled-trial null) plugs in
+    by registering a subclass rather than by writing another evaluation script.
+    """
+
+    name: tp.ClassVar[str]
+    headline: tp.ClassVar[tuple[str, ...]]
+
+    def evaluate(self, model: torch.nn.Module, dataset: SegmentDataset, scorer: tp.Callable | None = None,
+                 **kwargs: tp.Any) -> RetrievalResult:
+        """Evaluate ``model`` on ``dataset``; returns a result with ``metrics`` and a ``save(folder, meta)``."""
+        raise NotImplementedError
+
+
+class RetrievalTask(Task):
+    """Retrieval of speech segments among the unique test candidates (brainmagick)."""
+
+    name = "retrieval"
+    headline = ("top1_segment", "top10_segment", "top1_word", "top10_word")
+
+    def evaluate(self, model: torch.nn.Module, dataset: SegmentDataset, scorer: tp.Callable | None = None,
+                 **kwargs: tp.Any) -> RetrievalResult:
+        return evaluate_model(model, dataset, scorer, **kwargs)
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (RetrievalTask(),)}
+
+
+def get_task(name: str) -> Task:
+    """The task registered as ``name``; the error lists the valid names."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; valid tasks are {sorted(TASKS)}") from None

@@ -147,7 +147,7 @@ class RobustScaler:
     max_scale: float | None = 20.0
 
     @classmethod
-    def fit(cls, samples: np.ndarray, max_scale: float | None = 20.0) -> "RobustScaler":
+    def fit(cls, samples: np.ndarray, max_scale: float | None = 20.0) -> RobustScaler:
         """Fit on ``samples`` of shape (C, N) (training windows concatenated in time)."""
         center = np.median(samples, axis=1)
         q75, q25 = np.percentile(samples, [75, 25], axis=1)
@@ -171,7 +171,7 @@ class StandardScaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, samples: np.ndarray) -> "StandardScaler":
+    def fit(cls, samples: np.ndarray) -> StandardScaler:
         """Fit on ``samples`` of shape (D, N)."""
         std = samples.std(axis=1)
         return cls(samples.mean(axis=1).astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32))

@@ -43,8 +43,15 @@ def main(cfg: DictConfig) -> None:
         torch.set_num_threads(int(cfg.num_threads))
     seed_everything(int(cfg.seed))
     if cfg.download_only:
+        from .download import DOWNLOADERS, download_study
+
         for name in cfg.dset.selections:
-            build_study(cfg, name).prepare()
+            study = build_study(cfg, name)
+            # Studies with a known source are fetched (resumably; at once when complete); the others
+            # (synthetic, data put in place by hand) only go through their own prepare().
+            if name in DOWNLOADERS:
+                download_study(name, study.root, cfg.get("download"))
+            study.prepare()
         logger.info("studies %s are ready", list(cfg.dset.selections))
         return
     distrib.init()

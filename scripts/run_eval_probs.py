@@ -59,7 +59,7 @@ def evaluate_xp(xp: tp.Any, device: str = "auto", keep_probs: bool = True, batch
                 num_workers: int = 0) -> tp.Any:
     """Evaluate one XP on its test split; returns the :class:`bm2.evaluation.RetrievalResult` (also saved)."""
     from bm2.builders import build_all_datasets, resolve_device
-    from bm2.evaluation import evaluate_model
+    from bm2.evaluation import get_task
     from bm2.losses import build_loss
     from bm2.models import model_from_spec
     from bm2.solvers.base import CheckpointError, load_checkpoint
@@ -83,8 +83,9 @@ def evaluate_xp(xp: tp.Any, device: str = "auto", keep_probs: bool = True, batch
     loss = build_loss(ckpt["loss_spec"]["name"], **ckpt["loss_spec"]["kwargs"])
     loss.load_state_dict(ckpt["states"]["loss"])
     dev = resolve_device(device)
-    result = evaluate_model(model.to(dev), datasets.test, getattr(loss.to(dev), "scores", None), tuple(cfg.test.ks),
-                            keep_probs=keep_probs, batch_size=batch_size, device=dev, num_workers=num_workers)
+    task = get_task(cfg.test.get("task", "retrieval"))
+    result = task.evaluate(model.to(dev), datasets.test, getattr(loss.to(dev), "scores", None), ks=tuple(cfg.test.ks),
+                           keep_probs=keep_probs, batch_size=batch_size, device=dev, num_workers=num_workers)
     meta = {"sig": xp.sig, "argv": list(xp.argv), "selections": list(cfg.dset.selections),
             "features": list(cfg.dset.features), "loss": cfg.loss.name, "model": cfg.model.name,
             "seed": int(cfg.seed), "epochs_trained": len(ckpt["history"])}

@@ -57,7 +57,7 @@ class LazyArray:
         return {"path": self.path, "_array": None}
 
     @classmethod
-    def of(cls, array: np.ndarray) -> "LazyArray":
+    def of(cls, array: np.ndarray) -> LazyArray:
         """Wrap a memory map returned by the cache."""
         filename = getattr(array, "filename", None)
         if filename is None:

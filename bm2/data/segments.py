@@ -57,7 +57,7 @@ class WindowParams:
 
 def assign_split(uid: str, params: SplitParams) -> str:
     """``train``, ``valid`` or ``test`` for a block, from a sha1 of its uid and the seed."""
-    digest = hashlib.sha1(f"{params.seed}:{uid}".encode("utf-8")).digest()
+    digest = hashlib.sha1(f"{params.seed}:{uid}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     if u < params.test:
         return "test"

@@ -90,7 +90,7 @@ class ChannelMerger(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None,
                 subject_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Mix ``x[B, C, T]`` (positions ``[B, C, 2]``, mask ``[B, C]`` True=present) into ``[B, merger_channels, T]``."""
+        """Mix ``x[B, C, T]`` (positions ``[B, C, 2]``, mask ``[B, C]`` True=present) into ``[B, M, T]``."""
         B, C, _ = x.shape
         if positions.shape != (B, C, 2):
             raise ValueError(f"positions must have shape {(B, C, 2)}, got {tuple(positions.shape)}")

@@ -120,7 +120,10 @@ class SimpleConv(nn.Module):
 
     def forward(self, brain: torch.Tensor, subject_index: torch.Tensor, positions: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode ``brain[B, C, T]`` (``subject_index[B]``, ``positions[B, C, 2]``, ``mask[B, C]``) to ``[B, out, T]``."""
+        """Encode ``brain[B, C, T]`` (with ``subject_index[B]``, ``positions[B, C, 2]``, ``mask[B, C]``).
+
+        Returns ``[B, out_channels, T]``.
+        """
         if brain.dim() != 3:
             raise ValueError(f"brain must be [B, C, T], got shape {tuple(brain.shape)}")
         B, C, T = brain.shape

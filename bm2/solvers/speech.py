@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .. import distrib
 from ..data import Datasets, collate
-from ..evaluation import evaluate_model
+from ..evaluation import get_task
 from .base import BaseSolver, HistoryLink
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ class SpeechSolver(BaseSolver):
                  weight_decay: float = 0.0, batch_size: int = 64, epochs: int = 10, max_batches: int | None = None,
                  patience: int | None = 10, clip_grad: float = 0.0, scheduler: str | None = None,
                  amp: bool = True, num_workers: int = 0, device: str = "cpu", seed: int = 0,
-                 test_ks: tp.Sequence[int] = (1, 5, 10), test_batch_size: int = 128) -> None:
+                 test_ks: tp.Sequence[int] = (1, 5, 10), test_batch_size: int = 128,
+                 task: str = "retrieval") -> None:
         super().__init__(folder, link, epochs=epochs, patience=patience)
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -55,6 +56,7 @@ class SpeechSolver(BaseSolver):
         self.seed = seed
         self.test_ks = tuple(test_ks)
         self.test_batch_size = test_batch_size
+        self.task = task
         self.amp = amp and self.device.type == "cuda"
         params = list(self.model.parameters()) + list(self.loss.parameters())
         self.optimizer = torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
@@ -143,6 +145,7 @@ class SpeechSolver(BaseSolver):
         test = self.datasets.test
         if len(test) == 0:
             raise ValueError("the test split is empty: change dset.split or select more recordings")
-        return evaluate_model(self.model, test, getattr(self.loss, "scores", None), self.test_ks,
-                              batch_size=self.test_batch_size, device=self.device,
-                              num_workers=self.num_workers).metrics
+        task = get_task(self.task)
+        return task.evaluate(self.model, test, getattr(self.loss, "scores", None), ks=self.test_ks,
+                             batch_size=self.test_batch_size, device=self.device,
+                             num_workers=self.num_workers).metrics

@@ -58,7 +58,7 @@ class Recording:
         self.session = str(session)
         self.task = str(task)
         self.identity = dict(identity or {})
-        self._raw: "mne.io.BaseRaw | None" = None
+        self._raw: mne.io.BaseRaw | None = None
         self._events: pd.DataFrame | None = None
 
     @property
@@ -76,7 +76,7 @@ class Recording:
         return (f"{type(self).__name__}(study={self.study!r}, subject={self.subject!r}, "
                 f"session={self.session!r}, task={self.task!r})")
 
-    def raw(self) -> "mne.io.BaseRaw":
+    def raw(self) -> mne.io.BaseRaw:
         """The raw signal, loaded lazily (no data in memory until asked) and kept."""
         if self._raw is None:
             self._raw = self._load_raw()
@@ -92,14 +92,14 @@ class Recording:
         """2-D layout positions of ``ch_names`` in [0, 1], shape ``(len(ch_names), 2)``."""
         return layout_positions(self.raw().info, ch_names)
 
-    def _load_raw(self) -> "mne.io.BaseRaw":
+    def _load_raw(self) -> mne.io.BaseRaw:
         raise NotImplementedError
 
     def _load_events(self) -> pd.DataFrame:
         raise NotImplementedError
 
 
-def layout_positions(info: "mne.Info", ch_names: tp.Sequence[str]) -> np.ndarray:
+def layout_positions(info: mne.Info, ch_names: tp.Sequence[str]) -> np.ndarray:
     """Positions of ``ch_names`` on the 2-D sensor layout found by mne, scaled to [0, 1].
 
     Raises a :class:`StudyError` naming the channels when the layout lacks some of them.
@@ -140,7 +140,7 @@ class Study:
     doi: tp.ClassVar[str]
     description: tp.ClassVar[str]
     abstract: tp.ClassVar[bool] = True
-    _registry: tp.ClassVar[dict[str, type["Study"]]] = {}
+    _registry: tp.ClassVar[dict[str, type[Study]]] = {}
 
     def __init_subclass__(cls, **kwargs: tp.Any) -> None:
         super().__init_subclass__(**kwargs)

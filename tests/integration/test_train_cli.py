@@ -123,3 +123,18 @@ def test_clear_errors_from_the_cli(env):
     assert proc.returncode != 0 and "unknown study 'nope'" in proc.stdout and "synthetic" in proc.stdout
     proc = _dora(env, *TINY, "loss.name=nope")
     assert proc.returncode != 0 and "valid names" in proc.stdout
+
+
+def test_evaluation_errors_name_the_fix(env):
+    evaluate = [sys.executable, "-m", "scripts.run_eval_probs"]
+    proc = subprocess.run([*evaluate, "0badc0de"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert proc.returncode != 0 and "neither an XP signature nor a grid name" in proc.stdout
+    # an XP whose test split is empty: training fails at its test stage, the evaluation says why
+    run = _dora(env, *TINY, "optim.epochs=1", "dset.split.test=0")
+    assert run.returncode != 0 and "test split is empty" in run.stdout
+    sig = re.search(r"XP ([0-9a-f]{8}) in", run.stdout).group(1)
+    proc = subprocess.run([*evaluate, sig], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=300)
+    assert proc.returncode == 1 and f"XP {sig}: its test split is empty" in proc.stdout
+    assert "dset.split.test" in proc.stdout
