@@ -79,7 +79,7 @@ class EntryWriter:
         """Create a writable memory-mapped array, to be filled chunk by chunk by the builder."""
         dtype = np.dtype(dtype)
         self._check_dtype(dtype)
-        shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         array = np.lib.format.open_memmap(self._path(name), mode="w+", dtype=dtype, shape=shape)
         self._memmaps[name] = array
         return array

@@ -60,10 +60,11 @@ class RetrievalResult:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.probs is not None:
-            _atomic(folder / "probs.npy", lambda f: np.save(f, self.probs.astype(np.float32)))
+            probs = self.probs.astype(np.float32)
+            _atomic(folder / "probs.npy", lambda f: np.save(f, probs))
         _atomic(folder / "candidates.csv", lambda f: self.candidates.to_csv(f, index=False))
         _atomic(folder / "segments.csv", lambda f: self.segments.to_csv(f, index=False))
-        summary = {"task": "retrieval", "meta": meta or {}, "metrics": self.metrics, "groups": self.groups}
+        summary = {"task": RetrievalTask.name, "meta": meta or {}, "metrics": self.metrics, "groups": self.groups}
         _atomic(folder / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
 
 

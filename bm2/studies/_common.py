@@ -1,0 +1,175 @@
+"""Helpers shared by the real studies: safe literal parsing, phoneme labels, sentence blocks, TextGrids,
+sensor positions and quiet mne calls."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import re
+import typing as tp
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..events import ARPABET
+from ..utils.hashing import content_hash
+from .base import StudyError, layout_positions
+
+if tp.TYPE_CHECKING:
+    import mne
+
+_LITERALS = (str, int, float, bool, type(None))
+
+
+@contextlib.contextmanager
+def quiet() -> tp.Iterator[None]:
+    """Silence the expected warnings of mne / mne-bids readers (naming conventions, units ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def parse_dict_literal(text: tp.Any, source: str) -> dict[str, tp.Any]:
+    """A plain dict of literals from its Python source ``text``, parsed with :func:`ast.literal_eval` only.
+
+    Nothing is ever executed: calls, names, attribute access ... are rejected with a :class:`StudyError`
+    naming ``source`` (file and row). Values must be str, int, float, bool or None.
+    """
+    if not isinstance(text, str) or not text.strip().startswith("{"):
+        raise StudyError(f"{source}: expected a Python dict literal such as \"{{'kind': 'word'}}\", got {text!r}")
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        raise StudyError(f"{source}: not a plain dict literal ({type(exc).__name__}: {exc}); "
+                         f"refusing {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise StudyError(f"{source}: expected a dict literal, got {type(value).__name__}")
+    bad = {k: v for k, v in value.items() if not isinstance(k, str) or not isinstance(v, _LITERALS)}
+    if bad:
+        raise StudyError(f"{source}: dict keys must be strings and values plain literals; offending items {bad}")
+    return value
+
+
+def to_arpabet(label: tp.Any) -> str | None:
+    """An ARPABET class (one of the 39) from a label like ``ah_B``, ``AH1`` or ``hh_I``; None if unknown."""
+    if not isinstance(label, str):
+        return None
+    core = re.sub(r"\d", "", label.split("_")[0]).strip().upper()
+    return core if core in ARPABET else None
+
+
+def sentence_blocks(words: pd.DataFrame, pad: float = 1.0, end: float | None = None) -> pd.DataFrame:
+    """One ``block`` row per sentence from word rows (``onset``, ``duration``, ``sentence_id``, ``text``).
+
+    The uid of a block is the sentence text (its words joined by spaces, in order). Neighbouring blocks
+    meet in the middle of the pause between their sentences; the first starts ``pad`` s before its first
+    word (not before 0), the last ends ``pad`` s after its last word (not after ``end`` if given).
+    A sentence heard twice in one recording gives two blocks with the same uid.
+    """
+    if words.empty:
+        return pd.DataFrame(columns=["kind", "onset", "duration", "uid"])
+    words = words.sort_values("onset", kind="stable")
+    runs = (words["sentence_id"] != words["sentence_id"].shift()).cumsum()
+    spans = []
+    for _, group in words.groupby(runs, sort=True):
+        text = " ".join(str(w) for w in group["text"])
+        spans.append((float(group["onset"].min()), float((group["onset"] + group["duration"]).max()), text))
+    rows = []
+    for i, (start, stop, text) in enumerate(spans):
+        lo = max(0.0, start - pad) if i == 0 else (spans[i - 1][1] + start) / 2
+        hi = stop + pad if i == len(spans) - 1 else (stop + spans[i + 1][0]) / 2
+        if end is not None:
+            hi = min(hi, end)
+        lo = max(lo, spans[i - 1][1] if i else 0.0)
+        if hi > lo:
+            rows.append(dict(kind="block", onset=lo, duration=hi - lo, uid=text))
+    return pd.DataFrame(rows)
+
+
+def sentence_id(text: str) -> str:
+    """Stable identifier of a sentence: a content hash of its text."""
+    return content_hash(text)
+
+
+def sensor_positions(info: mne.Info, ch_names: tp.Sequence[str]) -> np.ndarray:
+    """2-D positions in [0, 1]: mne's layout when it knows the sensors, else an azimuthal projection of the
+    3-D sensor locations stored in ``info`` (KIT / CTF files converted to FIF keep them)."""
+    try:
+        return layout_positions(info, ch_names)
+    except (StudyError, RuntimeError, ValueError):
+        pass
+    index = {n: i for i, n in enumerate(info["ch_names"])}
+    locs = np.array([info["chs"][index[c]]["loc"][:3] for c in ch_names], dtype=float)
+    if not np.isfinite(locs).all() or np.allclose(locs, 0):
+        raise StudyError(f"no sensor layout nor 3-D locations for channels {list(ch_names)[:5]}")
+    origin = np.array([*locs[:, :2].mean(axis=0), locs[:, 2].min() - np.ptp(locs[:, 2]) - 1e-3])
+    vec = locs - origin  # seen from a point below the sensor array's centre
+    r = np.linalg.norm(vec, axis=1)
+    theta = np.arccos(np.clip(vec[:, 2] / np.maximum(r, 1e-12), -1, 1))
+    phi = np.arctan2(vec[:, 1], vec[:, 0])
+    pos = np.stack([theta * np.cos(phi), theta * np.sin(phi)], axis=1)
+    pos = pos - pos.min(axis=0)
+    return (pos / np.maximum(pos.max(axis=0), 1e-12)).astype(np.float32)
+
+
+def require_file(path: Path, study: str, fix: str) -> Path:
+    """``path`` if it exists, else a :class:`StudyError` naming it and how to fix it."""
+    if not path.exists():
+        raise StudyError(f"study {study!r}: missing {path}; {fix}")
+    return path
+
+
+# -- Praat TextGrid ------------------------------------------------------------------------------------
+
+def read_textgrid(path: str | Path) -> dict[str, list[tuple[float, float, str]]]:
+    """Interval tiers of a Praat TextGrid (long or short text format, UTF-8 or UTF-16).
+
+    Returns ``{tier name: [(xmin, xmax, text), ...]}``; point tiers are skipped.
+    """
+    raw = Path(path).read_bytes()
+    enc = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    text = raw.decode(enc)
+    # tokens: quoted strings ("" escapes a quote), or bare numbers / flags; labels "name =" are dropped
+    tokens = []
+    for m in re.finditer(r'"((?:[^"]|"")*)"|([^\s"=\[\]:]+)(?=\s|$)', text):
+        if m.group(1) is not None:
+            tokens.append(("s", m.group(1).replace('""', '"')))
+        else:
+            word = m.group(2)
+            try:
+                tokens.append(("n", float(word)))
+            except ValueError:
+                tokens.append(("w", word))  # keys such as xmin, intervals, size, <exists>
+    values = [t for t in tokens if t[0] != "w" or t[1] == "<exists>"]
+    pos = 0
+
+    def take(kind: str) -> tp.Any:
+        nonlocal pos
+        while pos < len(values) and values[pos][0] != kind:
+            pos += 1
+        if pos >= len(values):
+            raise StudyError(f"{path}: truncated or invalid TextGrid")
+        pos += 1
+        return values[pos - 1][1]
+
+    if take("s") != "ooTextFile" or take("s") != "TextGrid":
+        raise StudyError(f"{path}: not a Praat TextGrid (expected 'File type = \"ooTextFile\"', 'Object class')")
+    take("n"), take("n")  # xmin, xmax
+    n_tiers = int(take("n"))
+    tiers: dict[str, list[tuple[float, float, str]]] = {}
+    for _ in range(n_tiers):
+        klass, name = take("s"), take("s")
+        take("n"), take("n")
+        count = int(take("n"))
+        items = []
+        for _ in range(count):
+            if klass == "IntervalTier":
+                a, b, label = take("n"), take("n"), take("s")
+                items.append((float(a), float(b), label))
+            else:
+                take("n"), take("s")
+        if klass == "IntervalTier":
+            tiers[name] = items
+    return tiers

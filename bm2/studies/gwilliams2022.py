@@ -1,0 +1,174 @@
+"""MEG-MASC (Gwilliams et al. 2022): 27 English speakers listening to four stories, KIT 208-channel MEG.
+
+On disk (BIDS): ``sub-XX/ses-Y/meg/sub-XX_ses-Y_task-Z_meg.con`` with sidecars, and ``stimuli/audio/*.wav``.
+Each row of ``*_events.tsv`` has ``onset``, ``duration`` and a ``trial_type`` holding a Python dict literal,
+e.g. ``{'kind': 'word', 'word': 'Tara', 'sequence_id': 0.0, 'sound': 'stimuli/audio/lw1_0.wav', ...}``.
+It is parsed with :func:`ast.literal_eval` only (see :func:`~bm2.studies._common.parse_dict_literal`).
+
+Blocks are sentences: the words sharing a ``sequence_id`` within one sound file (``sound_id`` / ``sound``),
+uid = the sentence text. Phonemes (``ah_B``, ``hh_I`` ...) map to the 39 ARPABET classes.
+"""
+
+from __future__ import annotations
+
+import math
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .base import Recording, Study, StudyError
+from ._common import (parse_dict_literal, quiet, require_file, sensor_positions, sentence_blocks, sentence_id,
+                      to_arpabet)
+
+if tp.TYPE_CHECKING:
+    import mne
+
+RAW_EXTENSIONS = (".con", ".sqd", ".fif")  # .con is the published format; .fif for converted copies
+
+
+class Gwilliams2022Recording(Recording):
+    """One story (task) of one session of one subject."""
+
+    def __init__(self, study: Gwilliams2022, path: Path, subject: str, session: str, task: str) -> None:
+        super().__init__(Gwilliams2022.name, subject, session, task,
+                         identity={"file": str(path.relative_to(study.root)), "size": path.stat().st_size})
+        self.path = path
+        self.root = study.root
+        self.pad = study.block_pad
+
+    def _bids_path(self, **update: tp.Any) -> tp.Any:
+        import mne_bids
+
+        return mne_bids.BIDSPath(root=self.root, subject=self.subject, session=self.session, task=self.task,
+                                 datatype="meg", suffix="meg", extension=self.path.suffix).update(**update)
+
+    def _load_raw(self) -> mne.io.BaseRaw:
+        import mne_bids
+
+        with quiet():
+            return mne_bids.read_raw_bids(self._bids_path(), extra_params={"preload": False}, verbose="error")
+
+    def sensor_positions(self, ch_names: tp.Sequence[str]) -> np.ndarray:
+        return sensor_positions(self.raw().info, ch_names)
+
+    def _sound_path(self, sound: str) -> str:
+        candidate = self.root / sound
+        if not candidate.exists():  # tolerate absolute or differently prefixed paths: keep the file name
+            candidate = self.root / "stimuli" / "audio" / Path(str(sound)).name
+        return str(candidate)
+
+    def _load_events(self) -> pd.DataFrame:
+        tsv = require_file(self._bids_path(suffix="events", extension=".tsv").fpath, Gwilliams2022.name,
+                           "every recording needs its BIDS _events.tsv next to the MEG file")
+        table = pd.read_csv(tsv, sep="\t", na_values=["n/a"], keep_default_na=False, dtype={"trial_type": str})
+        if "trial_type" not in table.columns:
+            raise StudyError(f"{tsv}: no 'trial_type' column (expected a dict literal per row)")
+        parsed = [parse_dict_literal(t, f"{tsv} row {i + 2}") for i, t in enumerate(table["trial_type"])]
+        rows: list[dict[str, tp.Any]] = []
+        words = []
+        for (onset, duration), info in zip(table[["onset", "duration"]].itertuples(index=False), parsed):
+            kind = info.get("kind")
+            onset, duration = float(onset), float(duration) if np.isfinite(duration) else 0.0
+            if kind == "word":
+                seq = info.get("sequence_id")
+                unit = info.get("sound_id", info.get("sound"))
+                words.append(dict(onset=onset, duration=duration, text=str(info.get("word", "")).strip(),
+                                  group=(info.get("story"), unit, seq)))
+            elif kind == "phoneme":
+                label = to_arpabet(info.get("phoneme"))
+                if label is not None:  # silences / unknown labels are no phoneme class
+                    rows.append(dict(kind="phoneme", onset=onset, duration=duration, text=label))
+            elif kind == "sound":
+                rows.append(dict(kind="sound", onset=onset, duration=duration,
+                                 filepath=self._sound_path(str(info.get("sound", ""))),
+                                 offset=float(info.get("start", 0.0) or 0.0)))
+        for row in rows:
+            if row["kind"] == "sound" and row["duration"] <= 0:
+                row["duration"] = _sound_duration(row, words)
+        if not words:
+            raise StudyError(f"{tsv}: no word events; is this a MEG-MASC events file?")
+        wdf = pd.DataFrame(words)
+        wdf["group"] = wdf["group"].map(repr)  # hashable, order-preserving key
+        texts = wdf.groupby("group", sort=False)["text"].apply(lambda s: " ".join(s))
+        wdf["sentence_text"] = wdf["group"].map(texts)
+        wdf["sentence_id"] = wdf["sentence_text"].map(sentence_id)
+        wdf["word_index"] = wdf.groupby("group", sort=False).cumcount()
+        blocks = sentence_blocks(wdf[["onset", "duration", "sentence_id", "text"]], pad=self.pad)
+        wdf = wdf.assign(kind="word").drop(columns=["group", "sentence_text"])
+        return pd.concat([pd.DataFrame(rows), wdf, blocks], ignore_index=True)
+
+
+def _sound_duration(row: dict[str, tp.Any], words: list[dict[str, tp.Any]]) -> float:
+    """Duration of a sound event whose tsv says 0: the file's length, else up to the last word after it."""
+    path = Path(row["filepath"])
+    if path.exists():
+        import soundfile
+
+        info = soundfile.info(str(path))
+        return max(info.frames / info.samplerate - row["offset"], 1e-3)
+    ends = [w["onset"] + w["duration"] for w in words if w["onset"] >= row["onset"]]
+    return max(max(ends, default=row["onset"] + 1e-3) - row["onset"], 1e-3)
+
+
+class Gwilliams2022(Study):
+    """MEG-MASC: 27 subjects, two sessions, four stories each (some subjects miss a session).
+
+    Parameters
+    ----------
+    root : the BIDS root (``participants.tsv``, ``sub-*``, ``stimuli/audio``).
+    subjects, sessions, tasks : keep only these ids (None = all).
+    block_pad : seconds of signal kept before the first and after the last sentence of a recording.
+    """
+
+    name = "gwilliams2022"
+    modality = "meg"
+    device = "KIT/Yokogawa 208 axial gradiometers, 1000 Hz"
+    language = "en"
+    paradigm = "passive listening to four short stories (MASC corpus), two sessions"
+    licence = "CC BY 4.0"
+    url = "https://osf.io/ag3kj/"
+    doi = "10.1038/s41597-023-02752-5"
+    description = ("MEG-MASC: 27 English speakers listened to ~1 h of naturalistic stories in two sessions; "
+                   "BIDS with word and phoneme timings (56.2 h, 196 recordings).")
+
+    def __init__(self, root: str | Path, subjects: tp.Sequence[str] | None = None,
+                 sessions: tp.Sequence[str] | None = None, tasks: tp.Sequence[str] | None = None,
+                 block_pad: float = 1.0) -> None:
+        super().__init__(Path(root).expanduser().resolve())
+        self.subjects = None if subjects is None else {str(s) for s in subjects}
+        self.sessions = None if sessions is None else {str(s) for s in sessions}
+        self.tasks = None if tasks is None else {str(s) for s in tasks}
+        self.block_pad = float(block_pad)
+
+    def iter_recordings(self) -> tp.Iterator[Gwilliams2022Recording]:
+        """Recordings sorted by subject, session, task; missing sessions / tasks are simply absent."""
+        self.prepare()
+        found = []
+        for path in self.root.glob("sub-*/ses-*/meg/sub-*_ses-*_task-*_meg.*"):
+            if path.suffix not in RAW_EXTENSIONS:
+                continue
+            ent = dict(part.split("-", 1) for part in path.name.split("_")[:-1] if "-" in part)
+            sub, ses, task = ent.get("sub"), ent.get("ses"), ent.get("task")
+            if None in (sub, ses, task):
+                continue
+            if (self.subjects and sub not in self.subjects) or (self.sessions and ses not in self.sessions) \
+                    or (self.tasks and task not in self.tasks):
+                continue
+            found.append(((sub, _num(ses), _num(task), RAW_EXTENSIONS.index(path.suffix)), path, sub, ses, task))
+        if not found:
+            raise StudyError(f"study {self.name!r}: no 'sub-*/ses-*/meg/*_meg.con' file under {self.root}; "
+                             "point paths.studies.gwilliams2022 to the MEG-MASC BIDS root")
+        seen = set()
+        for _, path, sub, ses, task in sorted(found):
+            if (sub, ses, task) not in seen:  # one file per recording (prefer .con)
+                seen.add((sub, ses, task))
+                yield Gwilliams2022Recording(self, path, sub, ses, task)
+
+
+def _num(value: str) -> tuple[float, str]:
+    try:
+        return float(value), value
+    except ValueError:
+        return math.inf, value

@@ -1,0 +1,55 @@
+"""A 1-epoch ``dora run`` on each real study's fixture (tests/studies/fixtures.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.studies import fixtures
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DORA = str(Path(sys.executable).parent / "dora")
+TINY = ["model.simpleconv.hidden=16", "model.simpleconv.merger_channels=16", "model.simpleconv.depth=2",
+        "model.simpleconv.head_hidden=32", "features.mel.n_mels=8", "optim.batch_size=16", "num_threads=1",
+        "optim.epochs=1", "dset.split.test=0.25", "dset.split.valid=0.25"]
+
+
+def _writer(name):
+    def gwilliams(root):
+        return fixtures.write_gwilliams(root), ["dset.features=[mel]"]
+
+    def bids(root):
+        return fixtures.write_bids(root), ["dset.features=[mel]"] + fixtures.BIDS_OPTIONS
+
+    def brennan(root):
+        return fixtures.write_brennan(root), ["dset.features=[mel]"]
+
+    def broderick(root):
+        return fixtures.write_broderick(root), ["dset.features=[word_onset]"]
+
+    return {"gwilliams2022": gwilliams, "bids": bids, "brennan2019": brennan, "broderick2019": broderick}[name]
+
+
+@pytest.mark.parametrize("study", ["gwilliams2022", "bids", "brennan2019", "broderick2019"])
+def test_one_epoch_dora_run(study, tmp_path):
+    data = tmp_path / "data"
+    meta, extra = _writer(study)(data / study)
+    env = dict(os.environ, BM2_DATA=str(data), BM2_CACHE=str(tmp_path / "cache"),
+               BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
+    seed = fixtures.split_seed(meta["uids"])
+    args = TINY + extra + [f"dset.selections=[{study}]", f"paths.studies.{study}={data / study}",
+                           f"dset.split.seed={seed}"]
+    proc = subprocess.run([DORA, "run", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "Test results of XP" in proc.stdout
+    history = next((tmp_path / "xps" / "xps").glob("*/history.json"))
+    entries = json.loads(history.read_text())
+    assert len(entries) == 1 and entries[-1]["test"]["n_candidates"] > 0

@@ -1,0 +1,102 @@
+"""gwilliams2022 (MEG-MASC) on a fixture in its BIDS layout with dict-literal events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bm2.cache import Cache
+from bm2.events import ARPABET
+from bm2.preprocessing import PreprocessParams, preprocess
+from bm2.studies import StudyError, get_study_class
+from bm2.studies._common import parse_dict_literal, to_arpabet
+from bm2.studies.gwilliams2022 import Gwilliams2022
+
+from .fixtures import GWILLIAMS_RECORDINGS, write_gwilliams
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gwilliams2022")
+    write_gwilliams(path)
+    return path
+
+
+def test_metadata():
+    assert get_study_class("gwilliams2022") is Gwilliams2022
+    meta = Gwilliams2022.metadata()
+    assert meta["modality"] == "meg" and "KIT" in meta["device"] and "208" in meta["device"]
+    assert meta["language"] == "en" and meta["doi"] and meta["url"].startswith("https://")
+
+
+def test_recordings_sorted_and_filtered(root):
+    recs = list(Gwilliams2022(root).iter_recordings())
+    assert [(r.subject, r.session, r.task) for r in recs] == list(GWILLIAMS_RECORDINGS)
+    assert len({r.uid for r in recs}) == 3
+    assert [r.task for r in Gwilliams2022(root, subjects=["01"], tasks=["1"]).iter_recordings()] == ["1"]
+    with pytest.raises(StudyError, match="no 'sub-"):
+        list(Gwilliams2022(root / "sub-01").iter_recordings())
+
+
+def test_events_words_phonemes_sounds_blocks(root):
+    rec = next(iter(Gwilliams2022(root).iter_recordings()))
+    ev = rec.events()
+    counts = ev.kind.value_counts()
+    assert counts["block"] == 12 and counts["word"] == 84 and counts["phoneme"] == 252 and counts["sound"] == 1
+    assert set(ev.loc[ev.kind == "phoneme", "text"]) <= set(ARPABET)
+    sound = ev[ev.kind == "sound"].iloc[0]
+    assert Path(sound.filepath) == root / "stimuli" / "audio" / "lw1_0.wav" and sound.duration > 30
+    blocks = ev[ev.kind == "block"]
+    words = ev[ev.kind == "word"]
+    for block in blocks.itertuples():  # each block holds one whole sentence, text = uid
+        inside = words[(words.onset >= block.onset) & (words.onset < block.onset + block.duration)]
+        assert " ".join(inside.text) == block.uid and list(inside.word_index) == list(range(7))
+        assert inside.sentence_id.nunique() == 1
+    assert (blocks.onset.to_numpy()[1:] >= (blocks.onset + blocks.duration).to_numpy()[:-1] - 1e-9).all()
+
+
+def test_raw_positions_and_preprocess(root, tmp_path):
+    rec = next(iter(Gwilliams2022(root).iter_recordings()))
+    raw = rec.raw()
+    assert len(raw.ch_names) == 208 and raw.info["sfreq"] == 1000.0
+    entry = preprocess(rec, Cache(tmp_path), PreprocessParams(sample_rate=120.0, picks=("meg",)))
+    assert entry["brain"].shape[0] == 208 and entry["positions"].shape == (208, 2)
+    pos = entry["positions"]
+    assert pos.min() >= 0 and pos.max() <= 1 and len(np.unique(pos.round(4), axis=0)) == 208
+
+
+def test_arpabet_labels():
+    assert to_arpabet("ah_B") == "AH" and to_arpabet("HH1") == "HH" and to_arpabet("sil") is None
+    assert to_arpabet("sp") is None and to_arpabet(None) is None
+
+
+def test_dict_literal_parsing_never_executes(tmp_path):
+    marker = tmp_path / "pwned"
+    payloads = [f"__import__('os').system('touch {marker}')",
+                f"{{'kind': __import__('os').system('touch {marker}')}}",
+                "{'kind': 'word', 'x': [1, 2]}", "['kind', 'word']", "{'kind': 'word'"]
+    for text in payloads:
+        with pytest.raises(StudyError, match="file.tsv row 7"):
+            parse_dict_literal(text, "file.tsv row 7")
+    assert not marker.exists()
+    assert parse_dict_literal("{'kind': 'word', 'word': 'a', 'n': 1.0}", "x") == {"kind": "word", "word": "a",
+                                                                                  "n": 1.0}
+
+
+def test_malicious_events_file_is_rejected(root, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    tsv = copy / "sub-01/ses-0/meg/sub-01_ses-0_task-0_events.tsv"
+    table = pd.read_csv(tsv, sep="\t")
+    marker = tmp_path / "pwned"
+    table.loc[3, "trial_type"] = f"__import__('os').system('touch {marker}')"
+    table.to_csv(tsv, sep="\t", index=False)
+    rec = next(iter(Gwilliams2022(copy).iter_recordings()))
+    with pytest.raises(StudyError, match=r"events\.tsv row 5"):
+        rec.events()
+    assert not marker.exists()
