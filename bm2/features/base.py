@@ -65,24 +65,44 @@ class Feature:
 
 
 class SoundFeature(Feature):
-    """A feature of the audio: computed per sound file, then placed on the recording timeline."""
+    """A feature of the audio: computed per sound file, then placed on the recording timeline.
+
+    A **contextual** feature (``contextual = True``, e.g. a transformer over the waveform) sees audio far from
+    each frame. So that no frame inside a block is influenced by audio of another block (which may belong to
+    another split), such a feature is computed per *segment*: each sound event is cut at every block boundary
+    that falls inside it, and each piece of audio is processed on its own (cached per file and segment bounds).
+    Non-contextual features are computed once per whole file, as before.
+    """
+
+    contextual: tp.ClassVar[bool] = False
 
     def compute_sound(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
         """Features of a mono waveform: ``(dimension, frames)`` and the frame rate in Hz."""
         raise NotImplementedError
 
-    def sound_features(self, path: str | Path, cache: Cache) -> tuple[np.ndarray, float]:
-        """Cached :meth:`compute_sound` of an audio file, keyed by the file's identity."""
-        path = Path(path)
-        if not path.exists():
-            raise FeatureError(f"audio file {path} not found; the {self.name} feature needs the study's "
-                               "stimuli folder")
+    def sound_features(self, path: str | Path, cache: Cache, start: float | None = None,
+                       stop: float | None = None) -> tuple[np.ndarray, float]:
+        """Cached :meth:`compute_sound` of an audio file, keyed by the file's identity.
+
+        With ``start`` / ``stop`` (seconds into the file), only that segment of the audio is processed (frame 0
+        is then at ``start``); the bounds enter the cache key.
+        """
+        path = self._existing(path)
         stat = path.stat()
         key = {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                "feature": self.name, "params": self.params()}
+        segment = start is not None or stop is not None
+        if segment:
+            key["segment"] = [start, stop]
 
         def build(writer: EntryWriter) -> None:
             wav, sr = load_audio(path)
+            if segment:
+                a = 0 if start is None else int(round(start * sr))
+                b = len(wav) if stop is None else int(round(stop * sr))
+                wav = wav[a:b]
+                if wav.size == 0:
+                    raise FeatureError(f"segment [{start}, {stop}] s of {path} holds no audio")
             value, rate = self.compute_sound(wav, sr)
             writer.save("value", value.astype(np.float32))
             writer.meta["frame_rate"] = rate
@@ -95,22 +115,70 @@ class SoundFeature(Feature):
         value, _ = self.compute_sound(np.zeros(1600, dtype=np.float32), 16000)
         return value.mean(axis=1)
 
+    def _existing(self, path: str | Path) -> Path:
+        path = Path(path)
+        if not path.exists():
+            raise FeatureError(f"audio file {path} not found; the {self.name} feature needs the study's "
+                               "stimuli folder")
+        return path
+
+    @staticmethod
+    def _place(out: np.ndarray, times: np.ndarray, value: np.ndarray, rate: float, onset: float, end: float,
+               file_offset: float) -> None:
+        """Interpolate ``value`` (frame 0 at ``file_offset`` s) onto ``times`` in ``[onset, end)``."""
+        start, stop = np.searchsorted(times, [onset, end])
+        if stop <= start:
+            return
+        frame_pos = (times[start:stop] - onset + file_offset) * rate
+        frames = np.arange(value.shape[1])
+        inside = frame_pos <= frames[-1]
+        for d in range(value.shape[0]):  # linear interpolation per dimension
+            out[d, start:stop][inside] = np.interp(frame_pos[inside], frames, value[d])
+
     def compute_timeline(self, recording: Recording, sample_rate: float, n_times: int,
                          cache: Cache) -> np.ndarray:
         out = np.repeat(self.silence()[:, None].astype(np.float32), n_times, axis=1)
         times = np.arange(n_times) / sample_rate
-        sounds = recording.events().query("kind == 'sound'")
+        events = recording.events()
+        sounds = events.query("kind == 'sound'")
+        if self.contextual:
+            blocks = events.query("kind == 'block'")
+            bounds = np.unique(np.concatenate([blocks.onset.to_numpy(float),
+                                               (blocks.onset + blocks.duration).to_numpy(float)]))
         for row in sounds.itertuples():
-            value, rate = self.sound_features(row.filepath, cache)
-            start, stop = np.searchsorted(times, [row.onset, row.onset + row.duration])
-            if stop <= start:
+            if not self.contextual:
+                value, rate = self.sound_features(row.filepath, cache)
+                self._place(out, times, value, rate, row.onset, row.onset + row.duration, float(row.offset))
                 continue
-            frame_pos = (times[start:stop] - row.onset + float(row.offset)) * rate
-            frames = np.arange(value.shape[1])
-            inside = frame_pos <= frames[-1]
-            for d in range(value.shape[0]):  # linear interpolation per dimension (D is small)
-                out[d, start:stop][inside] = np.interp(frame_pos[inside], frames, value[d])
+            path = self._existing(row.filepath)
+            file_end = _audio_duration(path)
+            for seg_on, seg_end in cut_at(row.onset, row.onset + row.duration, bounds):
+                # the segment of the file heard during [seg_on, seg_end), in file seconds (rounded to 1 us so
+                # that the same sentence heard by several subjects hits the same cache entry)
+                a = round(float(row.offset) + seg_on - row.onset, 6)
+                b = round(min(float(row.offset) + seg_end - row.onset, file_end), 6)
+                if b - a <= 0:
+                    continue
+                value, rate = self.sound_features(path, cache, start=a, stop=b)
+                self._place(out, times, value, rate, seg_on, seg_end, 0.0)
         return out
+
+
+def cut_at(onset: float, end: float, bounds: np.ndarray, min_length: float = 1e-6) -> list[tuple[float, float]]:
+    """``[onset, end)`` cut at every value of ``bounds`` strictly inside it: the list of ``(start, stop)``."""
+    inner = [float(b) for b in np.sort(bounds) if onset + min_length < b < end - min_length]
+    edges = [float(onset)] + inner + [float(end)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b - a > min_length]
+
+
+def _audio_duration(path: Path) -> float:
+    import soundfile
+
+    try:
+        info = soundfile.info(os.fspath(path))
+    except RuntimeError as exc:
+        raise FeatureError(f"cannot read audio file {path}: {exc}") from exc
+    return info.frames / info.samplerate
 
 
 class EventFeature(Feature):

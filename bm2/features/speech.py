@@ -61,3 +61,62 @@ class MelSpectrum(SoundFeature):
                           center=True, return_complex=True).abs().pow(2)
         mel = self._filter_bank().T @ spec
         return torch.log(mel + self.log_eps).numpy(), self.sample_rate / hop
+
+
+class Envelope(SoundFeature):
+    """Broadband amplitude envelope of the audio (one channel) at ``rate`` Hz.
+
+    ``method="hilbert"``: magnitude of the analytic signal; ``"rectify"``: absolute value. The envelope is then
+    low-passed at ``lowpass_hz`` (4th-order Butterworth, zero phase) and sampled at ``rate``; ``log=True``
+    returns ``log(envelope + log_eps)``.
+    """
+
+    name = "envelope"
+    version = "1"
+
+    def __init__(self, rate: float = 100.0, lowpass_hz: float = 25.0, method: str = "hilbert", log: bool = True,
+                 log_eps: float = 1e-5, sample_rate: int = 16000) -> None:
+        if method not in ("hilbert", "rectify"):
+            raise ValueError(f"envelope method must be 'hilbert' or 'rectify', got {method!r}")
+        if rate <= 0 or not 0 < lowpass_hz < rate / 2:
+            raise ValueError(f"envelope needs 0 < lowpass_hz < rate / 2, got lowpass_hz={lowpass_hz}, rate={rate}")
+        if lowpass_hz >= sample_rate / 2:
+            raise ValueError(f"envelope lowpass_hz={lowpass_hz} must be below sample_rate / 2")
+        self.rate = float(rate)
+        self.lowpass_hz = float(lowpass_hz)
+        self.method = method
+        self.log = bool(log)
+        self.log_eps = float(log_eps)
+        self.sample_rate = int(sample_rate)
+
+    @property
+    def dimension(self) -> int:
+        return 1
+
+    def params(self) -> dict[str, tp.Any]:
+        return {k: getattr(self, k) for k in ("rate", "lowpass_hz", "method", "log", "log_eps", "sample_rate")}
+
+    def compute_sound(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
+        from math import gcd
+
+        from scipy.fft import next_fast_len
+        from scipy.signal import butter, hilbert, resample_poly, sosfiltfilt
+
+        x = np.asarray(wav, dtype=np.float64)
+        if sample_rate != self.sample_rate:
+            g = gcd(int(sample_rate), self.sample_rate)
+            x = resample_poly(x, self.sample_rate // g, int(sample_rate) // g)
+        sr = self.sample_rate
+        if self.method == "hilbert":
+            env = np.abs(hilbert(x, N=next_fast_len(len(x)))[:len(x)])
+        else:
+            env = np.abs(x)
+        sos = butter(4, self.lowpass_hz, btype="low", fs=sr, output="sos")
+        if len(env) > 1:
+            env = sosfiltfilt(sos, env, padlen=min(len(env) - 1, 3 * (2 * sos.shape[0] + 1)))
+        env = np.maximum(env, 0.0)
+        n_frames = int(np.floor((len(x) - 1) / sr * self.rate)) + 1
+        value = np.interp(np.arange(n_frames) / self.rate, np.arange(len(x)) / sr, env)
+        if self.log:
+            value = np.log(value + self.log_eps)
+        return value[None].astype(np.float32), self.rate
