@@ -24,6 +24,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
+from .utils.io import fsync_dir
 from . import __version__
 from .utils.hashing import canonical, content_hash
 
@@ -37,20 +38,6 @@ _STEP_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 class DamagedEntry(Exception):
     """Raised internally when an entry on disk fails validation."""
-
-
-def _fsync_path(path: Path) -> None:
-    # Directories can be fsynced on POSIX to persist renames/creations; not on all platforms.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class EntryWriter:
@@ -217,9 +204,9 @@ class Cache:
                 json.dump(manifest, fh, default=repr, indent=1)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_path(tmp)
+            fsync_dir(tmp)
             os.rename(tmp, folder)
-            _fsync_path(folder.parent)
+            fsync_dir(folder.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -46,6 +46,7 @@ import requests.auth
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
+from .utils.io import fsync_dir
 from . import __version__
 from .utils.hashing import content_hash
 
@@ -168,20 +169,6 @@ def new_session() -> requests.Session:
     # identity encoding: Content-Length and ranges then count the bytes we store, not compressed ones.
     session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
     return session
-
-
-def _fsync_dir(path: Path) -> None:
-    # Persist a rename; directories cannot be opened / fsynced on every platform, which is fine.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _parse_checksum(checksum: str | None) -> tuple[str, str] | None:
@@ -394,7 +381,7 @@ def _download_locked(url: str, dest: Path, part: Path, expected_size: int | None
             problems.append(f"{expected[0]}: expected {expected[1]}, got {digest}")
         if not problems:
             os.replace(part, dest)  # the final name only ever holds a verified file
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
             return dest
         problem = "; ".join(problems)
         part.unlink(missing_ok=True)
@@ -486,7 +473,7 @@ def extract_archive(path: str | Path, dest: str | Path) -> Path:
             tmp_marker = marker.with_name(marker.name + f".{uuid.uuid4().hex[:8]}")
             tmp_marker.write_text(json.dumps(info, indent=1))
             os.replace(tmp_marker, marker)  # written last: its presence means the content is complete
-            _fsync_dir(dest)
+            fsync_dir(dest)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
             raise ArchiveError(f"{path} is damaged ({exc}); delete it and download it again") from exc
         finally:

@@ -1,11 +1,15 @@
-"""A tiny synthetic setting shared by the CPU grids (a few seconds per XP)."""
+"""A tiny setting shared by the CPU grids and the integration tests (a few seconds per XP)."""
 
-TINY = {
+# A small synthetic study: 2 subjects x 1 session of 20 sentences at 200 Hz.
+TINY_STUDY = {
     "studies.synthetic.n_subjects": 2,
     "studies.synthetic.n_sessions": 1,
     "studies.synthetic.n_sentences": 30,
     "studies.synthetic.sentences_per_recording": 20,
     "studies.synthetic.sfreq": 200,
+}
+# A small model and batch, on one thread, for any study.
+TINY_MODEL = {
     "model.simpleconv.hidden": 16,
     "model.simpleconv.merger_channels": 16,
     "model.simpleconv.depth": 2,
@@ -14,5 +18,11 @@ TINY = {
     "optim.batch_size": 16,
     "num_threads": 1,
 }
+TINY = {**TINY_STUDY, **TINY_MODEL}
 # One CPU and one (fake or real) GPU per XP, so that a laptop-sized SLURM runs two XPs at once.
 SMALL_JOB = {"gpus": 1, "cpus_per_gpu": 1, "mem_per_gpu": 2, "time": 30}
+
+
+def as_overrides(params: dict) -> list[str]:
+    """``key=value`` command-line overrides of ``params`` (for ``dora run``)."""
+    return [f"{key}={value}" for key, value in params.items()]

@@ -7,21 +7,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.studies import fixtures
 from tests.studies.fixtures_mous import write_mous
 
+from ._cli import DORA, ROOT, TINY_MODEL_ARGS
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-DORA = str(Path(sys.executable).parent / "dora")
-TINY = ["model.simpleconv.hidden=16", "model.simpleconv.merger_channels=16", "model.simpleconv.depth=2",
-        "model.simpleconv.head_hidden=32", "features.mel.n_mels=8", "optim.batch_size=16", "num_threads=1",
-        "optim.epochs=1", "dset.split.test=0.25", "dset.split.valid=0.25"]
+TINY = TINY_MODEL_ARGS + ["optim.epochs=1", "dset.split.test=0.25", "dset.split.valid=0.25"]
 
 
 def test_one_epoch_dora_run_mous(tmp_path):

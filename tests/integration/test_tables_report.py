@@ -20,17 +20,11 @@ import pytest
 
 from bm2 import results as R
 
+from ._cli import DORA, ROOT, TINY_ARGS
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-DORA = str(Path(sys.executable).parent / "dora")
-TINY = [
-    "studies.synthetic.n_subjects=2", "studies.synthetic.n_sessions=1", "studies.synthetic.n_sentences=30",
-    "studies.synthetic.sentences_per_recording=20", "studies.synthetic.sfreq=200",
-    "model.simpleconv.hidden=16", "model.simpleconv.merger_channels=16", "model.simpleconv.depth=2",
-    "model.simpleconv.head_hidden=32", "features.mel.n_mels=8", "optim.batch_size=16", "num_threads=1",
-    "optim.epochs=2",
-]
+TINY = TINY_ARGS + ["optim.epochs=2"]
 CONFIGS = [("clip", 0), ("clip", 1), ("mse", 0), ("mse", 1)]
 LABELS = {"clip": "mel + contrastive", "mse": "mel regression"}
 GRID = "tinygrid"

@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from ._cli import DORA, ROOT, TINY_ARGS
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-DORA = str(Path(sys.executable).parent / "dora")
-TINY = [
-    "studies.synthetic.n_subjects=2", "studies.synthetic.n_sessions=1", "studies.synthetic.n_sentences=30",
-    "studies.synthetic.sentences_per_recording=20", "studies.synthetic.sfreq=200",
-    "model.simpleconv.hidden=16", "model.simpleconv.merger_channels=16", "model.simpleconv.depth=2",
-    "model.simpleconv.head_hidden=32", "features.mel.n_mels=8", "optim.batch_size=16", "num_threads=1",
-]
+TINY = TINY_ARGS
 
 
 @pytest.fixture(scope="module")
