@@ -1,0 +1,695 @@
+"""Benchmarks of bm2 against plain baselines: ``python -m scripts.bench [--out DIR] [--quick]`` (``make bench``).
+
+Each measure runs side by side with its baseline in the same run and is reported as a ratio:
+
+1. **data loading**: segments/s and MB/s that the training DataLoader (:class:`~bm2.data.SegmentDataset` +
+   :func:`~bm2.data.collate`, shuffled) delivers from the cache with 0, 1 and 2 workers, against a plain
+   in-memory copy (``numpy.copyto``) of the same bytes; peak memory of the main process and of each worker.
+2. **training step**: samples/s of forward + CLIP loss + backward + Adam step of SimpleConv (default small
+   size and paper size) on CPU, and on GPU when there is one.
+3. **preprocessing**: seconds per recording-hour of :func:`bm2.preprocessing.preprocess` (FIF file read
+   lazily, chunks of channels) against mne's ``read_raw_fif(preload=True)`` + ``filter`` + ``resample`` of
+   the same file, each in its own subprocess (peak resident memory, ``VmHWM`` / ``ru_maxrss``).
+4. **evaluation**: seconds of :func:`bm2.evaluation.retrieval_from_scores` (segment- and word-level ranks)
+   on random scores, without the bootstrap; the bootstrap is timed separately.
+5. **cache reuse**: two ``dora run`` of one small XP with fresh ``BM2_XP_DIR``: first (study generated,
+   cache empty) and warm (same data and cache); time from launch to the end of epoch 1, and from the log
+   line ``preparing N recordings`` to ``epoch 1``; then the data preparation alone
+   (:func:`bm2.builders.build_all_datasets`, in-process) with an empty cache and with a warm one.
+
+Writes ``DIR/bench.json`` and ``DIR/bench.md`` (measure, value, baseline, ratio, target, met?) and prints
+the table. Timings are measurements of this machine, never assertions: the tests only check that every
+number is produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("preprocessing", "dataloading", "training", "evaluation", "cache_reuse")
+MB = 1e6  # bandwidths in MB/s (10^6 bytes)
+MIB = 2**20  # memory in MiB
+# The tiny XP of tests/integration/test_train_cli.py (the quick cache-reuse benchmark).
+TINY_STUDY = ["studies.synthetic.n_subjects=2", "studies.synthetic.n_sessions=1",
+              "studies.synthetic.n_sentences=30", "studies.synthetic.sentences_per_recording=20",
+              "studies.synthetic.sfreq=200"]
+TINY_MODEL = ["model.simpleconv.hidden=16", "model.simpleconv.merger_channels=16", "model.simpleconv.depth=2",
+              "model.simpleconv.head_hidden=32", "features.mel.n_mels=8", "optim.batch_size=16"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Problem sizes of one benchmark run (full or quick)."""
+
+    n_channels: int = 208
+    raw_sfreq: float = 1000.0
+    rec_seconds: float = 600.0  # the recording used for preprocessing and data loading
+    block_seconds: float = 30.0
+    sample_rate: float = 120.0
+    highpass: float | None = 0.1
+    loader_batch: int = 256
+    loader_batches: int = 30  # batches drawn per worker setting and repeat
+    loader_repeats: int = 2  # the fastest repeat is reported (all of them are in the details)
+    loader_workers: tuple[int, ...] = (0, 1, 2)
+    train_batch: int = 32
+    train_times: int = 360  # 3 s at 120 Hz
+    train_features: int = 40  # the default mel dimension (features.mel.n_mels)
+    train_subjects: int = 4
+    train_min_steps: int = 3
+    train_min_seconds: float = 5.0
+    eval_segments: int = 10_000
+    eval_candidates: int = 2_000
+    eval_words: int = 600
+    eval_repeats: int = 3
+    # dora run of the cache-reuse benchmark: the default synthetic study with a tiny model and one short epoch
+    dora_overrides: tuple[str, ...] = tuple(TINY_MODEL + ["optim.epochs=1", "optim.max_batches=2", "num_threads=1"])
+
+
+FULL = Sizes()
+QUICK = Sizes(rec_seconds=120.0, block_seconds=10.0, loader_batch=32, loader_batches=6, loader_repeats=1,
+              train_batch=4,
+              train_times=120, train_min_steps=1, train_min_seconds=0.0, eval_segments=1000, eval_candidates=200,
+              eval_words=60, eval_repeats=1,
+              dora_overrides=tuple(TINY_STUDY + TINY_MODEL + ["optim.epochs=1", "optim.max_batches=1",
+                                                             "num_threads=1"]))
+
+
+# --------------------------------------------------------------------------------------------- rows
+def row(section: str, measure: str, value: float, unit: str, *, baseline: float | None = None,
+        baseline_label: str = "", ratio: float | None = None, ratio_label: str = "",
+        target: tuple[str, str, float] | None = None) -> dict[str, tp.Any]:
+    """One line of the results table.
+
+    ``target`` is ``(on, op, threshold)`` with ``on`` in {"value", "ratio"} and ``op`` in {">=", "<", "<="}.
+    """
+    out: dict[str, tp.Any] = {"section": section, "measure": measure, "value": float(value), "unit": unit,
+                              "baseline": None if baseline is None else float(baseline),
+                              "baseline_label": baseline_label, "ratio": None if ratio is None else float(ratio),
+                              "ratio_label": ratio_label, "target": None, "met": None}
+    if target is not None:
+        on, op, threshold = target
+        got = out[on]
+        ok = {">=": got >= threshold, ">": got > threshold, "<": got < threshold, "<=": got <= threshold}[op]
+        out["target"] = {"on": on, "op": op, "threshold": float(threshold)}
+        out["met"] = bool(ok)
+    return out
+
+
+def _num(x: float) -> str:
+    if x == 0 or not math.isfinite(x):
+        return str(x)
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def format_row(r: dict[str, tp.Any]) -> list[str]:
+    """The markdown cells of a row: measure, value, baseline, ratio, target, met?"""
+    value = f"{_num(r['value'])} {r['unit']}"
+    baseline = "—" if r["baseline"] is None else f"{_num(r['baseline'])} {r['unit']} ({r['baseline_label']})"
+    ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}x {r['ratio_label']}".rstrip()
+    target, met = "—", "—"
+    if r["target"] is not None:
+        t = r["target"]
+        what = "ratio" if t["on"] == "ratio" else "value"
+        unit = "x" if t["on"] == "ratio" else f" {r['unit']}"
+        target = f"{what} {t['op']} {_num(t['threshold'])}{unit}"
+        met = "yes" if r["met"] else "**no**"
+    return [r["measure"], value, baseline, ratio, target, met]
+
+
+def markdown(rows: list[dict[str, tp.Any]]) -> str:
+    """The markdown table of ``rows``."""
+    lines = ["| measure | value | baseline | ratio | target | met? |", "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(format_row(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class Workspace:
+    """Files shared by the sections: the FIF recording, a wav and the events of the recording."""
+
+    root: Path
+    sizes: Sizes
+    _fif: Path | None = None
+    _events: tp.Any = None
+
+    @property
+    def fif(self) -> Path:
+        from .bench_preprocess import write_fif
+
+        if self._fif is None:
+            start = time.perf_counter()
+            self._fif = write_fif(self.root / "bench_raw.fif", self.sizes.n_channels, self.sizes.raw_sfreq,
+                                  self.sizes.rec_seconds)
+            _log(f"wrote {self._fif} ({self._fif.stat().st_size / MB:.0f} MB) in "
+                 f"{time.perf_counter() - start:.1f}s")
+        return self._fif
+
+    @property
+    def events(self) -> tp.Any:
+        from .bench_preprocess import make_events, write_wav
+
+        if self._events is None:
+            wav = write_wav(self.root / "stimulus.wav")
+            self._events = make_events(self.sizes.rec_seconds, wav, self.sizes.block_seconds)
+        return self._events
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+
+# --------------------------------------------------------------------------------------------- 3. preprocessing
+def bench_preprocessing(ws: Workspace) -> tuple[list[dict], dict]:
+    """bm2's chunked preprocess vs mne's preload + filter + resample, each in its own subprocess."""
+    s = ws.sizes
+    fif = ws.fif
+    results = {}
+    for side in ("bm2", "mne"):
+        # bm2 writes straight into the shared cache, which the data-loading benchmark then reuses.
+        out = ws.cache if side == "bm2" else ws.root / "mne_out"
+        if side == "bm2" and out.exists():
+            shutil.rmtree(out)
+        cmd = [sys.executable, "-m", "scripts.bench_preprocess", "--side", side, "--fif", str(fif),
+               "--out", str(out), "--sample-rate", str(s.sample_rate)]
+        if s.highpass:
+            cmd += ["--highpass", str(s.highpass)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              env=dict(os.environ, BM2_NO_PROGRESS="1"))
+        if proc.returncode != 0:
+            raise RuntimeError(f"preprocessing subprocess ({side}) failed:\n{proc.stderr[-3000:]}")
+        results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+        _log(f"preprocess {side}: {results[side]['seconds']:.1f}s, peak RSS {results[side]['peak_rss_mb']:.0f} MiB")
+    shutil.rmtree(ws.root / "mne_out", ignore_errors=True)
+    hours = s.rec_seconds / 3600
+    bm2, mne_ = results["bm2"], results["mne"]
+    steps = f"{'high-pass ' + str(s.highpass) + ' Hz + ' if s.highpass else ''}resample"
+    label = f"{s.n_channels} ch {s.raw_sfreq / 1000:g} kHz FIF -> {s.sample_rate:g} Hz ({steps})"
+    rows = [
+        row("preprocessing", f"preprocess {label}: time per recording-hour", bm2["seconds"] / hours, "s/h",
+            baseline=mne_["seconds"] / hours, baseline_label="mne filter + resample",
+            ratio=mne_["seconds"] / bm2["seconds"], ratio_label="faster", target=("ratio", ">=", 1.0)),
+        row("preprocessing", f"preprocess {label}: peak RSS of the process", bm2["peak_rss_mb"], "MiB",
+            baseline=mne_["peak_rss_mb"], baseline_label="mne, preload=True",
+            ratio=mne_["peak_rss_mb"] / bm2["peak_rss_mb"], ratio_label="less memory",
+            target=("ratio", ">", 1.0)),
+    ]
+    details = {"recording_seconds": s.rec_seconds, "fif_mb": fif.stat().st_size / MB, "bm2": bm2, "mne": mne_,
+               "mne_steps": "read_raw_fif(preload=True); filter(l_freq, None) (FIR, default); "
+                            "resample(sfreq) (default method)",
+               "bm2_steps": "preprocess(): chunks of 32 channels, demean, Butterworth sosfiltfilt, resample_poly"}
+    return rows, details
+
+
+# --------------------------------------------------------------------------------------------- 1. data loading
+def _datasets(ws: Workspace) -> tp.Any:
+    from bm2.cache import Cache
+    from bm2.data import NormParams, SplitParams, WindowParams, build_datasets
+    from bm2.features import FeatureStack, MelSpectrum
+    from bm2.preprocessing import PreprocessParams
+
+    from .bench_preprocess import FifRecording
+
+    s = ws.sizes
+    rec = FifRecording(ws.fif, ws.events)
+    return build_datasets([rec], Cache(ws.cache), PreprocessParams(sample_rate=s.sample_rate, highpass=s.highpass),
+                          FeatureStack([MelSpectrum()]), WindowParams(offset_ms=150), SplitParams(), NormParams())
+
+
+def _plain_copy_bandwidth(nbytes: int, repeats: int) -> float:
+    """Bytes/s of ``numpy.copyto`` of ``nbytes`` between two preallocated in-memory buffers."""
+    src = np.ones(max(nbytes // 4, 1), dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # fault the pages in
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return src.nbytes * repeats / best
+
+
+def _gather_bandwidth(dataset: tp.Any, batch: int, repeats: int) -> float:
+    """Bytes/s of copying random brain windows from an in-RAM copy of the cached array into a batch buffer."""
+    rec = dataset.recordings[0]
+    brain = np.array(rec.brain.array)
+    length = dataset.window.n_samples(rec.sample_rate)
+    rng = np.random.default_rng(0)
+    out = np.empty((batch, brain.shape[0], length), dtype=np.float32)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for i, idx in enumerate(rng.integers(0, len(dataset), size=batch)):
+            s0 = int(dataset._start[idx])
+            out[i] = brain[:, s0:s0 + length]
+    return out.nbytes * repeats / (time.perf_counter() - start)
+
+
+def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int) -> dict[str, tp.Any]:
+    import psutil
+    import torch
+
+    from bm2.data import collate
+
+    sampler = torch.utils.data.RandomSampler(dataset, num_samples=batch * n_batches,
+                                             generator=torch.Generator().manual_seed(workers))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate,
+                                         num_workers=workers, drop_last=True)
+    me = psutil.Process()
+    main_rss = me.memory_info().rss
+    rss: dict[int, int] = {}
+    uss: dict[int, int] = {}
+    count = nbytes = n = 0
+    start = time.perf_counter()
+    first = None
+    for batch_ in loader:
+        if first is None:
+            first = time.perf_counter() - start
+        count += len(batch_["brain"])
+        nbytes += sum(t.numel() * t.element_size() for t in batch_.values())
+        n += 1
+        main_rss = max(main_rss, me.memory_info().rss)
+        for child in me.children():
+            try:
+                rss[child.pid] = max(rss.get(child.pid, 0), child.memory_info().rss)
+                if n == max(n_batches // 2, 1):  # USS reads smaps: once, in the middle of the run
+                    uss[child.pid] = child.memory_full_info().uss
+            except psutil.Error:
+                pass
+    elapsed = time.perf_counter() - start
+    return {"workers": workers, "segments": count, "bytes": nbytes, "seconds": elapsed,
+            "first_batch_s": first, "segments_per_s": count / elapsed, "mb_per_s": nbytes / MB / elapsed,
+            "bytes_per_batch": nbytes // max(n, 1), "main_peak_rss_mib": main_rss / MIB,
+            "worker_peak_rss_mib": [v / MIB for v in rss.values()],
+            "worker_uss_mib": [v / MIB for v in uss.values()]}
+
+
+def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
+    """Throughput of the training DataLoader from the cache vs a plain in-memory copy of the same bytes."""
+    import torch
+
+    s = ws.sizes
+    start = time.perf_counter()
+    datasets = _datasets(ws)
+    prepare_s = time.perf_counter() - start
+    train = datasets.train
+    if len(train) < s.loader_batch:
+        raise RuntimeError(f"only {len(train)} training windows for a batch of {s.loader_batch}")
+    _log(f"datasets ready in {prepare_s:.1f}s: {len(train)} training windows")
+    runs, all_runs = [], []
+    for workers in s.loader_workers:
+        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers) for _ in range(s.loader_repeats)]
+        all_runs.extend(repeats)
+        runs.append(max(repeats, key=lambda r: r["segments_per_s"]))
+        speeds = ", ".join(f"{r['segments_per_s']:.0f}" for r in repeats)
+        _log(f"DataLoader {workers} workers: {speeds} segments/s")
+    nbytes = runs[0]["bytes_per_batch"]
+    copy_bw = _plain_copy_bandwidth(nbytes, max(s.loader_batches // 2, 2))
+    gather_bw = _gather_bandwidth(train, s.loader_batch, max(s.loader_batches // 4, 1))
+    item = train[0]
+    shape = tuple(item["brain"].shape)
+    rows = []
+    for r in runs:
+        w = r["workers"]
+        target = ("ratio", ">=", 0.5) if w == max(s.loader_workers) else None
+        rows.append(row(
+            "dataloading", f"DataLoader {w} worker{'s' if w != 1 else ''}, batch {s.loader_batch} x {shape[0]} ch x "
+            f"{shape[1]} samples: bandwidth ({r['segments_per_s']:,.0f} segments/s)", r["mb_per_s"], "MB/s",
+            baseline=copy_bw / MB, baseline_label="plain in-memory copy", ratio=r["mb_per_s"] * MB / copy_bw,
+            ratio_label="of plain copy", target=target))
+    for r in runs:
+        w = r["workers"]
+        if w == 0:
+            rows.append(row("dataloading", "DataLoader 0 workers: peak RSS of the main process",
+                            r["main_peak_rss_mib"], "MiB"))
+        else:
+            rows.append(row("dataloading", f"DataLoader {w} worker{'s' if w != 1 else ''}: peak RSS per worker "
+                            f"(USS {max(r['worker_uss_mib'] or [0]):.0f} MiB)",
+                            max(r["worker_peak_rss_mib"] or [0.0]), "MiB"))
+    details = {"train_windows": len(train), "item_brain_shape": list(shape),
+               "item_features_shape": list(item["features"].shape), "prepare_seconds": prepare_s,
+               "plain_copy_mb_per_s": copy_bw / MB, "ram_gather_mb_per_s": gather_bw / MB,
+               "torch_threads": torch.get_num_threads(), "runs": runs, "all_runs": all_runs,
+               "repeats": s.loader_repeats, "page_cache": "warm (the cache was just written)"}
+    return rows, details
+
+
+# --------------------------------------------------------------------------------------------- 2. training
+def _model_kwargs(name: str) -> dict[str, tp.Any]:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml"), resolve=True)
+    assert isinstance(cfg, dict)
+    return dict(cfg["simpleconv"])
+
+
+def _train_speed(config: str, device: str, s: Sizes) -> dict[str, tp.Any]:
+    import torch
+
+    with torch.random.fork_rng(devices=[] if device == "cpu" else None):  # leave the caller's RNG alone
+        torch.manual_seed(0)
+        return _train_speed_seeded(config, device, s)
+
+
+def _train_speed_seeded(config: str, device: str, s: Sizes) -> dict[str, tp.Any]:
+    import torch
+
+    from bm2.losses import ClipLoss
+    from bm2.models import build_model, count_parameters
+
+    model = build_model("simpleconv", out_channels=s.train_features, n_subjects=s.train_subjects,
+                        **_model_kwargs(config)).to(device)
+    loss_fn = ClipLoss().to(device)
+    optim = torch.optim.Adam(model.parameters(), lr=3e-4)
+    b, c, t = s.train_batch, s.n_channels, s.train_times
+    brain = torch.randn(b, c, t, device=device)
+    positions = torch.rand(b, c, 2, device=device)
+    mask = torch.ones(b, c, dtype=torch.bool, device=device)
+    subjects = torch.randint(0, s.train_subjects, (b,), device=device)
+    features = torch.randn(b, s.train_features, t, device=device)
+    amp = device.startswith("cuda")  # as the solver: bfloat16 autocast on CUDA only
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            est = model(brain, subjects, positions, mask)
+        loss = loss_fn(est.float(), features)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    model.train()
+    for _ in range(2 if device.startswith("cuda") else 1):  # warm-up (allocations, kernels)
+        step()
+    sync()
+    steps, start = 0, time.perf_counter()
+    while steps < s.train_min_steps or time.perf_counter() - start < s.train_min_seconds:
+        step()
+        sync()
+        steps += 1
+    elapsed = time.perf_counter() - start
+    return {"config": config, "device": device, "parameters": count_parameters(model), "steps": steps,
+            "seconds_per_step": elapsed / steps, "samples_per_s": steps * b / elapsed}
+
+
+def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
+    """Samples/s of a full training step of SimpleConv (small default and paper size)."""
+    import torch
+
+    s = ws.sizes
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows, runs = [], []
+    for device in devices:
+        where = f"cpu, {torch.get_num_threads()} threads" if device == "cpu" else torch.cuda.get_device_name()
+        for config in ("simpleconv", "simpleconv_paper"):
+            r = _train_speed(config, device, s)
+            runs.append(r)
+            _log(f"train step {config} on {device}: {r['samples_per_s']:.1f} samples/s")
+            size = "small default" if config == "simpleconv" else "paper size"
+            rows.append(row("training", f"train step SimpleConv {size} ({r['parameters'] / 1e6:.2f} M params), "
+                            f"batch {s.train_batch} x {s.n_channels} ch x {s.train_times} samples, {where}",
+                            r["samples_per_s"], "samples/s"))
+    details = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__, "devices": devices,
+               "runs": runs, "loss": "ClipLoss", "optimizer": "Adam lr 3e-4",
+               "out_channels": s.train_features, "n_subjects": s.train_subjects}
+    return rows, details
+
+
+# --------------------------------------------------------------------------------------------- 4. evaluation
+def _eval_problem(s: Sizes) -> tuple[tp.Any, tp.Any]:
+    import pandas as pd
+    import torch
+
+    rng = np.random.default_rng(0)
+    cand_words = rng.permutation(np.arange(s.eval_candidates) % s.eval_words)
+    target = np.concatenate([np.arange(s.eval_candidates),
+                             rng.integers(0, s.eval_candidates, s.eval_segments - s.eval_candidates)])
+    target = rng.permutation(target)
+    segments = pd.DataFrame({"segment_uid": [f"seg{t}" for t in target],
+                             "word": [f"w{cand_words[t]}" for t in target],
+                             "subject": [f"s{i % 8}" for i in range(s.eval_segments)], "study": "bench"})
+    scores = torch.from_numpy(rng.standard_normal((s.eval_segments, s.eval_candidates), dtype=np.float32))
+    return scores, segments
+
+
+def _best_time(fn: tp.Callable[[], tp.Any], repeats: int) -> float:
+    """The fastest of ``repeats`` calls (the least disturbed by other processes on the machine)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(min(times))
+
+
+def bench_evaluation(ws: Workspace) -> tuple[list[dict], dict]:
+    """Seconds of segment- and word-level retrieval metrics on random scores."""
+    import torch
+
+    from bm2.evaluation import candidate_table, retrieval_from_scores
+    from bm2.metrics import target_ranks
+
+    s = ws.sizes
+    scores, segments = _eval_problem(s)
+    candidates, target = candidate_table(segments)
+    words = sorted(set(candidates.word))
+    index = {w: i for i, w in enumerate(words)}
+    cand_words = torch.tensor([index[w] for w in candidates.word])
+    target_words = torch.tensor([index[w] for w in segments.word])
+    ranks_s = _best_time(lambda: target_ranks(scores, torch.tensor(target), cand_words, target_words,
+                                                len(words)), s.eval_repeats)
+    # n_boot=1: one bootstrap resample per metric, i.e. the bootstrap left out (its cost is timed below)
+    no_boot_s = _best_time(lambda: retrieval_from_scores(scores, segments, n_boot=1), s.eval_repeats)
+    start = time.perf_counter()
+    result = retrieval_from_scores(scores, segments, n_boot=1000)
+    with_boot_s = time.perf_counter() - start
+    shape = f"{s.eval_segments:,} segments x {len(candidates):,} candidates, {len(words)} words"
+    _log(f"evaluation {shape}: {no_boot_s:.2f}s without bootstrap, {with_boot_s:.2f}s with")
+    rows = [
+        row("evaluation", f"retrieval_from_scores, {shape}, top-1/5/10 segment + word, no bootstrap", no_boot_s,
+            "s", target=("value", "<", 2.0)),
+        row("evaluation", "of which target_ranks (segment + word ranks)", ranks_s, "s"),
+        row("evaluation", "bootstrap CIs (1000 resamples x 6 metrics), reported separately",
+            max(with_boot_s - no_boot_s, 1e-6), "s"),
+    ]
+    details = {"segments": s.eval_segments, "candidates": len(candidates), "words": len(words),
+               "repeats": s.eval_repeats, "with_bootstrap_s": with_boot_s,
+               "top10_segment": result.metrics["top10_segment"], "chance_top10_segment":
+               result.metrics["chance_top10_segment"]}
+    return rows, details
+
+
+# --------------------------------------------------------------------------------------------- 5. cache reuse
+def _dora_run(env: dict[str, str], overrides: tp.Sequence[str], timeout: float = 900.0) -> dict[str, tp.Any]:
+    """Run ``dora run OVERRIDES``; seconds from launch to each log line of interest (as they arrive)."""
+    dora = str(Path(sys.executable).parent / "dora")
+    proc = subprocess.Popen([dora, "run", *overrides], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    marks: dict[str, float] = {}
+    patterns = {"xp": re.compile(r"XP \w+ in "), "preparing": re.compile(r"preparing \d+ recordings"),
+                "epoch1": re.compile(r"epoch 1 \|"), "results": re.compile(r"Test results of XP")}
+    tail: list[str] = []
+    start = time.perf_counter()
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            now = time.perf_counter() - start
+            tail = (tail + [line])[-60:]
+            for name, pattern in patterns.items():
+                if name not in marks and pattern.search(line):
+                    marks[name] = now
+            if now > timeout:
+                raise TimeoutError(f"dora run took more than {timeout}s")
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    total = time.perf_counter() - start
+    missing = [k for k in patterns if k not in marks]
+    if proc.returncode != 0 or missing:
+        raise RuntimeError(f"dora run {' '.join(overrides)} failed (rc {proc.returncode}, missing log lines "
+                           f"{missing}):\n{''.join(tail)}")
+    return {"total_s": total, **{f"{k}_s": v for k, v in marks.items()}}
+
+
+def _build_datasets_seconds(overrides: tp.Sequence[str], data: Path, cache: Path) -> float:
+    """Seconds of :func:`bm2.builders.build_all_datasets` (in this process) for the XP of ``overrides``."""
+    from hydra import compose, initialize_config_dir
+
+    from bm2.builders import build_all_datasets
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, f"paths.data={data}", f"paths.cache={cache}"])
+    start = time.perf_counter()
+    build_all_datasets(cfg)
+    return time.perf_counter() - start
+
+
+def bench_cache_reuse(ws: Workspace) -> tuple[list[dict], dict]:
+    """Start of ``dora run``: first (generation + preprocessing) vs warm (all cached); and the data
+    preparation alone (:func:`~bm2.builders.build_all_datasets`) with an empty cache vs a warm one."""
+    s = ws.sizes
+    base = ws.root / "dora"
+    env = dict(os.environ, BM2_DATA=str(base / "data"), BM2_CACHE=str(base / "cache"), BM2_NO_PROGRESS="1",
+               PYTHONUNBUFFERED="1")
+    runs = {}
+    for name in ("first", "warm"):
+        env["BM2_XP_DIR"] = str(base / f"xps_{name}")
+        runs[name] = _dora_run(env, s.dora_overrides)
+        _log(f"dora run ({name}): epoch 1 after {runs[name]['epoch1_s']:.1f}s, "
+             f"total {runs[name]['total_s']:.1f}s")
+    first, warm = runs["first"], runs["warm"]
+    # The same data preparation in-process, without the interpreter start and the epoch: study on disk,
+    # cache empty, then the same cache again.
+    cold_build = _build_datasets_seconds(s.dora_overrides, base / "data", base / "cache_inprocess")
+    warm_build = _build_datasets_seconds(s.dora_overrides, base / "data", base / "cache_inprocess")
+    _log(f"build_all_datasets: {cold_build:.1f}s with an empty cache, {warm_build:.2f}s warm")
+
+    def prep(r: dict) -> float:  # 'preparing N recordings' -> end of epoch 1
+        return r["epoch1_s"] - r["preparing_s"]
+
+    rows = [
+        row("cache_reuse", "dora run, launch -> end of epoch 1: warm (all cached) vs first run (study generated "
+            "+ preprocessed)", warm["epoch1_s"], "s", baseline=first["epoch1_s"], baseline_label="first run",
+            ratio=first["epoch1_s"] / warm["epoch1_s"], ratio_label="faster", target=("ratio", ">=", 10.0)),
+        row("cache_reuse", "dora run, 'preparing N recordings' -> end of epoch 1 (preprocessing, features, "
+            "scalers, one short epoch): warm vs first run", prep(warm), "s", baseline=prep(first),
+            baseline_label="first run", ratio=prep(first) / prep(warm), ratio_label="faster",
+            target=("ratio", ">=", 10.0)),
+        row("cache_reuse", "build_all_datasets in-process (study on disk): warm cache vs empty cache", warm_build,
+            "s", baseline=cold_build, baseline_label="empty cache", ratio=cold_build / warm_build,
+            ratio_label="faster", target=("ratio", ">=", 10.0)),
+    ]
+    details = {"overrides": list(s.dora_overrides), "runs": runs,
+               "build_all_datasets_s": {"empty_cache": cold_build, "warm": warm_build},
+               "note": "dora times are taken when each log line reaches the benchmark (stdout, unbuffered); "
+                       "'end of epoch 1' includes one short training epoch and the validation pass"}
+    shutil.rmtree(base, ignore_errors=True)
+    return rows, details
+
+
+BENCHES: dict[str, tp.Callable[[Workspace], tuple[list[dict], dict]]] = {
+    "preprocessing": bench_preprocessing, "dataloading": bench_dataloading, "training": bench_training,
+    "evaluation": bench_evaluation, "cache_reuse": bench_cache_reuse}
+
+
+def _loader_vs_training(details: dict[str, dict]) -> dict[str, tp.Any] | None:
+    """DataLoader segments/s (most workers) against the small model's training samples/s on CPU."""
+    if "dataloading" not in details or "training" not in details:
+        return None
+    loader = max(details["dataloading"]["runs"], key=lambda r: r["workers"])
+    small = next(r for r in details["training"]["runs"] if r["config"] == "simpleconv" and r["device"] == "cpu")
+    return row("dataloading", f"DataLoader {loader['workers']} workers: segments/s vs small-model training "
+               "samples/s (cpu)", loader["segments_per_s"], "samples/s", baseline=small["samples_per_s"],
+               baseline_label="small model train step", ratio=loader["segments_per_s"] / small["samples_per_s"],
+               ratio_label="of consumption", target=("ratio", ">=", 10.0))
+
+
+def environment() -> dict[str, tp.Any]:
+    """Machine and library versions."""
+    import mne
+    import psutil
+    import scipy
+    import torch
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "memory_gib": psutil.virtual_memory().total / 2**30, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "numpy": np.__version__, "scipy": scipy.__version__, "mne": mne.__version__}
+
+
+def run(out: Path, quick: bool = False, only: tp.Sequence[str] = SECTIONS, workdir: Path | None = None,
+        keep: bool = False) -> dict[str, tp.Any]:
+    """Run the benchmarks, write ``out/bench.json`` and ``out/bench.md``; returns the JSON content."""
+    sizes = QUICK if quick else FULL
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="bm2-bench-", dir=workdir))
+    ws = Workspace(root, sizes)
+    rows: list[dict] = []
+    details: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
+    load: dict[str, list[float]] = {}
+    started = time.perf_counter()
+    bm2_logger = logging.getLogger("bm2")
+    level = bm2_logger.level
+    bm2_logger.setLevel(logging.ERROR)  # e.g. "split 'valid' is empty" of the single benchmark recording
+    try:
+        for name in SECTIONS:
+            if name not in only:
+                continue
+            _log(f"--- {name}")
+            start = time.perf_counter()
+            before = os.getloadavg()[0]
+            section_rows, details[name] = BENCHES[name](ws)
+            seconds[name] = time.perf_counter() - start
+            load[name] = [before, os.getloadavg()[0]]  # other processes on the machine skew timings
+            rows.extend(section_rows)
+            if name == "training":
+                extra = _loader_vs_training(details)
+                if extra is not None:
+                    rows.append(extra)
+    finally:
+        bm2_logger.setLevel(level)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    rows.sort(key=lambda r: SECTIONS.index(r["section"]))  # stable: keeps the order inside each section
+    result: dict[str, tp.Any] = {
+        "quick": quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "environment": environment(), "sizes": dataclasses.asdict(sizes), "rows": rows, "details": details,
+        "section_seconds": seconds, "load_average_1min": load, "total_seconds": time.perf_counter() - started}
+    env = result["environment"]
+    header = (f"bm2 benchmark ({'quick' if quick else 'full'}), {result['date']}: {env['cpu_count']} CPU cores, "
+              f"torch {env['torch']} ({env['torch_threads']} threads), GPU: {env['gpu'] or 'none'}; "
+              f"{result['total_seconds']:.0f} s in all; 1-min load average "
+              f"{max((max(v) for v in load.values()), default=0):.1f} at most")
+    table = markdown(rows)
+    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "bench.md").write_text(f"{header}\n\n{table}\n")
+    print(f"{header}\n\n{table}", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m scripts.bench [--out DIR] [--quick] [--only SECTION ...]``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="folder of bench.json / bench.md")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (about a minute): checks the pipeline")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="parent of the temporary folder (FIF file, cache; default: the system's temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+    run(args.out, args.quick, args.only, args.workdir, args.keep)
+
+
+if __name__ == "__main__":
+    main()
