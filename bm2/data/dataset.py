@@ -126,13 +126,25 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, tp.Any]:
         rec = self.recordings[self._rec[index]]
-        x = self.brain_window(rec, int(self._start[index]))
+        start = int(self._start[index])
+        length = self.window.n_samples(rec.sample_rate)
+        k = self.window.offset_samples(rec.sample_rate)  # brain lags the stimulus: brain[t + k] with speech[t]
+        data = rec.brain.array
+        # One copy of the part that is returned; baseline, centring, scaling and clamping then run in place on
+        # it (the loader is memory-bound: every extra pass over the window costs bandwidth).
+        x = np.array(data[:, start + k:start + length], dtype=np.float32)
+        shift = np.zeros(len(x), dtype=np.float32)
+        n_pre = int(round(-self.window.tmin * rec.sample_rate))
+        if self.norm.baseline and n_pre > 0:
+            shift += data[:, start:start + n_pre].mean(axis=1, dtype=np.float32)
         if rec.scaler is not None:
-            x = rec.scaler(x)
-        k = self.window.offset_samples(rec.sample_rate)
-        if k:
-            x = x[:, k:]  # brain lags the stimulus: pair brain[t + k] with speech[t]
-        return {"brain": torch.from_numpy(np.ascontiguousarray(x)),
+            shift += rec.scaler.center
+        x -= shift[:, None]
+        if rec.scaler is not None:
+            x *= (1.0 / rec.scaler.scale)[:, None]
+            if rec.scaler.max_scale is not None:
+                np.clip(x, -rec.scaler.max_scale, rec.scaler.max_scale, out=x)
+        return {"brain": torch.from_numpy(x),
                 "features": torch.from_numpy(np.ascontiguousarray(self.feature_window(index))),
                 "subject_index": rec.subject_index,
                 "positions": torch.from_numpy(rec.positions),
@@ -141,16 +153,20 @@ class SegmentDataset(torch.utils.data.Dataset):
 
 def collate(items: list[dict[str, tp.Any]]) -> dict[str, torch.Tensor]:
     """Stack items, padding channels to the largest montage of the batch (``mask`` marks real sensors)."""
-    n_chans = max(it["brain"].shape[0] for it in items)
-    length = items[0]["brain"].shape[1]
-    brain = torch.zeros(len(items), n_chans, length)
-    positions = torch.zeros(len(items), n_chans, 2)
-    mask = torch.zeros(len(items), n_chans, dtype=torch.bool)
-    for i, it in enumerate(items):
-        c = it["brain"].shape[0]
-        brain[i, :c] = it["brain"]
-        positions[i, :c] = it["positions"]
-        mask[i, :c] = True
+    counts = [it["brain"].shape[0] for it in items]
+    if len(set(counts)) == 1:  # one montage: plain stacking, no padding pass
+        brain = torch.stack([it["brain"] for it in items])
+        positions = torch.stack([it["positions"] for it in items])
+        mask = torch.ones(len(items), counts[0], dtype=torch.bool)
+    else:
+        length = items[0]["brain"].shape[1]
+        brain = torch.zeros(len(items), max(counts), length)
+        positions = torch.zeros(len(items), max(counts), 2)
+        mask = torch.zeros(len(items), max(counts), dtype=torch.bool)
+        for i, (it, c) in enumerate(zip(items, counts)):
+            brain[i, :c] = it["brain"]
+            positions[i, :c] = it["positions"]
+            mask[i, :c] = True
     return {"brain": brain, "positions": positions, "mask": mask,
             "features": torch.stack([it["features"] for it in items]),
             "subject_index": torch.tensor([it["subject_index"] for it in items], dtype=torch.long),

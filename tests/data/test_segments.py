@@ -83,3 +83,42 @@ def test_invalid_params():
     with pytest.raises(ValueError):
         WindowParams(tmin=1.0, tmax=0.5)
     assert WindowParams(offset_ms=150).offset_samples(120) == 18
+
+
+def test_dataset_items_are_baselined_scaled_clamped_and_offset(array_recording, tmp_path):
+    from bm2.cache import Cache
+    from bm2.data import NormParams, build_datasets, collate
+    from bm2.features import FeatureStack, WordOnset
+    from bm2.preprocessing import PreprocessParams
+
+    data = np.random.default_rng(0).standard_normal((12, 4000)) * 1e-12
+    data[2, 1500:1600] = 1e-8  # a huge artefact
+    window = WindowParams(tmin=-0.5, tmax=1.5, stride=0.5, offset_ms=100)
+    ds = build_datasets([array_recording(data=data)], Cache(tmp_path), PreprocessParams(sample_rate=100.0),
+                        FeatureStack([WordOnset()]), window, SplitParams(0.0, 0.0), NormParams(max_scale=5.0))
+    train = ds.train
+    rec = train.recordings[0]
+    for i in range(len(train)):
+        item = train[i]
+        start = int(train.segments.start[i])
+        raw = np.asarray(rec.brain.array[:, start:start + 200], dtype=np.float64)
+        expected = raw - raw[:, :50].mean(axis=1, keepdims=True)  # baseline on the 0.5 s before the anchor
+        expected = np.clip((expected - rec.scaler.center[:, None]) / rec.scaler.scale[:, None], -5, 5)[:, 10:]
+        np.testing.assert_allclose(item["brain"].numpy(), expected, rtol=1e-4, atol=1e-4)
+        assert item["features"].shape == (1, 190)  # features keep the first 190 samples, brain the last 190
+    assert max(float(train[i]["brain"].abs().max()) for i in range(len(train))) == 5.0
+    batch = collate([train[0], train[1]])
+    assert batch["brain"].shape == (2, 12, 190) and batch["mask"].all()
+
+
+def test_collate_pads_mixed_montages():
+    import torch
+
+    from bm2.data import collate
+
+    items = [{"brain": torch.ones(c, 7), "positions": torch.full((c, 2), 0.5), "features": torch.zeros(3, 7),
+              "subject_index": s, "index": s} for s, c in ((0, 4), (1, 6))]
+    batch = collate(items)
+    assert batch["brain"].shape == (2, 6, 7) and batch["positions"].shape == (2, 6, 2)
+    assert batch["mask"].tolist() == [[True] * 4 + [False] * 2, [True] * 6]
+    assert batch["brain"][0, 4:].abs().sum() == 0 and batch["subject_index"].tolist() == [0, 1]
