@@ -171,7 +171,7 @@ class BidsStudy(Study):
         self.subjects, self.sessions, self.tasks = _as_list(subject), _as_list(session), _as_list(task)
         self.datatype = datatype
         if datatype:
-            self.modality = DATATYPES[datatype]
+            self.modality = DATATYPES[datatype]  # type: ignore[misc]  # per-instance: the data decides
         self.columns = {**DEFAULT_COLUMNS, **(columns or {})}
         self.kinds = {**DEFAULT_KINDS, **(kinds or {})}
         unknown = set(self.kinds) - {"word", "phoneme", "sound"}

@@ -150,9 +150,9 @@ class Gwilliams2022(Study):
             if path.suffix not in RAW_EXTENSIONS:
                 continue
             ent = dict(part.split("-", 1) for part in path.name.split("_")[:-1] if "-" in part)
-            sub, ses, task = ent.get("sub"), ent.get("ses"), ent.get("task")
-            if None in (sub, ses, task):
+            if not {"sub", "ses", "task"} <= set(ent):
                 continue
+            sub, ses, task = ent["sub"], ent["ses"], ent["task"]
             if (self.subjects and sub not in self.subjects) or (self.sessions and ses not in self.sessions) \
                     or (self.tasks and task not in self.tasks):
                 continue
