@@ -124,7 +124,8 @@ class SegmentDataset(torch.utils.data.Dataset):
         k = self.window.offset_samples(rec.sample_rate)
         return y[:, :-k] if k else y
 
-    def __getitem__(self, index: int) -> dict[str, tp.Any]:
+    def _brain_into(self, index: int, out: np.ndarray) -> None:
+        """Write the normalised brain window of item ``index`` into ``out`` (C, T'), in place."""
         rec = self.recordings[self._rec[index]]
         start = int(self._start[index])
         length = self.window.n_samples(rec.sample_rate)
@@ -132,27 +133,60 @@ class SegmentDataset(torch.utils.data.Dataset):
         data = rec.brain.array
         # One copy of the part that is returned; baseline, centring, scaling and clamping then run in place on
         # it (the loader is memory-bound: every extra pass over the window costs bandwidth).
-        x = np.array(data[:, start + k:start + length], dtype=np.float32)
-        shift = np.zeros(len(x), dtype=np.float32)
+        out[...] = data[:, start + k:start + length]
+        shift = np.zeros(len(out), dtype=np.float32)
         n_pre = int(round(-self.window.tmin * rec.sample_rate))
         if self.norm.baseline and n_pre > 0:
             shift += data[:, start:start + n_pre].mean(axis=1, dtype=np.float32)
         if rec.scaler is not None:
             shift += rec.scaler.center
-        x -= shift[:, None]
+        out -= shift[:, None]
         if rec.scaler is not None:
-            x *= (1.0 / rec.scaler.scale)[:, None]
+            out *= (1.0 / rec.scaler.scale)[:, None]
             if rec.scaler.max_scale is not None:
-                np.clip(x, -rec.scaler.max_scale, rec.scaler.max_scale, out=x)
+                np.clip(out, -rec.scaler.max_scale, rec.scaler.max_scale, out=out)
+
+    def _brain_shape(self, rec: PreparedRecording) -> tuple[int, int]:
+        k = self.window.offset_samples(rec.sample_rate)
+        return len(rec.ch_names), self.window.n_samples(rec.sample_rate) - k
+
+    def __getitem__(self, index: int) -> dict[str, tp.Any]:
+        rec = self.recordings[self._rec[index]]
+        x = np.empty(self._brain_shape(rec), dtype=np.float32)
+        self._brain_into(index, x)
         return {"brain": torch.from_numpy(x),
                 "features": torch.from_numpy(np.ascontiguousarray(self.feature_window(index))),
                 "subject_index": rec.subject_index,
                 "positions": torch.from_numpy(rec.positions),
                 "index": index}
 
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once (the DataLoader uses this): windows are written straight into the batch
+        tensor, allocated in shared memory inside a worker so that handing it to the trainer copies nothing."""
+        recs = [self.recordings[self._rec[i]] for i in indices]
+        shapes = {self._brain_shape(r) for r in recs}
+        if len(shapes) != 1:  # several montages: per-item windows, padded by collate
+            return collate([self[i] for i in indices])
+        brain = torch.empty(len(indices), *shapes.pop())
+        if torch.utils.data.get_worker_info() is not None:
+            brain.share_memory_()
+        out = brain.numpy()
+        for j, i in enumerate(indices):
+            self._brain_into(int(i), out[j])
+        return {"brain": brain, "positions": torch.from_numpy(np.stack([r.positions for r in recs])),
+                "mask": torch.ones(brain.shape[:2], dtype=torch.bool),
+                "features": torch.from_numpy(np.stack([self.feature_window(int(i)) for i in indices])),
+                "subject_index": torch.tensor([r.subject_index for r in recs], dtype=torch.long),
+                "index": torch.tensor([int(i) for i in indices], dtype=torch.long)}
 
-def collate(items: list[dict[str, tp.Any]]) -> dict[str, torch.Tensor]:
-    """Stack items, padding channels to the largest montage of the batch (``mask`` marks real sensors)."""
+
+def collate(items: list[dict[str, tp.Any]] | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stack items, padding channels to the largest montage of the batch (``mask`` marks real sensors).
+
+    A batch already assembled by :meth:`SegmentDataset.__getitems__` is returned as it is.
+    """
+    if isinstance(items, dict):
+        return items
     counts = [it["brain"].shape[0] for it in items]
     if len(set(counts)) == 1:  # one montage: plain stacking, no padding pass
         brain = torch.stack([it["brain"] for it in items])

@@ -122,3 +122,25 @@ def test_collate_pads_mixed_montages():
     assert batch["brain"].shape == (2, 6, 7) and batch["positions"].shape == (2, 6, 2)
     assert batch["mask"].tolist() == [[True] * 4 + [False] * 2, [True] * 6]
     assert batch["brain"][0, 4:].abs().sum() == 0 and batch["subject_index"].tolist() == [0, 1]
+
+
+def test_batched_fetch_equals_per_item_collate(array_recording, tmp_path):
+    import torch
+
+    from bm2.cache import Cache
+    from bm2.data import NormParams, build_datasets, collate
+    from bm2.features import FeatureStack, WordOnset
+    from bm2.preprocessing import PreprocessParams
+
+    ds = build_datasets([array_recording(seed=3)], Cache(tmp_path), PreprocessParams(sample_rate=100.0),
+                        FeatureStack([WordOnset()]), WindowParams(tmin=-0.5, tmax=1.5, offset_ms=100),
+                        SplitParams(0.0, 0.0), NormParams()).train
+    indices = [3, 0, 5, 1]
+    batched = collate(ds.__getitems__(indices))
+    itemwise = collate([ds[i] for i in indices])
+    assert batched.keys() == itemwise.keys()
+    for key in batched:
+        torch.testing.assert_close(batched[key], itemwise[key])
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate, num_workers=1)
+    first = next(iter(loader))
+    torch.testing.assert_close(first["brain"], collate([ds[i] for i in range(4)])["brain"])
