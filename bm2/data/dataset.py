@@ -19,13 +19,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..cache import Cache
+from ..cache import Cache, EntryWriter
 from ..features import FeatureStack
 from ..preprocessing import PreprocessParams, RobustScaler, StandardScaler, preprocess
 from ..studies.base import Recording
 from .segments import SPLITS, SplitParams, WindowParams, make_segments
 
 logger = logging.getLogger(__name__)
+
+SCALER_VERSION = "1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,12 +224,26 @@ class Datasets:
         return getattr(self, split)
 
 
-def _fit_scaler(dataset: SegmentDataset, rec_index: int, rows: np.ndarray, norm: NormParams,
-                rng: np.random.Generator) -> RobustScaler:
+def _fit_scaler(dataset: SegmentDataset, rec_index: int, rows: np.ndarray, norm: NormParams, cache: Cache,
+                key: dict[str, tp.Any], seed: int) -> RobustScaler:
+    """The robust scaler of one recording, fitted on up to ``norm.n_fit_windows`` of its training windows.
+
+    Cached (it costs a median and quantiles over ~200 windows per recording at every start otherwise); the
+    key holds everything that decides which windows are used: recording, preprocessing, window, split, seed.
+    """
     rec = dataset.recordings[rec_index]
-    chosen = rng.choice(rows, size=min(len(rows), norm.n_fit_windows), replace=False)
-    samples = np.concatenate([dataset.brain_window(rec, int(dataset._start[i])) for i in chosen], axis=1)
-    return RobustScaler.fit(samples, norm.max_scale)
+
+    def build(writer: EntryWriter) -> None:
+        rng = np.random.default_rng([seed, int(rec.uid[:12], 16)])  # per recording: independent of the others
+        chosen = rng.choice(rows, size=min(len(rows), norm.n_fit_windows), replace=False)
+        samples = np.concatenate([dataset.brain_window(rec, int(dataset._start[i])) for i in chosen], axis=1)
+        fitted = RobustScaler.fit(samples, norm.max_scale)
+        writer.save("center", fitted.center)
+        writer.save("scale", fitted.scale)
+
+    entry = cache.get("robust-scaler", {**key, "recording": rec.uid, "n_fit_windows": norm.n_fit_windows,
+                                        "baseline": norm.baseline, "seed": seed}, SCALER_VERSION, build)
+    return RobustScaler(np.array(entry["center"]), np.array(entry["scale"]), norm.max_scale)
 
 
 def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_params: PreprocessParams,
@@ -269,13 +285,15 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
                            s, segments.block_uid.nunique())
     train = SegmentDataset(prepared, by_split["train"], window, norm, None)
     rng = np.random.default_rng(seed)
+    scaler_key = {"preprocess": preprocess_params.key(), "window": dataclasses.asdict(window),
+                  "split": dataclasses.asdict(split)}
     if norm.robust:
         for i in range(len(prepared)):
             rows = np.flatnonzero(train._rec == i)
             if len(rows) == 0:
                 raise ValueError(f"recording {prepared[i].subject}/{prepared[i].session} of {prepared[i].study} "
                                  "has no training window to fit its scaler; change dset.split or drop it")
-            prepared[i].scaler = _fit_scaler(train, i, rows, norm, rng)
+            prepared[i].scaler = _fit_scaler(train, i, rows, norm, cache, scaler_key, seed)
     feature_scaler = None
     if norm.scale_features and len(train):
         chosen = rng.choice(len(train), size=min(len(train), 2000), replace=False)
