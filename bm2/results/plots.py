@@ -1,0 +1,158 @@
+"""Figures of results (bare matplotlib figures, no pyplot)."""
+
+from __future__ import annotations
+
+import io
+import math
+import typing as tp
+
+import numpy as np
+import pandas as pd
+
+if tp.TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+from .load import Labeler, Result
+from .labels import _labeler, order_labels
+from .tables import collect
+from .stats import chance_curve, prior_curve, subject_table, topk_curve
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+def _colors(labels: tp.Sequence[str]) -> dict[str, tp.Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {lab: cmap(i % 10) for i, lab in enumerate(order_labels(labels))}
+
+
+def _new_figure(n_panels: int, width: float = 5.0, height: float = 3.8) -> tuple[Figure, list]:
+    # A bare Figure (no pyplot): nothing global to close, works under Agg and in notebooks alike.
+    from matplotlib.figure import Figure
+
+    ncols = min(n_panels, 3)
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel().tolist()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def plot_topk(results: tp.Sequence[Result], level: str = "segment", kmax: int = 50,
+              label: Labeler | tp.Sequence[str] | None = None) -> Figure:
+    """Top-k accuracy (k = 1..kmax) of every XP, one panel per study, against chance (and the word prior)."""
+    labeler = _labeler(label)
+    labels = {r["sig"]: labeler(r) for r in results}
+    colors = _colors(list(labels.values()))
+    studies = sorted({"+".join(map(str, r["meta"].get("selections") or ["?"])) for r in results})
+    fig, axes = _new_figure(len(studies))
+    for ax, study in zip(axes, studies):
+        members = [r for r in results if "+".join(map(str, r["meta"].get("selections") or ["?"])) == study]
+        seen: set[str] = set()
+        for res in members:
+            if res["segments"] is None:
+                continue
+            lab = labels[res["sig"]]
+            curve = 100 * topk_curve(res["segments"], level, kmax)
+            ax.plot(curve.index, curve.to_numpy(), color=colors[lab], alpha=0.85, lw=1.5,
+                    label=None if lab in seen else lab)
+            seen.add(lab)
+        n_key = "n_candidates" if level == "segment" else "n_words"
+        for i, n in enumerate(sorted({r["metrics"].get(n_key) for r in members if r["metrics"].get(n_key)})):
+            chance = 100 * chance_curve(n, kmax)
+            ax.plot(chance.index, chance.to_numpy(), "k--", lw=1, label=f"chance (1/{n:.0f})" if i == 0 else None)
+        if level == "word" and members and members[0]["segments"] is not None:
+            prior = 100 * prior_curve(members[0]["segments"], kmax)
+            ax.plot(prior.index, prior.to_numpy(), "k:", lw=1, label="word-frequency prior")
+        ax.set(title=f"{study}: top-k ({level} level)", xlabel="k", ylabel="accuracy (%)", xlim=(1, kmax),
+               ylim=(0, 101))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def plot_subjects(subjects: pd.DataFrame, metric: str = "top10_segment",
+                  chance: dict[str, float] | None = None) -> Figure:
+    """Per-subject accuracy bars (mean ± sd over seeds) per configuration, one panel per study.
+
+    ``subjects`` is a :func:`subject_table`; ``chance`` maps a study to its chance level in percent.
+    """
+    studies = sorted(subjects["study"].unique())
+    colors = _colors(list(subjects["model"]))
+    labels = order_labels(subjects["model"])
+    fig, axes = _new_figure(len(studies), width=max(5.0, 0.6 * subjects["subject"].nunique() * len(labels)))
+    for ax, study in zip(axes, studies):
+        part = subjects[subjects.study == study]
+        stats = part.groupby(["model", "subject"])["value"].agg(
+            mean="mean", sd=lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0)
+        subj = sorted(part["subject"].unique())
+        present = [lab for lab in labels if lab in set(part["model"])]
+        width = 0.8 / max(len(present), 1)
+        x = np.arange(len(subj))
+        for i, lab in enumerate(present):
+            vals = stats.loc[lab].reindex(subj)
+            ax.bar(x + (i - (len(present) - 1) / 2) * width, vals["mean"].to_numpy(), width,
+                   yerr=vals["sd"].fillna(0).to_numpy(), capsize=2, color=colors[lab], label=lab)
+        if chance and study in chance:
+            ax.axhline(chance[study], color="k", ls="--", lw=1, label="chance")
+        ax.set_xticks(x, subj, rotation=90 if len(subj) > 12 else 0)
+        ax.set(title=f"{study}: {metric} per subject", xlabel="subject",
+               ylabel=f"{metric} (%, mean ± sd over seeds)", ylim=(0, 101))
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_training(results: tp.Sequence[Result], label: Labeler | tp.Sequence[str] | None = None) -> Figure:
+    """Train (solid) and valid (dashed) loss per epoch, one panel per label (losses differ in scale)."""
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
+    labeler = _labeler(label)
+    by_label: dict[str, list[Result]] = {}
+    for res in results:
+        by_label.setdefault(labeler(res), []).append(res)
+    labels = order_labels(by_label)
+    fig, axes = _new_figure(len(labels))
+    cmap = colormaps["tab10"]
+    for ax, lab in zip(axes, labels):
+        for i, res in enumerate(sorted(by_label[lab], key=lambda r: (r["meta"].get("seed", 0), r["sig"]))):
+            hist = res["history"]
+            epochs = np.arange(1, len(hist) + 1)
+            name = f"seed {res['meta'].get('seed', '?')} ({res['sig']})"
+            train = [h.get("train", {}).get("loss", np.nan) for h in hist]
+            valid = [h.get("valid", {}).get("loss", np.nan) for h in hist]
+            ax.plot(epochs, train, "-o", ms=3, color=cmap(i % 10), label=f"train, {name}")
+            if not np.all(np.isnan(valid)):
+                ax.plot(epochs, valid, "--s", ms=3, color=cmap(i % 10), label=f"valid, {name}")
+        ax.set(title=lab, xlabel="epoch", ylabel="loss")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def make_figures(results: tp.Sequence[Result], metric: str = "top10_segment", kmax: int = 50,
+                 label: Labeler | tp.Sequence[str] | None = None) -> dict[str, Figure]:
+    """The standard figures by file stem: ``topk_segment``, ``topk_word``, ``subjects_<metric>``, ``training``."""
+    labeler = _labeler(label)
+    figures = {"topk_segment": plot_topk(results, "segment", kmax, labeler)}
+    if any(r["segments"] is not None and "better_word" in r["segments"].columns for r in results):
+        figures["topk_word"] = plot_topk(results, "word", kmax, labeler)
+    subjects = subject_table(results, metric, labeler)
+    df = collect(results, labeler)
+    chance = df.groupby("study")[f"chance_{metric}"].mean().to_dict() if f"chance_{metric}" in df else None
+    figures[f"subjects_{metric}"] = plot_subjects(subjects, metric, chance)
+    if any(r["history"] for r in results):
+        figures["training"] = plot_training(results, labeler)
+    return figures
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """PNG bytes of a figure (for files, notebooks and data URIs)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+

@@ -1,0 +1,187 @@
+"""Tables of results: collection, aggregation over seeds and markdown / LaTeX / CSV / HTML output."""
+
+from __future__ import annotations
+
+import math
+import re
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .load import CHANCE_ROW, Labeler, MISSING, Result, ResultsError, load_all
+from .labels import _labeler, order_labels
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+def _is_percent(key: str) -> bool:
+    return not key.startswith("n_")  # every metric but the counts is a fraction
+
+
+def _as_results(items: tp.Sequence[Result | str | Path]) -> list[Result]:
+    if items and all(isinstance(x, dict) for x in items):
+        return list(tp.cast(tp.Sequence[Result], items))
+    return load_all([tp.cast("str | Path", x) for x in items])
+
+
+def collect(targets: tp.Sequence[Result | str | Path], label: Labeler | tp.Sequence[str] | None = None
+            ) -> pd.DataFrame:
+    """One row per XP: ``sig``, ``model`` (label), ``study``, ``seed``, ... and every metric in percent.
+
+    ``targets`` are results of :func:`load_all` or anything it accepts; ``label`` is a labeler or a list of
+    keys for :func:`label_from_keys` (default :func:`default_label`).
+    """
+    labeler = _labeler(label)
+    rows = []
+    for res in _as_results(targets):
+        meta = res["meta"]
+        row: dict[str, tp.Any] = {
+            "sig": res["sig"], "model": labeler(res), "study": "+".join(map(str, meta.get("selections") or ["?"])),
+            "seed": int(meta.get("seed", 0)), "loss": meta.get("loss"),
+            "features": "+".join(map(str, meta.get("features") or [])), "architecture": meta.get("model"),
+            "epochs_trained": int(meta.get("epochs_trained", len(res["history"]))), "folder": str(res["folder"])}
+        for key, value in res["metrics"].items():
+            row[key] = 100.0 * float(value) if _is_percent(key) else float(value)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate_stats(df: pd.DataFrame, rows: str = "model", cols: str = "study", metric: str = "top10_segment"
+                    ) -> pd.DataFrame:
+    """Long table of ``mean``, ``sd`` (sample, ddof=1) and ``n`` of ``metric`` over seeds per (rows, cols)."""
+    for key in (rows, cols, metric):
+        if key not in df.columns:
+            raise ResultsError(f"no column {key!r}; available: {sorted(df.columns)}")
+    keys = list(dict.fromkeys([rows, cols, "seed"]))
+    dup = df[df.duplicated(keys, keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        sigs = dup[(dup[keys] == first[keys]).all(axis=1)]["sig"].tolist()
+        raise ResultsError(f"XPs {sigs} share {rows}={first[rows]!r}, {cols}={first[cols]!r}, seed={first['seed']}: "
+                           "they are not seeds of one configuration; tell them apart with --label KEY ... "
+                           "(the hyper-parameters that differ) or select fewer XPs")
+    grouped = df.groupby([rows, cols], sort=False)[metric]
+    out = grouped.agg(mean="mean", sd=lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
+                      n="count").reset_index()
+    return out
+
+
+def format_mean_sd(mean: float, sd: float, decimals: int = 1) -> str:
+    """``"mean ± sd"``; the mean alone when sd is undefined (one seed); ``–`` when there is no value."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return MISSING
+    if sd is None or math.isnan(sd):
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} ± {sd:.{decimals}f}"
+
+
+def aggregate(df: pd.DataFrame, rows: str = "model", cols: str = "study", metric: str = "top10_segment",
+              decimals: int = 1, chance: bool = True) -> pd.DataFrame:
+    """Table of ``"mean ± sd"`` strings (percent, over seeds): ``rows`` values as index, ``cols`` as columns.
+
+    With ``chance``, a last row gives the chance level of ``metric`` (uniform over candidates / words).
+    """
+    stats = aggregate_stats(df, rows, cols, metric)
+    row_order = order_labels(stats[rows].astype(str))
+    col_order = sorted(stats[cols].astype(str).unique())
+    table = pd.DataFrame(MISSING, index=pd.Index(row_order, name=rows), columns=pd.Index(col_order, name=cols),
+                         dtype=object)
+    for rec in stats.itertuples(index=False):
+        table.loc[str(getattr(rec, rows)), str(getattr(rec, cols))] = format_mean_sd(rec.mean, rec.sd, decimals)
+    chance_key = f"chance_{metric}"
+    if chance and chance_key in df.columns and rows != CHANCE_ROW:
+        levels = df.groupby(df[cols].astype(str))[chance_key]
+        # the chance level is a property of the test set, the same for every seed: show its sd only if it varies
+        cells = {c: format_mean_sd(v.mean(), float(np.std(v, ddof=1)) if v.nunique() > 1 else float("nan"),
+                                   decimals) for c, v in levels}
+        table.loc[CHANCE_ROW] = [cells.get(c, MISSING) for c in col_order]
+    return table
+
+
+def _md_cell(text: tp.Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """GitHub markdown of a table (index as the first column, numbers right-aligned)."""
+    head = [str(table.index.name or "")] + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |",
+             "|" + "|".join([":---"] + ["---:"] * len(table.columns)) + "|"]
+    for idx, row in table.iterrows():
+        lines.append("| " + " | ".join(_md_cell(x) for x in [idx, *row.tolist()]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_markdown(text: str) -> pd.DataFrame:
+    """Inverse of :func:`to_markdown` (cells as strings): reads a table back, e.g. to check it."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip().startswith("|")]
+    split = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in lines]
+    head, body = split[0], split[2:]
+    frame = pd.DataFrame([r[1:] for r in body], index=pd.Index([r[0] for r in body], name=head[0] or None),
+                         columns=head[1:], dtype=object)
+    return frame
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: tp.Any) -> str:
+    """Escape LaTeX special characters; ``±`` becomes ``$\\pm$`` and ``–`` (missing) ``--``."""
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return out.replace("±", r"$\pm$").replace(MISSING, "--")
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
+    """A booktabs ``table`` environment of a table (needs ``\\usepackage{booktabs}``)."""
+    cols = "l" + "r" * len(table.columns)
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines += [rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
+              " & ".join(latex_escape(x) for x in [table.index.name or "", *table.columns]) + r" \\", r"\midrule"]
+    for idx, row in table.iterrows():
+        if idx == CHANCE_ROW:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(latex_escape(x) for x in [idx, *row.tolist()]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table as UTF-8 CSV (index as the first column)."""
+    path = Path(path)
+    table.to_csv(path, encoding="utf-8")
+    return path
+
+
+def to_html(table: pd.DataFrame, css_class: str = "results") -> str:
+    """A plain HTML ``<table>`` of a table (escaped; the index as row headers)."""
+    import html
+
+    esc = html.escape
+    head = "".join(f"<th>{esc(str(c))}</th>" for c in [table.index.name or "", *table.columns])
+    body = []
+    for idx, row in table.iterrows():
+        cells = "".join(f"<td>{esc(str(x))}</td>" for x in row.tolist())
+        body.append(f"<tr><th>{esc(str(idx))}</th>{cells}</tr>")
+    return (f'<table class="{css_class}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def chance_table(df: pd.DataFrame, cols: str = "study") -> pd.DataFrame:
+    """Per study: test-set sizes and chance / word-prior top-k in percent (mean over XPs)."""
+    keys = [k for k in ("n_segments", "n_candidates", "n_words", "chance_top1_segment", "chance_top10_segment",
+                        "chance_top1_word", "chance_top10_word", "prior_top1_word", "prior_top10_word")
+            if k in df.columns]
+    out = df.groupby(cols)[keys].mean()
+    for k in keys:
+        fmt = "{:.0f}" if k.startswith("n_") else "{:.1f}"
+        out[k] = out[k].map(fmt.format)
+    return out
+
+
