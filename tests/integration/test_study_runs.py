@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.studies import fixtures
+from tests.studies.fixtures_mous import write_mous
 
 from ._cli import DORA, ROOT, TINY_MODEL_ARGS
 
@@ -30,10 +31,14 @@ def _writer(name):
     def broderick(root):
         return fixtures.write_broderick(root), ["dset.features=[word_onset]"]
 
-    return {"gwilliams2022": gwilliams, "bids": bids, "brennan2019": brennan, "broderick2019": broderick}[name]
+    def schoffelen(root):
+        return write_mous(root), ["dset.features=[mel]"]
+
+    return {"gwilliams2022": gwilliams, "bids": bids, "brennan2019": brennan, "broderick2019": broderick,
+            "schoffelen2019": schoffelen}[name]
 
 
-@pytest.mark.parametrize("study", ["gwilliams2022", "bids", "brennan2019", "broderick2019"])
+@pytest.mark.parametrize("study", ["gwilliams2022", "schoffelen2019", "bids", "brennan2019", "broderick2019"])
 def test_one_epoch_dora_run(study, tmp_path):
     data = tmp_path / "data"
     meta, extra = _writer(study)(data / study)
