@@ -47,8 +47,12 @@ class Gwilliams2022Recording(Recording):
     def _load_raw(self) -> mne.io.BaseRaw:
         import mne_bids
 
+        path = self._bids_path()
+        # mne-bids already passes preload=False to read_raw_kit for KIT files (.con / .sqd): giving it again
+        # is a TypeError ("multiple values for keyword argument 'preload'").
+        extra = {} if self.path.suffix in (".con", ".sqd") else {"preload": False}
         with quiet():
-            return mne_bids.read_raw_bids(self._bids_path(), extra_params={"preload": False}, verbose="error")
+            return mne_bids.read_raw_bids(path, extra_params=extra, verbose="error")
 
     def sensor_positions(self, ch_names: tp.Sequence[str]) -> np.ndarray:
         return sensor_positions(self.raw().info, ch_names)
