@@ -48,21 +48,6 @@ def average_metrics(metrics: dict[str, float], count: float = 1.0) -> dict[str, 
     return {k: float(v) / max(total, 1e-12) for k, v in zip(keys, values[:-1])}
 
 
-def barrier() -> None:
-    """Wait for every process (no-op without distribution)."""
-    if is_distributed():
-        dist.barrier()
-
-
-def broadcast_object(obj: tp.Any, src: int = 0) -> tp.Any:
-    """Send a picklable object from ``src`` to every process."""
-    if not is_distributed():
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=src)
-    return holder[0]
-
-
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward sends each rank the summed gradient of its own slice."""
 

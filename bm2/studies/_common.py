@@ -10,15 +10,14 @@ import typing as tp
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..events import ARPABET
 from ..utils.hashing import content_hash
-from .base import StudyError, layout_positions
+from .base import StudyError
 
 if tp.TYPE_CHECKING:
-    import mne
+    pass
 
 _LITERALS = (str, int, float, bool, type(None))
 
@@ -91,27 +90,6 @@ def sentence_blocks(words: pd.DataFrame, pad: float = 1.0, end: float | None = N
 def sentence_id(text: str) -> str:
     """Stable identifier of a sentence: a content hash of its text."""
     return content_hash(text)
-
-
-def sensor_positions(info: mne.Info, ch_names: tp.Sequence[str]) -> np.ndarray:
-    """2-D positions in [0, 1]: mne's layout when it knows the sensors, else an azimuthal projection of the
-    3-D sensor locations stored in ``info`` (KIT / CTF files converted to FIF keep them)."""
-    try:
-        return layout_positions(info, ch_names)
-    except (StudyError, RuntimeError, ValueError):
-        pass
-    index = {n: i for i, n in enumerate(info["ch_names"])}
-    locs = np.array([info["chs"][index[c]]["loc"][:3] for c in ch_names], dtype=float)
-    if not np.isfinite(locs).all() or np.allclose(locs, 0):
-        raise StudyError(f"no sensor layout nor 3-D locations for channels {list(ch_names)[:5]}")
-    origin = np.array([*locs[:, :2].mean(axis=0), locs[:, 2].min() - np.ptp(locs[:, 2]) - 1e-3])
-    vec = locs - origin  # seen from a point below the sensor array's centre
-    r = np.linalg.norm(vec, axis=1)
-    theta = np.arccos(np.clip(vec[:, 2] / np.maximum(r, 1e-12), -1, 1))
-    phi = np.arctan2(vec[:, 1], vec[:, 0])
-    pos = np.stack([theta * np.cos(phi), theta * np.sin(phi)], axis=1)
-    pos = pos - pos.min(axis=0)
-    return (pos / np.maximum(pos.max(axis=0), 1e-12)).astype(np.float32)
 
 
 def require_file(path: Path, study: str, fix: str) -> Path:

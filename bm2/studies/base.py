@@ -100,25 +100,43 @@ class Recording:
 
 
 def layout_positions(info: mne.Info, ch_names: tp.Sequence[str]) -> np.ndarray:
-    """Positions of ``ch_names`` on the 2-D sensor layout found by mne, scaled to [0, 1].
+    """Positions of ``ch_names`` in [0, 1], shape ``(len(ch_names), 2)``.
 
-    Raises a :class:`StudyError` naming the channels when the layout lacks some of them.
+    mne's 2-D sensor layout when it knows the sensors; otherwise an azimuthal projection of the 3-D sensor
+    locations stored in ``info`` (e.g. KIT / CTF data converted to FIF). Raises a :class:`StudyError` naming
+    the channels when neither exists.
     """
     import mne
 
     picked = mne.pick_info(info, mne.pick_channels(info["ch_names"], list(ch_names), ordered=True))
     try:
-        layout = mne.channels.find_layout(picked)
-    except (RuntimeError, ValueError):
-        layout = mne.channels.make_eeg_layout(picked)  # EEG / iEEG with a montage
-    names = [n.replace(" ", "") for n in layout.names]
-    index = {n: i for i, n in enumerate(names)}
-    missing = [c for c in ch_names if c.replace(" ", "") not in index]
-    if missing:
-        raise StudyError(f"sensor layout {layout.kind!r} has no position for channels {missing[:5]}; "
-                         "set a montage on the raw or override Recording.sensor_positions")
-    rows = [index[c.replace(" ", "")] for c in ch_names]
-    pos = layout.pos[rows, :2] + layout.pos[rows, 2:4] / 2  # centre of each box
+        try:
+            layout = mne.channels.find_layout(picked)
+        except (RuntimeError, ValueError):
+            layout = mne.channels.make_eeg_layout(picked)  # EEG / iEEG with a montage
+        index = {n.replace(" ", ""): i for i, n in enumerate(layout.names)}
+        rows = [index[c.replace(" ", "")] for c in ch_names]
+    except (RuntimeError, ValueError, KeyError):
+        return _projected_positions(info, ch_names)
+    return _unit_square(layout.pos[rows, :2] + layout.pos[rows, 2:4] / 2)  # centre of each box
+
+
+def _projected_positions(info: mne.Info, ch_names: tp.Sequence[str]) -> np.ndarray:
+    """Azimuthal projection of the 3-D sensor locations, seen from below the sensor array's centre."""
+    index = {n: i for i, n in enumerate(info["ch_names"])}
+    locs = np.array([info["chs"][index[c]]["loc"][:3] for c in ch_names], dtype=float)
+    if not np.isfinite(locs).all() or np.allclose(locs, 0):
+        raise StudyError(f"no sensor layout nor 3-D locations for channels {list(ch_names)[:5]}; set a montage "
+                         "on the raw or override Recording.sensor_positions")
+    origin = np.array([*locs[:, :2].mean(axis=0), locs[:, 2].min() - np.ptp(locs[:, 2]) - 1e-3])
+    vec = locs - origin
+    r = np.linalg.norm(vec, axis=1)
+    theta = np.arccos(np.clip(vec[:, 2] / np.maximum(r, 1e-12), -1, 1))
+    phi = np.arctan2(vec[:, 1], vec[:, 0])
+    return _unit_square(np.stack([theta * np.cos(phi), theta * np.sin(phi)], axis=1))
+
+
+def _unit_square(pos: np.ndarray) -> np.ndarray:
     pos = pos - pos.min(axis=0)
     return (pos / np.maximum(pos.max(axis=0), 1e-12)).astype(np.float32)
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 import typing as tp
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .base import Recording, Study, StudyError
-from ._common import quiet, sensor_positions, sentence_blocks, sentence_id, to_arpabet
+from ._common import quiet, sentence_blocks, sentence_id, to_arpabet
 
 if tp.TYPE_CHECKING:
     import mne
@@ -53,9 +52,6 @@ class BidsRecording(Recording):
 
         with quiet():
             return mne_bids.read_raw_bids(self.bids_path, extra_params={"preload": False}, verbose="error")
-
-    def sensor_positions(self, ch_names: tp.Sequence[str]) -> np.ndarray:
-        return sensor_positions(self.raw().info, ch_names)
 
     def _load_events(self) -> pd.DataFrame:
         st = self.study_

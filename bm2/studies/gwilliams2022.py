@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .base import Recording, Study, StudyError
-from ._common import (parse_dict_literal, quiet, require_file, sensor_positions, sentence_blocks, sentence_id,
+from ._common import (parse_dict_literal, quiet, require_file, sentence_blocks, sentence_id,
                       to_arpabet)
 
 if tp.TYPE_CHECKING:
@@ -53,9 +53,6 @@ class Gwilliams2022Recording(Recording):
         extra = {} if self.path.suffix in (".con", ".sqd") else {"preload": False}
         with quiet():
             return mne_bids.read_raw_bids(path, extra_params=extra, verbose="error")
-
-    def sensor_positions(self, ch_names: tp.Sequence[str]) -> np.ndarray:
-        return sensor_positions(self.raw().info, ch_names)
 
     def _sound_path(self, sound: str) -> str:
         candidate = self.root / sound

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._common import quiet, read_textgrid, require_file, sensor_positions, sentence_id, to_arpabet
-from .base import Recording, Study, StudyError
+from ._common import quiet, read_textgrid, require_file, sentence_id, to_arpabet
+from .base import Recording, Study, StudyError, layout_positions
 
 if tp.TYPE_CHECKING:
     import mne
@@ -220,7 +220,7 @@ class Schoffelen2019Recording(Recording):
         index = {n.split("-")[0]: i for i, n in enumerate(layout.names)}
         keys = [c.split("-")[0] for c in ch_names]
         if not all(k in index for k in keys):
-            return sensor_positions(self.raw().info, ch_names)
+            return layout_positions(self.raw().info, ch_names)
         rows = [index[k] for k in keys]
         pos = layout.pos[rows, :2] + layout.pos[rows, 2:4] / 2
         pos = pos - pos.min(axis=0)
