@@ -68,7 +68,7 @@ DEFAULTS: dict[str, tp.Any] = {
         "files": [],          # explicit paths under base_url (GET only); empty: list the collection with PROPFIND
         # what to fetch of the listing (globs on paths: `*` stays in a folder, `**` crosses folders); empty: all
         "include": ["*.tsv", "*.json", "*.md", "*.txt", "README*", "CHANGES", "sub-A2*/*.tsv", "sub-A2*/meg/**",
-                    "sourcedata/meg_task/**", "stimuli/**"],
+                    "sourcedata/meg_task/**", "stimuli/**", "derivatives/phonemes/**"],
     },
 }
 

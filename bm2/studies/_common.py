@@ -101,6 +101,8 @@ def require_file(path: Path, study: str, fix: str) -> Path:
 
 # -- Praat TextGrid ------------------------------------------------------------------------------------
 
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
 def read_textgrid(path: str | Path) -> dict[str, list[tuple[float, float, str]]]:
     """Interval tiers of a Praat TextGrid (long or short text format, UTF-8 or UTF-16).
 
@@ -116,9 +118,10 @@ def read_textgrid(path: str | Path) -> dict[str, list[tuple[float, float, str]]]
             tokens.append(("s", m.group(1).replace('""', '"')))
         else:
             word = m.group(2)
-            try:
-                tokens.append(("n", float(word)))
-            except ValueError:
+            number = _NUMBER.match(word)  # a number, possibly with stray trailing characters ("1.17h")
+            if number:
+                tokens.append(("n", float(number.group(0))))
+            else:
                 tokens.append(("w", word))  # keys such as xmin, intervals, size, <exists>
     values = [t for t in tokens if t[0] != "w" or t[1] == "<exists>"]
     pos = 0

@@ -1,35 +1,49 @@
 """MOUS (Schoffelen et al. 2019), auditory subjects: Dutch sentences and word lists, CTF 275 MEG at 1200 Hz.
 
-On disk (Donders repository, BIDS-like; best known layout, see ``/work/shared/ANCHORS.md``):
+On disk (Donders Repository collection DSC_3011020.09_236, BIDS-like):
 
-* ``sub-A2xxx/meg/sub-A2xxx_task-auditory_meg.ds``: CTF datasets (273 axial gradiometers, reference
-  magnetometers / gradiometers, the ``UPPT001`` trigger channel, ``UADC`` analogue channels). Reference channels
-  are dropped **by channel type** (mne's ``ref_meg``), never by name or position.
-* ``sourcedata/meg_task/*A2xxx*.log``: the Presentation log. Two tab-separated tables; the first one (header
-  ``Subject  Trial  Event Type  Code  Time ...``) lists every stimulus with its ``Time`` in units of 1e-4 s on
-  the stimulus computer's clock. ``Sound`` events carry the stimulus number in ``Code``.
-* ``stimuli/stimuli.txt``: ``number <tab or space> text`` per stimulus; ``stimuli/audio_files/
-  EQ_Ramp_Int2_Int1LPF{NNN}.wav``; forced-alignment TextGrids named after the audio file (searched under
-  ``stimuli/`` or the ``textgrids`` folder), with a word tier and a phone tier.
+* ``sub-A2xxx/meg/sub-A2xxx_task-auditory_meg.ds``: CTF datasets (273 working axial gradiometers, the
+  reference magnetometers / gradiometers, the ``UPPT001`` trigger channel, ``UADC`` analogue channels, head
+  localisation channels). Reference channels are dropped **by channel type** (mne's ``ref_meg``), never by
+  position or name.
+* ``sourcedata/meg_task/*A2xxx*-MEG-MOUS-Aud*.log``: the Presentation log. A ``Scenario - ...`` line, then two
+  tab-separated tables separated by two blank lines. The first one (header ``Subject  Trial  Event Type  Code
+  Time  TTime  Uncertainty  Duration  Uncertainty ...``) lists every event with its ``Time`` in units of 1e-4 s
+  on the stimulus computer's clock. Codes: ``ZINNEN`` / ``WOORDEN`` (start of a sentence / word-list block),
+  ``FIX <n>`` (fixation), ``<port> Start File <NNN>.wav`` (``Sound`` event), ``<port> Audio onset``,
+  ``<port> End of file``, ``QUESTION``, ``blank`` ... Some logs hold the experiment twice (two ``Scenario -``
+  sections, e.g. after a restart); some rows are broken over two lines after a period.
+* ``stimuli/stimuli.txt``: ``<number> <text>`` per stimulus (sentences and word lists);
+  ``stimuli/audio_files/EQ_Ramp_Int2_Int1LPF<NNN>.wav``;
+* forced alignments (MAUS): ``derivatives/phonemes/EQ_Ramp_Int2_Int1LPF<NNN>.TextGrid`` with the tiers
+  ``ORT-MAU`` (words), ``KAN-MAU`` (canonical pronunciation, unused) and ``MAU`` (phones, Dutch SAMPA; pauses
+  ``<p:>``). They are searched under ``derivatives/phonemes`` then ``stimuli/``, or the ``textgrids`` option.
 
-Timing: the log clock and the MEG clock differ by an unknown offset. The trigger onsets found on the stim
-channel are matched to the log's sound times (:func:`align_log_to_triggers`: the offset that pairs the most
-sounds with a trigger within 10 ms, refined by the median of the matched pairs); each sound is then placed at
-its trigger (or at log time + offset when its trigger is missing).
+Timing (:func:`fit_log_clock`): the MEG trigger channel carries 10 at each block start (``ZINNEN`` / ``WOORDEN``)
+and 20 at each fixation (``FIX``). These anchors are matched to the log rows of the same kind, which gives a
+linear map from the log clock to the MEG clock (offset, and slope for the drift between the two clocks; missing
+or spurious triggers are tolerated). Every log event is then placed with that map; a sound starts at its
+``Audio onset`` row, and its words / phonemes follow the TextGrid of its file.
 
-Conditions: stimulus numbers up to :data:`LAST_SENTENCE` are sentences, the others word lists (scrambled
-versions of the sentences); verify against the dataset's documentation. Every stimulus is one ``block``
-(uid = its text from ``stimuli.txt``), so a sentence lands in the same split for every subject even though
-subjects hear them in different orders. Words carry ``sentence_id`` = content hash of the stimulus text and
-``word_index`` = position in the TextGrid word tier.
+Conditions come from the log (the block a sound was played in: ``sentence`` or ``word_list``). Blocks: one per
+sound, uid = its text in ``stimuli.txt`` (found by the TextGrid's words, compared on their first 45 characters,
+case and punctuation ignored: some recordings miss the last word), so a sentence lands in the same split for
+every subject even though subjects hear them in different orders. Words carry ``sentence_id`` = content hash of
+that uid and ``word_index`` = their position in the ``ORT-MAU`` tier.
 
-Phonemes: MOUS is Dutch; alignment labels (SAMPA / ARPABET-like) are mapped to the 39 ARPABET classes only
-when the sound has a clear English counterpart (:data:`SAMPA_TO_ARPABET`); other labels (``y``, ``2:``, ``Ei``,
-``x``, ``G`` ...) produce **no** phoneme event rather than an invented class.
+Phonemes: MOUS is Dutch; SAMPA labels are mapped to the 39 ARPABET classes only when the sound has a clear
+English counterpart (:data:`SAMPA_TO_ARPABET`); other labels (``y``, ``2:``, ``Ei``, ``x``, ``G`` ...) give **no**
+phoneme event rather than an invented class.
+
+Excluded subjects (:data:`EXCLUDED_SUBJECTS`), as in the brainmagick study: A2011, A2036, A2062, A2063, A2076 and
+A2084 (recorded in two separate MEG runs or incomplete), and the auditory numbers absent from the release
+(:data:`ABSENT_SUBJECTS`); 96 auditory subjects remain.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 import typing as tp
 from pathlib import Path
@@ -43,25 +57,34 @@ from .base import Recording, Study, StudyError, layout_positions
 if tp.TYPE_CHECKING:
     import mne
 
-# Subjects left out for missing or broken data. PLACEHOLDER list: the ids below were not verified; check them
-# against the dataset's documentation (README / participants notes of the MOUS release) before reporting results.
+logger = logging.getLogger(__name__)
+
+# Left out as in the brainmagick study: two separate MEG runs (would need joining) or incomplete data.
 EXCLUDED_SUBJECTS: tuple[str, ...] = ("A2011", "A2036", "A2062", "A2063", "A2076", "A2084")
-LAST_SENTENCE = 180             # stimuli 1..180 are sentences, 181..360 word lists (assumption, see docstring)
+# Auditory numbers without a subject in the release (skipped whether or not a folder exists).
+ABSENT_SUBJECTS: tuple[str, ...] = tuple(f"A{n}" for n in (
+    2012, 2018, 2022, 2023, 2026, 2043, 2044, 2045, 2048, 2054, 2060, 2074, 2081, 2082, 2087, 2093, 2100, 2107,
+    2112, 2115, 2118, 2123))
+AUDITORY_SUBJECTS = tuple(f"A{n}" for n in range(2002, 2126))    # 124 numbers, 96 kept
+EVENTS_VERSION = 2              # bump when the events of a recording change (enters the recording uid)
 LOG_TIME_UNIT = 1e-4            # Presentation log times are in units of 0.1 ms
 TRIGGER_CHANNEL = "UPPT001"
-ALIGN_TOLERANCE = 0.010         # s, a trigger and a logged sound within this distance are the same event
+TRIGGER_CODES = {"context": 10, "fix": 20}   # MEG trigger value of each log anchor kind
+COARSE_TOLERANCE = 0.1          # s, first matching of anchors (covers the drift between the two clocks)
+ALIGN_TOLERANCE = 0.02          # s, a trigger and a logged anchor within this distance (after the fit) match
+SEQUENCE_PREFIX = 45            # characters of a word sequence compared with stimuli.txt
 AUDIO_PATTERN = "EQ_Ramp_Int2_Int1LPF{num:03d}.wav"
-WORD_TIERS = ("words", "word", "ort", "ort-mau", "orthography", "woorden")
-PHONE_TIERS = ("phones", "phonemes", "phone", "mau", "segments", "fonemen")
-SILENCES = {"", "sil", "sp", "spn", "<p:>", "<p>", "#", "_", "<usb>"}
+AUDIO_PREFIX = "EQ_Ramp_Int2_Int1LPF"
+TEXTGRID_FOLDERS = ("derivatives/phonemes", "stimuli")
+WORD_TIERS = ("ort-mau", "words", "word", "ort", "orthography", "woorden")
+PHONE_TIERS = ("mau", "phones", "phonemes", "phone", "segments", "fonemen")
+SILENCES = {"", "sil", "sp", "spn", "<p:>", "<p>", "#", "_", "<usb>", "<nib>"}
 # Dutch SAMPA labels with a clear ARPABET counterpart; everything else is dropped (no invented classes).
 SAMPA_TO_ARPABET = {
     "p": "P", "b": "B", "t": "T", "d": "D", "k": "K", "g": "G", "f": "F", "v": "V", "s": "S", "z": "Z",
     "S": "SH", "Z": "ZH", "m": "M", "n": "N", "N": "NG", "l": "L", "r": "R", "j": "Y", "w": "W", "h": "HH",
     "i": "IY", "u": "UW", "E": "EH", "I": "IH", "@": "AH", "tS": "CH", "dZ": "JH",
 }
-
-
 # Dutch SAMPA sounds without an English counterpart (some look like ARPABET labels: SAMPA wins, MOUS is Dutch)
 DUTCH_ONLY = {"G", "x", "y", "Y", "2:", "9", "9y", "Ei", "Au", "a:", "e:", "o:", "O", "A", "y:", "E:", "9:", "O:"}
 
@@ -83,27 +106,46 @@ def phoneme_class(label: str) -> str | None:
 
 # -- Presentation log ------------------------------------------------------------------------------------
 
-def read_presentation_log(path: Path) -> pd.DataFrame:
-    """The first table of a Presentation ``.log`` (columns as in its header; ``Time`` converted to seconds
-    in a ``time`` column). The second table (after the next blank line + header) is ignored."""
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+def read_presentation_log(path: Path) -> list[pd.DataFrame]:
+    """The first table of each ``Scenario -`` section of a Presentation ``.log`` (usually one section).
+
+    Columns as in the table's header (a repeated name gets a ``.1`` suffix), plus ``time`` (s, from ``Time`` in
+    units of 1e-4 s), ``event`` and ``code`` (stripped ``Event Type`` and ``Code``). A row broken over two lines
+    (seen after a period in a code) is joined back. The second table of a section (its per-stimulus summary) is
+    not used."""
+    text = path.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    parts = re.split(r"^Scenario -.*$", text, flags=re.MULTILINE)
+    sections = parts[1:] if len(parts) > 1 else parts
+    tables = [t for t in (_first_table(section.split("\n"), path) for section in sections) if t is not None]
+    if not tables:
+        raise StudyError(f"{path}: not a Presentation log (no 'Subject<TAB>Trial<TAB>Event Type ...' table header)")
+    return tables
+
+
+def _first_table(lines: list[str], path: Path) -> pd.DataFrame | None:
     start = next((i for i, line in enumerate(lines) if line.startswith("Subject\t") and "Event Type" in line), None)
     if start is None:
-        raise StudyError(f"{path}: not a Presentation log (no 'Subject<TAB>Trial<TAB>Event Type ...' header)")
-    header = lines[start].split("\t")
-    rows: list[list[str]] = []
+        return None
+    header = lines[start].rstrip("\n").split("\t")
+    records: list[str] = []
     for line in lines[start + 1:]:
         if not line.strip():
-            if rows:
+            if records:
                 break  # end of the first table
             continue
         cells = line.split("\t")
-        rows.append(cells[: len(header)] + [""] * (len(header) - len(cells)))
+        if records and (len(cells) < 5 or not cells[0].strip()):
+            records[-1] += line  # continuation of a row broken after a period
+        else:
+            records.append(line)
+    rows = [cells[: len(header)] + [""] * (len(header) - len(cells)) for cells in (r.split("\t") for r in records)]
     table = pd.DataFrame(rows, columns=_unique(header))
     for col in ("Event Type", "Code", "Time"):
         if col not in table.columns:
             raise StudyError(f"{path}: the log table has no {col!r} column (columns: {list(table.columns)})")
     table["time"] = pd.to_numeric(table["Time"], errors="coerce") * LOG_TIME_UNIT
+    table["event"] = table["Event Type"].str.strip()
+    table["code"] = table["Code"].str.strip()
     return table
 
 
@@ -116,40 +158,127 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def sound_events(log: pd.DataFrame) -> pd.DataFrame:
-    """Rows ``stimulus`` (int), ``time`` (s, log clock) of the log's ``Sound`` events."""
-    sounds = log[log["Event Type"].str.strip().str.lower() == "sound"]
-    nums = sounds["Code"].astype(str).str.extract(r"(\d+)\s*$")[0]
-    out = pd.DataFrame({"stimulus": pd.to_numeric(nums, errors="coerce"), "time": sounds["time"]})
-    return out.dropna().astype({"stimulus": int}).reset_index(drop=True)
+def log_roles(table: pd.DataFrame) -> pd.DataFrame:
+    """The log table with ``role`` (context / fix / sound / audio_onset / end / other), ``condition`` (the
+    block each row belongs to: ``sentence``, ``word_list`` or None before the first block) and ``file`` (the
+    wav file name of ``sound`` rows)."""
+    code = table["code"].fillna("").astype(str)
+    upper = code.str.upper()
+    role = pd.Series("other", index=table.index, dtype=object)
+    condition = pd.Series(None, index=table.index, dtype=object)
+    for word, cond in (("ZINNEN", "sentence"), ("WOORDEN", "word_list")):
+        hit = upper.str.match(rf"^(\d+\s+)?{word}\b")
+        role[hit], condition[hit] = "context", cond
+    role[upper.str.match(r"^(\d+\s+)?FIX\b")] = "fix"
+    files = code.str.extract(r"Start File\s+(\S+\.wav)\b", flags=re.IGNORECASE)[0]
+    sound = (table["event"].str.lower() == "sound") & files.notna()
+    role[sound] = "sound"
+    role[upper.str.contains("AUDIO ONSET")] = "audio_onset"
+    role[upper.str.contains("END OF FILE")] = "end"
+    return table.assign(role=role, condition=condition.ffill(), file=files.where(sound))
 
 
-def align_log_to_triggers(log_times: np.ndarray, trigger_times: np.ndarray,
-                          tolerance: float = ALIGN_TOLERANCE) -> tuple[float, np.ndarray]:
-    """Offset ``d`` (s) such that ``meg_time = log_time + d``, and for each log time the index of its trigger
-    (-1 if none within ``tolerance``). The offset maximises the number of matched events (every trigger /
-    log pair is a candidate), then is refined as the median difference of the matched pairs."""
-    log_times = np.asarray(log_times, float)
-    trigger_times = np.sort(np.asarray(trigger_times, float))
-    if not len(log_times) or not len(trigger_times):
-        raise StudyError("cannot align the log to the MEG: no logged sounds or no triggers")
+def sound_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per played sound: ``file`` (wav name as logged), ``stimulus`` (its number), ``time`` (log s of
+    its ``Audio onset`` row, or of the ``Sound`` row when that is missing) and ``condition``."""
+    table = log_roles(table).reset_index(drop=True)
+    rows = []
+    idx = list(table.index[table["role"] == "sound"])
+    for k, i in enumerate(idx):
+        stop = idx[k + 1] if k + 1 < len(idx) else len(table)
+        after = table.iloc[i + 1: stop]
+        onset = after[after["role"] == "audio_onset"]
+        when = onset["time"].iloc[0] if len(onset) else table.at[i, "time"]
+        num = re.search(r"(\d+)\.wav$", str(table.at[i, "file"]))
+        rows.append(dict(file=table.at[i, "file"], stimulus=int(num.group(1)) if num else -1, time=float(when),
+                         condition=table.at[i, "condition"] or "sentence"))
+    return pd.DataFrame(rows, columns=["file", "stimulus", "time", "condition"])
 
-    def match(d: float) -> np.ndarray:
-        target = log_times + d
-        pos = np.clip(np.searchsorted(trigger_times, target), 1, len(trigger_times) - 1) \
-            if len(trigger_times) > 1 else np.zeros(len(target), int)
-        left = np.clip(pos - 1, 0, len(trigger_times) - 1)
-        best = np.where(np.abs(trigger_times[left] - target) <= np.abs(trigger_times[pos] - target), left, pos)
-        return np.where(np.abs(trigger_times[best] - target) <= tolerance, best, -1)
 
-    candidates = np.unique(np.round((trigger_times[:, None] - log_times[None, :]).ravel(), 4))
-    scores = [(int((match(d) >= 0).sum()), -abs(d), d) for d in candidates]
-    _, _, d = max(scores)
-    idx = match(d)
-    if idx.max() >= 0:
-        d = float(np.median(trigger_times[idx[idx >= 0]] - log_times[idx >= 0]))
-        idx = match(d)
-    return float(d), idx
+@dataclasses.dataclass(frozen=True)
+class ClockFit:
+    """``meg_time = slope * log_time + intercept``, fitted on ``matched`` of ``anchors`` log anchors."""
+
+    slope: float
+    intercept: float
+    matched: int
+    anchors: int
+
+    def __call__(self, log_time: tp.Any) -> tp.Any:
+        return self.slope * np.asarray(log_time, dtype=float) + self.intercept
+
+
+def _nearest(sorted_times: np.ndarray, target: np.ndarray) -> np.ndarray:
+    pos = np.clip(np.searchsorted(sorted_times, target), 1, max(len(sorted_times) - 1, 1))
+    left = np.clip(pos - 1, 0, len(sorted_times) - 1)
+    pos = np.clip(pos, 0, len(sorted_times) - 1)
+    return np.where(np.abs(sorted_times[left] - target) <= np.abs(sorted_times[pos] - target), left, pos)
+
+
+ArrayLike = tp.Union[tp.Sequence[tp.Any], np.ndarray]
+
+
+def fit_log_clock(log_times: ArrayLike, trigger_times: ArrayLike,
+                  log_kinds: ArrayLike | None = None, trigger_kinds: ArrayLike | None = None,
+                  tolerance: float = ALIGN_TOLERANCE) -> tuple[ClockFit, np.ndarray]:
+    """Map the log clock onto the MEG clock from anchors seen by both (log rows and triggers of the same kind).
+
+    Returns the fit and, for each log anchor, the index (in ``trigger_times``) of its trigger or -1. Steps: the
+    offset most voted by pairs of same-kind anchors (bins of :data:`COARSE_TOLERANCE`), a first matching at
+    that coarse tolerance, a least-squares line (offset + drift), then matching at ``tolerance`` around the line
+    and refitting until the matches stop changing. Missing and spurious triggers are tolerated."""
+    log_t = np.asarray(log_times, dtype=float)
+    trig_t = np.asarray(trigger_times, dtype=float)
+    log_k = np.zeros(len(log_t), int) if log_kinds is None else np.asarray(log_kinds)
+    trig_k = np.zeros(len(trig_t), int) if trigger_kinds is None else np.asarray(trigger_kinds)
+    if not len(log_t) or not len(trig_t):
+        raise StudyError("cannot align the log to the MEG: no logged anchors or no triggers")
+    kinds = [k for k in np.unique(log_k) if (trig_k == k).any()]
+    if not kinds:
+        raise StudyError("cannot align the log to the MEG: no trigger of the kinds found in the log")
+    diffs = np.concatenate([(trig_t[trig_k == k][:, None] - log_t[log_k == k][None, :]).ravel() for k in kinds])
+    bins, counts = np.unique(np.round(diffs / COARSE_TOLERANCE).astype(np.int64), return_counts=True)
+    by_kind = {k: (np.flatnonzero(trig_k == k), np.sort(trig_t[trig_k == k])) for k in kinds}
+
+    def match(line: ClockFit, tol: float) -> np.ndarray:
+        out = np.full(len(log_t), -1)
+        for k in kinds:
+            rows = np.flatnonzero(log_k == k)
+            order, times = by_kind[k]
+            sorted_idx = order[np.argsort(trig_t[order], kind="stable")]
+            target = line(log_t[rows])
+            near = _nearest(times, target)
+            ok = np.abs(times[near] - target) <= tol
+            out[rows[ok]] = sorted_idx[near[ok]]
+        return out
+
+    def refit(idx: np.ndarray) -> ClockFit:
+        ok = idx >= 0
+        x, y = log_t[ok], trig_t[idx[ok]]
+        if ok.sum() >= 3 and np.ptp(x) > 1.0:
+            slope, intercept = np.polyfit(x, y, 1)
+        else:
+            slope, intercept = 1.0, float(np.median(y - x))
+        return ClockFit(float(slope), float(intercept), int(ok.sum()), len(log_t))
+
+    best: tuple[int, np.ndarray] | None = None
+    for b in bins[np.argsort(-counts, kind="stable")][:5]:  # the most voted offsets
+        idx = match(ClockFit(1.0, float(b) * COARSE_TOLERANCE, 0, len(log_t)), COARSE_TOLERANCE)
+        if best is None or (idx >= 0).sum() > (best[1] >= 0).sum():
+            best = (int(b), idx)
+    assert best is not None
+    idx = best[1]
+    if not (idx >= 0).any():
+        raise StudyError("cannot align the log to the MEG: no logged anchor has a trigger nearby")
+    for _ in range(10):
+        fit = refit(idx)
+        new = match(fit, tolerance)
+        if np.array_equal(new, idx):
+            break
+        idx = new
+        if not (idx >= 0).any():
+            raise StudyError("cannot align the log to the MEG: the clock fit lost every anchor")
+    return refit(idx), idx
 
 
 # -- stimuli ---------------------------------------------------------------------------------------------
@@ -168,12 +297,40 @@ def read_stimuli(path: Path) -> dict[int, str]:
     return out
 
 
-def _pick_tier(tiers: dict[str, list], names: tuple[str, ...], path: Path, what: str) -> list | None:
-    for key, items in tiers.items():
-        if key.strip().lower() in names:
-            return items
-    if what == "word" and tiers:
-        return next(iter(tiers.values()))
+def normalize_text(text: str) -> str:
+    """Lower case, punctuation dropped (apostrophes kept), single spaces."""
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+class StimulusIndex:
+    """Finds the ``stimuli.txt`` entry of a heard word sequence (first :data:`SEQUENCE_PREFIX` characters of
+    the normalised texts; a sequence missing its last words still matches its stimulus when unambiguous)."""
+
+    def __init__(self, stimuli: dict[int, str]) -> None:
+        self.stimuli = stimuli
+        self._norm = {num: normalize_text(text) for num, text in stimuli.items()}
+        self._prefix: dict[str, list[int]] = {}
+        for num, norm in self._norm.items():
+            self._prefix.setdefault(norm[:SEQUENCE_PREFIX], []).append(num)
+
+    def find(self, words: tp.Sequence[str]) -> int | None:
+        seq = normalize_text(" ".join(words))
+        if not seq:
+            return None
+        found = self._prefix.get(seq[:SEQUENCE_PREFIX], [])
+        if not found and len(seq) < SEQUENCE_PREFIX:
+            found = [n for n, norm in self._norm.items() if norm.startswith(seq)]
+        exact = [n for n in found if self._norm[n] == seq]
+        if exact or len(found) == 1:
+            return (exact or found)[0]
+        return None
+
+
+def _pick_tier(tiers: dict[str, list], names: tuple[str, ...]) -> list | None:
+    by_name = {key.strip().lower(): items for key, items in tiers.items()}
+    for name in names:
+        if name in by_name:
+            return by_name[name]
     return None
 
 
@@ -184,7 +341,7 @@ class Schoffelen2019Recording(Recording):
         meg4 = ds / f"{ds.name[:-3]}.meg4"
         size = meg4.stat().st_size if meg4.exists() else 0
         super().__init__(Schoffelen2019.name, subject, "0", "auditory",
-                         identity={"file": str(ds.relative_to(study.root)), "size": size})
+                         identity={"file": str(ds.relative_to(study.root)), "size": size, "events": EVENTS_VERSION})
         self.ds = ds
         self._study = study
         self._full: mne.io.BaseRaw | None = None
@@ -201,7 +358,7 @@ class Schoffelen2019Recording(Recording):
         return self._full
 
     def _load_raw(self) -> mne.io.BaseRaw:
-        """The 273 axial gradiometers only: reference channels are excluded by type (``ref_meg``)."""
+        """The axial gradiometers only: reference channels are excluded by type (``ref_meg``)."""
         import mne
 
         full = self.full_raw()
@@ -226,8 +383,8 @@ class Schoffelen2019Recording(Recording):
         pos = pos - pos.min(axis=0)
         return (pos / np.maximum(pos.max(axis=0), 1e-12)).astype(np.float32)
 
-    def trigger_times(self) -> np.ndarray:
-        """Onsets (s, MEG clock) of every rising edge of the trigger channel."""
+    def triggers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Onsets (s, MEG clock) and values of every change to a non-zero value of the trigger channel."""
         import mne
 
         raw = self.full_raw()
@@ -238,7 +395,7 @@ class Schoffelen2019Recording(Recording):
         with quiet():
             events = mne.find_events(raw, stim_channel=stim[0], shortest_event=1, initial_event=True,
                                      consecutive=True, verbose="error")
-        return (events[:, 0] - raw.first_samp) / raw.info["sfreq"]
+        return (events[:, 0] - raw.first_samp) / raw.info["sfreq"], events[:, 2]
 
     def log_path(self) -> Path:
         folder = self._study.root / "sourcedata" / "meg_task"
@@ -249,86 +406,119 @@ class Schoffelen2019Recording(Recording):
         auditory = [p for p in found if "aud" in p.name.lower()]
         return (auditory or found)[0]
 
-    def alignment(self) -> tuple[pd.DataFrame, float]:
-        """Logged sounds with their MEG onset (``onset`` column), and the log -> MEG clock offset."""
-        log = read_presentation_log(self.log_path())
-        sounds = sound_events(log)
+    def alignment(self) -> tuple[pd.DataFrame, ClockFit]:
+        """The played sounds (:func:`sound_table`) with their MEG ``onset``, and the log -> MEG clock fit.
+
+        Anchors are the block starts and fixations (trigger values :data:`TRIGGER_CODES`); a recording whose
+        trigger channel has none of these values is aligned on its sounds against every trigger instead.
+        With several ``Scenario`` sections in the log, the one whose anchors match the most triggers is used."""
+        path = self.log_path()
+        trig_t, trig_v = self.triggers()
+        code_of = {code: kind for kind, code in TRIGGER_CODES.items()}
+        coded = np.isin(trig_v, list(code_of))
+        best: tuple[int, pd.DataFrame, ClockFit] | None = None
+        errors = []
+        for table in read_presentation_log(path):
+            roles = log_roles(table)
+            if coded.any():
+                anchors = roles[roles["role"].isin(list(TRIGGER_CODES)) & roles["time"].notna()]
+                kinds, t_times, t_kinds = anchors["role"].to_numpy(), trig_t[coded], \
+                    np.array([code_of[v] for v in trig_v[coded]])
+            else:  # no block / fixation codes: sounds against every trigger
+                anchors = roles[roles["role"].isin(["sound", "audio_onset"]) & roles["time"].notna()]
+                kinds, t_times, t_kinds = None, trig_t, None
+            if anchors.empty:
+                errors.append("no anchor row (ZINNEN / WOORDEN / FIX or sounds)")
+                continue
+            try:
+                fit, _ = fit_log_clock(anchors["time"].to_numpy(), t_times, kinds, t_kinds)
+            except StudyError as exc:
+                errors.append(str(exc))
+                continue
+            if best is None or fit.matched > best[0]:
+                best = (fit.matched, table, fit)
+        if best is None:
+            raise StudyError(f"{self.ds}: cannot align {path.name} with the triggers of {TRIGGER_CHANNEL}: "
+                             + "; ".join(errors))
+        _, table, fit = best
+        if fit.matched < max(2, fit.anchors // 2):
+            raise StudyError(f"{self.ds}: only {fit.matched} of {fit.anchors} anchors of {path.name} match a "
+                             f"trigger of {TRIGGER_CHANNEL}; cannot align the log with the MEG")
+        sounds = sound_table(table)
         if sounds.empty:
-            raise StudyError(f"{self.log_path()}: no 'Sound' event with a stimulus number")
-        triggers = self.trigger_times()
-        offset, idx = align_log_to_triggers(sounds["time"].to_numpy(), triggers)
-        if (idx >= 0).sum() < max(1, len(sounds) // 2):
-            raise StudyError(f"{self.ds}: only {(idx >= 0).sum()} of {len(sounds)} logged sounds match a trigger "
-                             f"of {TRIGGER_CHANNEL}; cannot align the log with the MEG")
-        onsets = np.where(idx >= 0, np.sort(triggers)[np.maximum(idx, 0)], sounds["time"].to_numpy() + offset)
-        return sounds.assign(onset=onsets), offset
+            raise StudyError(f"{path}: no 'Sound' event with a 'Start File <NNN>.wav' code")
+        return sounds.assign(onset=fit(sounds["time"].to_numpy())), fit
 
     def _load_events(self) -> pd.DataFrame:
         import soundfile
 
         study = self._study
         sounds, _ = self.alignment()
-        texts = study.stimuli()
+        index = study.stimulus_index()
         end = self.raw().times[-1] + 1.0 / self.raw().info["sfreq"]
         rows: list[dict[str, tp.Any]] = []
         spans = []
         for sound in sounds.itertuples():
             num = int(sound.stimulus)
-            if num not in texts:
-                raise StudyError(f"stimulus {num} of {self.log_path()} is not in {study.root / 'stimuli'}/stimuli.txt")
-            wav = require_file(study.root / "stimuli" / "audio_files" / AUDIO_PATTERN.format(num=num), study.name,
-                               "the audio files of MOUS go to stimuli/audio_files/")
+            wav = study.audio_file(str(sound.file), num)
             info = soundfile.info(str(wav))
             duration = min(info.frames / info.samplerate, end - sound.onset)
             if duration <= 0 or sound.onset < 0:
-                continue  # sound outside the recording
-            text = texts[num]
-            rows.append(dict(kind="sound", onset=sound.onset, duration=duration, filepath=str(wav), offset=0.0,
-                             condition=_condition(num), stimulus=num))
-            sid = sentence_id(text)
+                logger.warning("%s: sound %s at %.2f s is outside the recording; skipped", self.ds.name,
+                               sound.file, sound.onset)
+                continue
             tiers = read_textgrid(study.textgrid(num))
-            words = _pick_tier(tiers, WORD_TIERS, wav, "word") or []
-            k = 0
-            for a, b, label in words:
-                if label.strip().lower() in SILENCES or a >= duration:
-                    continue
-                rows.append(dict(kind="word", onset=sound.onset + a, duration=b - a, text=label.strip(),
-                                 sentence_id=sid, word_index=k, condition=_condition(num), stimulus=num))
-                k += 1
-            for a, b, label in _pick_tier(tiers, PHONE_TIERS, wav, "phone") or []:
+            words = [(a, b, label.strip()) for a, b, label in _pick_tier(tiers, WORD_TIERS) or []
+                     if label.strip().lower() not in SILENCES]
+            if not words:
+                raise StudyError(f"{study.textgrid(num)}: no word tier ({'/'.join(WORD_TIERS)}) with words; "
+                                 f"tiers found: {list(tiers)}")
+            uid_num = index.find([w for _, _, w in words])
+            if uid_num is None:
+                text = " ".join(w for _, _, w in words)
+                logger.warning("%s: the words of %s (%r) match no line of stimuli.txt; its block is named "
+                               "after its words", self.ds.name, wav.name, text[:60])
+                uid, seq = normalize_text(text), -1
+            else:
+                uid, seq = index.stimuli[uid_num], uid_num
+            cond = str(sound.condition)
+            rows.append(dict(kind="sound", onset=sound.onset, duration=duration, filepath=str(wav), offset=0.0,
+                             condition=cond, stimulus=num, sequence_uid=seq))
+            sid = sentence_id(uid)
+            for k, (a, b, label) in enumerate(words):
+                if a < duration:
+                    rows.append(dict(kind="word", onset=sound.onset + a, duration=b - a, text=label,
+                                     sentence_id=sid, word_index=k, condition=cond, stimulus=num))
+            for a, b, label in _pick_tier(tiers, PHONE_TIERS) or []:
                 cls = phoneme_class(label)
                 if cls is not None and a < duration:
                     rows.append(dict(kind="phoneme", onset=sound.onset + a, duration=b - a, text=cls))
-            spans.append((sound.onset, sound.onset + duration, text, num))
+            spans.append((sound.onset, sound.onset + duration, uid, num, cond, seq))
         if not spans:
             raise StudyError(f"{self.ds}: no logged sound falls inside the recording")
         spans.sort()
         pad = study.block_pad
-        for i, (start, stop, text, num) in enumerate(spans):
+        for i, (start, stop, uid, num, cond, seq) in enumerate(spans):
             lo = max(0.0, start - pad) if i == 0 else max((spans[i - 1][1] + start) / 2, spans[i - 1][1])
             hi = min(end, stop + pad) if i == len(spans) - 1 else min((stop + spans[i + 1][0]) / 2, spans[i + 1][0])
             lo = max(lo, 0.0)
             if hi > lo:
-                rows.append(dict(kind="block", onset=lo, duration=hi - lo, uid=text, condition=_condition(num),
-                                 stimulus=num))
+                rows.append(dict(kind="block", onset=lo, duration=hi - lo, uid=uid, condition=cond, stimulus=num,
+                                 sequence_uid=seq))
         return pd.DataFrame(rows)
 
 
-def _condition(num: int) -> str:
-    return "sentence" if num <= LAST_SENTENCE else "word_list"
-
-
 class Schoffelen2019(Study):
-    """MOUS, auditory subjects (``sub-A2002`` ... ``sub-A2125``), excluded subjects skipped.
+    """MOUS, auditory subjects (``sub-A2002`` ... ``sub-A2125``), excluded and absent subjects skipped.
 
     Parameters
     ----------
-    root : the MOUS root (``sub-A2*``, ``sourcedata/meg_task``, ``stimuli``).
-    subjects : keep only these ids (``A2002`` or ``sub-A2002``); None = every auditory subject not excluded.
+    root : the MOUS root (``sub-A2*``, ``sourcedata/meg_task``, ``stimuli``, ``derivatives/phonemes``).
+    subjects : keep only these ids (``A2002`` or ``sub-A2002``); None = every auditory subject kept by the paper.
     block_pad : seconds kept before the first / after the last sound of a recording (neighbouring blocks meet
         halfway between sounds).
     textgrids : folder of the forced-alignment TextGrids, relative to the root or absolute; None = search
-        ``stimuli/`` recursively.
+        :data:`TEXTGRID_FOLDERS` (recursively).
     """
 
     name = "schoffelen2019"
@@ -348,29 +538,44 @@ class Schoffelen2019(Study):
         self.subjects = None if subjects is None else {str(s).removeprefix("sub-") for s in subjects}
         self.block_pad = float(block_pad)
         self.textgrids = textgrids
-        self._stimuli: dict[int, str] | None = None
+        self._index: StimulusIndex | None = None
         self._tg_index: dict[int, Path] | None = None
 
-    def stimuli(self) -> dict[int, str]:
-        if self._stimuli is None:
+    def stimulus_index(self) -> StimulusIndex:
+        if self._index is None:
             path = require_file(self.root / "stimuli" / "stimuli.txt", self.name,
                                 "stimuli/stimuli.txt maps stimulus numbers to sentences")
-            self._stimuli = read_stimuli(path)
-        return self._stimuli
+            self._index = StimulusIndex(read_stimuli(path))
+        return self._index
+
+    def audio_file(self, logged: str, num: int) -> Path:
+        """The wav of a logged ``Start File`` name (``186.wav`` -> ``stimuli/audio_files/EQ_Ramp_..LPF186.wav``)."""
+        folder = self.root / "stimuli" / "audio_files"
+        names = [f"{AUDIO_PREFIX}{logged}", AUDIO_PATTERN.format(num=num), logged]
+        for name in names:
+            if (folder / name).exists():
+                return folder / name
+        raise StudyError(f"study {self.name!r}: missing audio file {folder / names[0]} (logged as {logged!r}); "
+                         "the audio files of MOUS go to stimuli/audio_files/")
+
+    def _textgrid_folders(self) -> list[Path]:
+        if self.textgrids:
+            folder = Path(self.textgrids).expanduser()
+            return [folder if folder.is_absolute() else self.root / folder]
+        return [self.root / f for f in TEXTGRID_FOLDERS]
 
     def textgrid(self, num: int) -> Path:
-        """The TextGrid of stimulus ``num`` (file name ending in its 3-digit number)."""
+        """The TextGrid of stimulus ``num`` (file name ending in its number)."""
         if self._tg_index is None:
-            folder = Path(self.textgrids) if self.textgrids else self.root / "stimuli"
-            folder = folder if folder.is_absolute() else self.root / folder
             index: dict[int, Path] = {}
-            for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
-                m = re.search(r"(\d+)$", path.stem)
-                if path.suffix.lower() == ".textgrid" and m:
-                    index.setdefault(int(m.group(1)), path)
+            for folder in self._textgrid_folders():
+                for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+                    m = re.search(r"(\d+)$", path.stem)
+                    if path.suffix.lower() == ".textgrid" and m:
+                        index.setdefault(int(m.group(1)), path)
             self._tg_index = index
         if num not in self._tg_index:
-            where = self.textgrids or self.root / "stimuli"
+            where = " or ".join(str(f) for f in self._textgrid_folders())
             raise StudyError(f"study {self.name!r}: missing TextGrid for stimulus {num} "
                              f"({AUDIO_PATTERN.format(num=num)[:-4]}.TextGrid) under {where}; word / phoneme "
                              "timings come from the forced alignments (option studies.schoffelen2019.textgrids)")
@@ -378,14 +583,19 @@ class Schoffelen2019(Study):
 
     def iter_recordings(self) -> tp.Iterator[Schoffelen2019Recording]:
         self.prepare()
-        found = []
+        skipped = set(EXCLUDED_SUBJECTS) | set(ABSENT_SUBJECTS)
+        found: dict[str, list[Path]] = {}
         for ds in sorted(self.root.glob("sub-A2*/meg/sub-A2*_task-auditory*_meg.ds")):
             sub = ds.parts[-3].removeprefix("sub-")
-            if sub in EXCLUDED_SUBJECTS or (self.subjects is not None and sub not in self.subjects):
+            if sub in skipped or (self.subjects is not None and sub not in self.subjects):
                 continue
-            found.append((sub, ds))
+            found.setdefault(sub, []).append(ds)
         if not found:
             raise StudyError(f"study {self.name!r}: no 'sub-A2*/meg/sub-A2*_task-auditory_meg.ds' under {self.root} "
                              f"(excluded: {list(EXCLUDED_SUBJECTS)}); point paths.studies.schoffelen2019 to MOUS")
-        for sub, ds in found:
-            yield Schoffelen2019Recording(self, ds, sub)
+        for sub, paths in found.items():
+            if len(paths) > 1:
+                raise StudyError(f"study {self.name!r}: subject {sub} has {len(paths)} auditory MEG datasets "
+                                 f"({[p.name for p in paths]}); runs split in two are not supported (the paper "
+                                 "excluded such subjects); keep one or leave the subject out with `subjects`")
+            yield Schoffelen2019Recording(self, paths[0], sub)

@@ -1,4 +1,4 @@
-"""A 1-epoch ``dora run`` on each real study's fixture (tests/studies/fixtures.py)."""
+"""A 1-epoch ``dora run`` on each real study's fixture, written in the study's on-disk format (tests/studies)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.studies import fixtures
+from tests.studies.fixtures_kit import write_gwilliams_kit
 from tests.studies.fixtures_mous import write_mous
 
 from ._cli import DORA, ROOT, TINY_MODEL_ARGS
@@ -19,8 +20,8 @@ TINY = TINY_MODEL_ARGS + ["optim.epochs=1", "dset.split.test=0.25", "dset.split.
 
 
 def _writer(name):
-    def gwilliams(root):
-        return fixtures.write_gwilliams(root), ["dset.features=[mel]"]
+    def gwilliams(root):  # KIT .con recordings, as in MEG-MASC
+        return write_gwilliams_kit(root), ["dset.features=[mel]"]
 
     def bids(root):
         return fixtures.write_bids(root), ["dset.features=[mel]"] + fixtures.BIDS_OPTIONS

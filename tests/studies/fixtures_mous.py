@@ -6,14 +6,19 @@ structures that ``mne.io.read_raw_ctf`` parses: ``<name>.res4`` (big-endian head
 (``MEG41CP`` header, then trials of ``nsamp`` samples stored channel by channel as big-endian int32; the
 value in physical units is ``int / (proper_gain * qgain)``), plus a ``.hc`` head-coil file.
 
-The tree (layout of the Donders MOUS release, best known):
+The tree (layout of the Donders MOUS release, see bm2/studies/schoffelen2019.py):
 
 * ``sub-A2xxx/meg/sub-A2xxx_task-auditory_meg.ds`` (1200 Hz, CTF-275 gradiometer names with a system suffix,
-  reference magnetometers / gradiometers, the ``UPPT001`` trigger channel, an ``UADC`` misc channel);
-* ``sourcedata/meg_task/A2xxx-MEG-MOUS-Aud.log``: a Presentation log (two tab-separated tables, times in
-  units of 1e-4 s) whose clock is offset from the MEG clock by a known amount (:data:`LOG_OFFSETS`);
-* ``stimuli/stimuli.txt`` (``number<TAB>text``), ``stimuli/audio_files/EQ_Ramp_Int2_Int1LPF{NNN}.wav`` and
-  ``stimuli/textgrids/EQ_Ramp_Int2_Int1LPF{NNN}.TextGrid`` (tiers ``words`` and ``phones``, SAMPA labels).
+  reference magnetometers / gradiometers, the ``UPPT001`` trigger channel with 10 at block starts and 20 at
+  fixations, an ``UADC`` misc channel);
+* ``sourcedata/meg_task/A2xxx-MEG-MOUS-Aud.log``: a Presentation log in the release's format (``Scenario -``
+  line, two tab-separated tables, times in units of 1e-4 s, codes ``ZINNEN`` / ``WOORDEN`` / ``FIX <n>`` /
+  ``<p> Start File <NNN>.wav`` / ``1 Audio onset`` / ``15 End of file`` / ``QUESTION`` ..., one row broken after
+  a period) whose clock is offset from the MEG clock and drifts (:data:`LOG_CLOCKS`); one subject's log holds
+  an aborted first ``Scenario`` section;
+* ``stimuli/stimuli.txt`` (``<number> <text>``, numbered independently of the audio files),
+  ``stimuli/audio_files/EQ_Ramp_Int2_Int1LPF{NNN}.wav`` and ``derivatives/phonemes/EQ_Ramp_Int2_Int1LPF{NNN}
+  .TextGrid`` (MAUS tiers ``ORT-MAU``, ``KAN-MAU``, ``MAU``; SAMPA phones; pauses ``<p:>``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ PHONES_NL = ["p", "t", "@", "s", "k", "y", "m", "2:", "n", "Ei", "l", "x", "i", 
 SENTENCE_STIMULI = (3, 17, 42, 88, 121, 160)        # stimulus numbers of the sentences
 WORDLIST_STIMULI = (183, 197, 222, 268, 301, 340)   # word lists (scrambled sentences)
 MOUS_SUBJECTS = ("A2002", "A2003", "A2011")         # A2011 is in the excluded list of the study
-LOG_OFFSETS = {"A2002": -3.2175, "A2003": 1.5, "A2011": 0.0}  # meg_time = log_time + offset (s)
+# meg_time = slope * log_time + offset (s): the stimulus PC's clock starts elsewhere and drifts
+LOG_CLOCKS = {"A2002": (1.00002, -3.2175), "A2003": (0.99998, 1.5), "A2011": (1.0, 0.0)}
 WORD_DUR, WORD_GAP, GAP = 0.3, 0.05, 1.6
 
 
@@ -211,32 +217,35 @@ def mous_channels(n_grad: int) -> list[dict]:
 
 # -- the MOUS tree ---------------------------------------------------------------------------------------
 
-def _textgrid(path: Path, words: list[str], n: int, seed: int) -> float:
-    """A long-format TextGrid (tiers words, phones) for ``words``; returns the audio duration."""
+def _textgrid(path: Path, words: list[str], seed: int) -> float:
+    """A long-format MAUS TextGrid (tiers ORT-MAU, KAN-MAU, MAU) for ``words``; returns the audio duration."""
     t = 0.25
-    w_iv, p_iv = [(0.0, t, "")], [(0.0, t, "")]
+    w_iv, k_iv, p_iv = [(0.0, t, "")], [(0.0, t, "")], [(0.0, t, "<p:>")]
     for k, w in enumerate(words):
+        phones = [PHONES_NL[(seed + 3 * k + j) % len(PHONES_NL)] for j in range(3)]
         w_iv.append((t, t + WORD_DUR, w))
-        for j in range(3):
-            p_iv.append((t + 0.1 * j, t + 0.1 * (j + 1), PHONES_NL[(seed + 3 * k + j) % len(PHONES_NL)]))
+        k_iv.append((t, t + WORD_DUR, " ".join(phones)))
+        for j, ph in enumerate(phones):
+            p_iv.append((t + 0.1 * j, t + 0.1 * (j + 1), ph))
         t += WORD_DUR
-        gap = WORD_GAP
-        w_iv.append((t, t + gap, ""))
-        p_iv.append((t, t + gap, ""))
-        t += gap
+        w_iv.append((t, t + WORD_GAP, ""))
+        k_iv.append((t, t + WORD_GAP, ""))
+        p_iv.append((t, t + WORD_GAP, "<p:>"))
+        t += WORD_GAP
     end = t + 0.2
     w_iv.append((t, end, ""))
-    p_iv.append((t, end, ""))
+    k_iv.append((t, end, ""))
+    p_iv.append((t, end, "<p:>"))
 
     def tier(name: str, ivs: list[tuple[float, float, str]]) -> str:
-        body = "".join(f"        intervals [{i + 1}]:\n            xmin = {a:.4f}\n            xmax = {b:.4f}\n"
+        body = "".join(f"        intervals [{i + 1}]:\n            xmin = {a:.6f}\n            xmax = {b:.6f}\n"
                        f"            text = \"{s}\"\n" for i, (a, b, s) in enumerate(ivs))
         return (f"        class = \"IntervalTier\"\n        name = \"{name}\"\n        xmin = 0\n"
-                f"        xmax = {end:.4f}\n        intervals: size = {len(ivs)}\n{body}")
+                f"        xmax = {end:.6f}\n        intervals: size = {len(ivs)}\n{body}")
 
-    text = (f"File type = \"ooTextFile\"\nObject class = \"TextGrid\"\n\nxmin = 0\nxmax = {end:.4f}\n"
-            f"tiers? <exists>\nsize = 2\nitem []:\n    item [1]:\n{tier('words', w_iv)}    item [2]:\n"
-            f"{tier('phones', p_iv)}")
+    text = (f"File type = \"ooTextFile\"\nObject class = \"TextGrid\"\n\nxmin = 0 \nxmax = {end:.6f}\n"
+            f"tiers? <exists> \nsize = 3\nitem []:\n    item [1]:\n{tier('ORT-MAU', w_iv)}    item [2]:\n"
+            f"{tier('KAN-MAU', k_iv)}    item [3]:\n{tier('MAU', p_iv)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return end
@@ -246,27 +255,62 @@ def stimulus_stem(num: int) -> str:
     return f"EQ_Ramp_Int2_Int1LPF{num:03d}"
 
 
+def stimuli_numbers() -> dict[int, int]:
+    """Audio file number -> line number in stimuli.txt (numbered independently, as the loader must not assume
+    they agree)."""
+    nums = sorted(stimulus_texts())
+    return {num: 1 + (5 * i) % len(nums) for i, num in enumerate(nums)}
+
+
+TRUNCATED_STIMULUS = SENTENCE_STIMULI[2]  # its alignment misses the last word (seen in MOUS)
+AUDIO_DELAY = 0.046                       # s from the 'Start File' row to the 'Audio onset' row
+HEADER = ("Subject\tTrial\tEvent Type\tCode\tTime\tTTime\tUncertainty\tDuration\tUncertainty\tReqTime\t"
+          "ReqDur\tStim Type\tPair Index")
+HEADER2 = ("Event Type\tCode\tType\tResponse\tRT\tRT Uncertainty\tTime\tUncertainty\tDuration\tUncertainty\t"
+           "ReqTime\tReqDur")
+
+
+def _log_text(sub: str, rows: list[tuple[int, str, str, float]], slope: float, offset: float) -> str:
+    """One ``Scenario`` section: both tables, times on the log clock in units of 1e-4 s."""
+    def ticks(meg_time: float) -> int:
+        return int(round((meg_time - offset) / slope * 1e4))
+    first, second = [], []
+    for trial, kind, code, when in rows:
+        if kind == "Quit":
+            first.append(f"{sub}\t{trial}\tQuit\t\t{ticks(when)}\t130009")
+            continue
+        extra = "\t2\t16998\t4\t3000\tnext\tother\t0" if kind == "Picture" else "\t1\t\t\t0\t\tother\t0"
+        first.append(f"{sub}\t{trial}\t{kind}\t{code}\t{ticks(when)}\t0{extra}")
+        second.append(f"{kind}\t{code}\tother\t\t\t\t{ticks(when)}\t1\t\t\t0")
+    return f"\n{HEADER}\n\n" + "\n".join(first) + f"\n\n\n{HEADER2}\n\n" + "\n".join(second) + "\n"
+
+
 def write_mous(root: Path, n_grad: int = 32, subjects: tp.Sequence[str] = MOUS_SUBJECTS,
-               missing_textgrid: int | None = None) -> dict:
-    """The MOUS-like tree under ``root``; returns ``uids``, ``n_recordings`` (non-excluded subjects),
-    ``sounds`` (per subject: [(stimulus number, MEG onset s)]) and ``offsets`` (log -> MEG clock)."""
+               missing_textgrid: int | None = None, full_channels: bool = False) -> dict:
+    """The MOUS-like tree under ``root``; returns ``uids`` (block uids = stimuli.txt texts), ``n_recordings``
+    (non-excluded subjects), ``sounds`` (per subject: [(audio number, MEG onset s, condition)]), ``clocks``
+    (log -> MEG clock per subject) and ``n_grad``."""
     root.mkdir(parents=True, exist_ok=True)
     texts = stimulus_texts()
-    lines = [f"{num}\t{texts[num]}" for num in sorted(texts)]
+    lines = {stimuli_numbers()[num]: texts[num] for num in texts}
     (root / "stimuli").mkdir(exist_ok=True)
-    (root / "stimuli" / "stimuli.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "stimuli" / "stimuli.txt").write_text("".join(f"{k} {lines[k]}\n" for k in sorted(lines)),
+                                                  encoding="utf-8")
     durations = {}
     for num, text in texts.items():
-        tg = root / "stimuli" / "textgrids" / f"{stimulus_stem(num)}.TextGrid"
-        dur = _textgrid(tg, words_of(text), num, seed=num)
+        words = [w.strip(".") for w in text.split()]
+        if num == TRUNCATED_STIMULUS:
+            words = words[:-1]
+        tg = root / "derivatives" / "phonemes" / f"{stimulus_stem(num)}.TextGrid"
+        dur = _textgrid(tg, words, seed=num)
         if num == missing_textgrid:
             tg.unlink()
         durations[num] = dur
         write_wav(root / "stimuli" / "audio_files" / f"{stimulus_stem(num)}.wav", dur, seed=num)
-    channels = mous_channels(n_grad)
+    channels = full_ctf275_channels() if full_channels else mous_channels(n_grad)
+    n_grad = sum(c["kind"] == "meg" for c in channels)
     stim_row = [c["name"] for c in channels].index("UPPT001")
-    meta: dict[str, tp.Any] = {"uids": block_uids(), "sounds": {}, "offsets": dict(LOG_OFFSETS),
-                               "n_grad": n_grad}
+    meta: dict[str, tp.Any] = {"uids": block_uids(), "sounds": {}, "clocks": dict(LOG_CLOCKS), "n_grad": n_grad}
     for s, sub in enumerate(subjects):
         rng = np.random.default_rng(s)
         # condition blocks: sentences then word lists for even subjects, the reverse for odd ones
@@ -275,44 +319,79 @@ def write_mous(root: Path, n_grad: int = 32, subjects: tp.Sequence[str] = MOUS_S
         blocks = [("ZINNEN", sent[:3]), ("WOORDEN", wl[:3]), ("ZINNEN", sent[3:]), ("WOORDEN", wl[3:])]
         if s % 2:
             blocks = [blocks[1], blocks[0], blocks[3], blocks[2]]
-        offset = LOG_OFFSETS.get(sub, 0.0)
+        slope, offset = LOG_CLOCKS.get(sub, (1.0, 0.0))
         t = 3.0  # MEG time of the first event
-        log_rows, sounds = [], []
+        rows: list[tuple[int, str, str, float]] = []
+        triggers: list[tuple[float, int]] = []
+        sounds = []
         trial = 1
         for label, nums in blocks:
-            log_rows.append((trial, "Picture", label, t))
-            t += 1.0
+            rows.append((trial, "Picture", label, t))
+            triggers.append((t, 10))
             trial += 1
+            rows.append((trial, "Picture", "blank", t + 0.5))
+            t += 1.0
             for num in nums:
-                log_rows.append((trial, "Picture", "fix", t - 0.5))
-                log_rows.append((trial, "Sound", str(int(num)), t))
-                sounds.append((int(num), round(t * SFREQ) / SFREQ))
-                t += durations[int(num)] + GAP
+                rows.append((trial, "Picture", f"FIX {3000 + trial}", t - 0.5))
+                triggers.append((t - 0.5, 20))
+                rows.append((trial, "Sound", f"14 Start File {int(num):03d}.wav", t))
+                rows.append((trial, "Nothing", "1 Audio onset", t + AUDIO_DELAY))
+                cond = "sentence" if label == "ZINNEN" else "word_list"
+                sounds.append((int(num), round(t + AUDIO_DELAY, 4), cond))
+                t += AUDIO_DELAY + durations[int(num)]
+                rows.append((trial, "Nothing", "15 End of file", t))
+                if trial % 4 == 0:  # a comprehension question with a button press
+                    rows.append((trial, "Picture", "QUESTION Zat de kat op de mat.", t + 0.3))
+                    rows.append((trial, "Response", "1", t + 0.9))
+                t += GAP
                 trial += 1
+        rows.append((trial, "Quit", "", t + 0.5))
         total = t + 2.0
         n = int(total * SFREQ)
         data = rng.standard_normal((len(channels), n)) * 2e-13
         data[stim_row] = 0
-        for _, kind, code, when in log_rows:
-            value = (10 if int(code) < 181 else 20) if kind == "Sound" else 1
+        if sub == "A2002":  # a lost fixation trigger, and two spurious ones
+            triggers = triggers[:4] + triggers[5:] + [(1.234, 20), (total - 1.0, 20)]
+        for when, value in triggers:
             i0 = int(round(when * SFREQ))
             data[stim_row, i0: i0 + 24] = value
         data[-1] = rng.standard_normal(n) * 0.1  # audio ADC (V)
         ds = root / f"sub-{sub}" / "meg" / f"sub-{sub}_task-auditory_meg.ds"
         write_ctf_ds(ds, channels, data, SFREQ)
-        # the Presentation log: times (1e-4 s) on the stimulus PC's clock
-        header = ("Subject\tTrial\tEvent Type\tCode\tTime\tTTime\tUncertainty\tDuration\tUncertainty\tReqTime\t"
-                  "ReqDur\tStim Type\tPair Index")
-        rows = [f"{sub}\t{tr}\t{kind}\t{code}\t{int(round((when - offset) * 1e4))}\t0\t1\tNA\t\t0\tnext\tother\t0"
-                for tr, kind, code, when in log_rows]
-        second = ("Event Type\tCode\tType\tResponse\tRT\tRT Uncertainty\tTime\tUncertainty\tDuration\t"
-                  "Uncertainty\tReqTime\tReqDur")
-        rows2 = [f"Picture\t{code}\tother\t\t\t\t{int(round((when - offset) * 1e4))}\t1\t\t\t0\tnext"
-                 for _, kind, code, when in log_rows if kind == "Picture"]
+        text = "Scenario - MOUS_aud\nLogfile written - 01/01/2020 10:00:00\n" + _log_text(sub, rows, slope, offset)
+        # a row broken after a period, as in some MOUS logs
+        text = text.replace("QUESTION Zat de kat op de mat.\t", "QUESTION Zat de kat op de mat.\n\t", 1)
+        if sub == "A2003":  # an aborted first run of the scenario, on another clock, before the real one
+            aborted = [(1, "Picture", "ZINNEN", 3.0), (2, "Picture", "FIX 3002", 4.0),
+                       (2, "Sound", f"14 Start File {int(sent[0]):03d}.wav", 4.5), (3, "Quit", "", 5.0)]
+            text = "Scenario - MOUS_aud\nLogfile written - 01/01/2020 09:50:00\n" + \
+                _log_text(sub, aborted, 1.0, -500.0) + "\n" + text
         log = root / "sourcedata" / "meg_task" / f"{sub}-MEG-MOUS-Aud.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(f"Scenario - MOUS_aud\nLogfile written - 01/01/2020 10:00:00\n\n{header}\n\n"
-                       + "\n".join(rows) + f"\n\n{second}\n\n" + "\n".join(rows2) + "\n", encoding="utf-8")
+        log.write_text(text, encoding="utf-8")
         meta["sounds"][sub] = sounds
     meta["n_recordings"] = len([s for s in subjects if s != "A2011"])
     return meta
+
+
+def full_ctf275_channels() -> list[dict]:
+    """A CTF-275-style channel set as in MOUS: 273 of the 275 gradiometers (two dead sensors left out, as in
+    the release), 26 references (magnetometers ``B*``, gradiometers ``G*`` / ``P*`` / ``Q*`` / ``R*``), the
+    trigger channels ``UPPT001`` / ``UPPT002``, four ``UADC`` channels, the system clock ``SCLK01`` and nine
+    head-localisation channels ``HLC00nn``."""
+    names = ctf275_names(275)
+    names = [n for n in names if n not in ("MLO42", "MRF25")][:273]
+    pos, norm = _helmet_cm(len(names))
+    chans = [dict(name=f"{nm}-4304", kind="meg", pos=p, norm=u, gain=1e15) for nm, p, u in zip(names, pos, norm)]
+    refs = ["BG1", "BG2", "BG3", "BP1", "BP2", "BP3", "BR1", "BR2", "BR3", "G11", "G12", "G13", "G22", "G23",
+            "P11", "P13", "Q11", "Q13", "Q21", "Q22", "Q23", "R11", "R12", "R13", "R22", "R23"]
+    for i, r in enumerate(refs):
+        kind = "ref_mag" if r.startswith("B") else "ref_grad"
+        chans.append(dict(name=f"{r}-4304", kind=kind, pos=(0.3 * i, 0.0, 20.0 + 0.1 * i),
+                          norm=(0.1, 0.2 + 0.01 * i, 0.97), gain=1e15))
+    chans += [dict(name="UPPT001", kind="stim", gain=1.0), dict(name="UPPT002", kind="stim", gain=1.0)]
+    chans += [dict(name=f"UADC00{i}-4304", kind="misc", gain=1e6) for i in range(1, 5)]
+    chans += [dict(name="SCLK01-177", kind="misc", gain=1.0)]
+    chans += [dict(name=f"HLC00{c}{k}-4304", kind="misc", gain=1e6) for c in (1, 2, 3) for k in (1, 2, 3)]
+    # the audio ADC must stay last (write_mous fills it)
+    return [c for c in chans if c["name"] != "UADC004-4304"] + [dict(name="UADC004-4304", kind="misc", gain=1e6)]

@@ -2,10 +2,11 @@
 
 The fixture covers: the CTF res4 / meg4 binary format as mne parses it (multi-trial meg4, gradiometer coils,
 reference magnetometers / gradiometers, G3BR compensation coefficients, trigger and ADC channels, .hc file), the
-folder layout, Presentation logs (two tables, 1e-4 s units, clock offset), stimuli.txt, audio files and
-TextGrids. It does not cover: real channel counts by default (32 of the 273 gradiometers), MarkerFile.mrk,
-BadChannels / bad.segments, the system clock channel, real trigger codes or Presentation codes beyond
-``Sound`` with a stimulus number, nor real TextGrid tier names (assumed ``words`` / ``phones``).
+full CTF-275 channel set of MOUS (273 gradiometers, references, UPPT / UADC / SCLK / HLC channels) in one test,
+the folder layout, Presentation logs in the release's format (two tables, 1e-4 s units, ZINNEN / WOORDEN / FIX /
+Start File / Audio onset codes, a broken row, a duplicated scenario section, clock offset and drift), triggers
+10 / 20, stimuli.txt, audio files and MAUS TextGrids (ORT-MAU / KAN-MAU / MAU). It does not cover:
+MarkerFile.mrk, BadChannels / bad.segments, nor the exact port codes of the release beyond 10 and 20.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from bm2.cache import Cache
 from bm2.events import ARPABET
 from bm2.preprocessing import PreprocessParams, preprocess
 from bm2.studies import StudyError, get_study_class
-from bm2.studies.schoffelen2019 import (EXCLUDED_SUBJECTS, Schoffelen2019, align_log_to_triggers, phoneme_class,
-                                        read_presentation_log, sound_events)
+from bm2.studies.schoffelen2019 import (ABSENT_SUBJECTS, AUDITORY_SUBJECTS, EXCLUDED_SUBJECTS, Schoffelen2019,
+                                        StimulusIndex, fit_log_clock, log_roles, normalize_text, phoneme_class,
+                                        read_presentation_log, sound_table)
 
-from .fixtures_mous import (LOG_OFFSETS, MOUS_SUBJECTS, SENTENCE_STIMULI, WORDLIST_STIMULI, stimulus_texts,
-                            write_ctf_ds, write_mous)
+from .fixtures_mous import (LOG_CLOCKS, MOUS_SUBJECTS, SENTENCE_STIMULI, TRUNCATED_STIMULUS, WORDLIST_STIMULI,
+                            stimuli_numbers, stimulus_stem, stimulus_texts, write_ctf_ds, write_mous)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,8 @@ def test_metadata_and_registry():
 def test_recordings_skip_excluded(mous):
     root, meta = mous
     assert "A2011" in EXCLUDED_SUBJECTS and "A2011" in MOUS_SUBJECTS
+    kept = set(AUDITORY_SUBJECTS) - set(EXCLUDED_SUBJECTS) - set(ABSENT_SUBJECTS)
+    assert len(AUDITORY_SUBJECTS) == 124 and len(kept) == 96  # the paper's 96 auditory subjects
     recs = list(Schoffelen2019(root).iter_recordings())
     assert [r.subject for r in recs] == ["A2002", "A2003"] and len(recs) == meta["n_recordings"]
     assert len({r.uid for r in recs}) == 2
@@ -84,48 +88,90 @@ def test_ctf_writer_roundtrip(tmp_path):
     assert mne.find_events(raw, "UPPT001", verbose="error")[0, 0] == 1234
 
 
-def test_log_parsing_and_alignment(mous):
+def test_log_parsing(mous):
     root, meta = mous
     rec = next(iter(Schoffelen2019(root).iter_recordings()))
-    log = read_presentation_log(rec.log_path())
-    assert {"Picture", "Sound"} <= set(log["Event Type"])
-    sounds = sound_events(log)
-    assert len(sounds) == 12 and set(sounds.stimulus) == set(SENTENCE_STIMULI) | set(WORDLIST_STIMULI)
-    aligned, offset = rec.alignment()
-    assert offset == pytest.approx(LOG_OFFSETS["A2002"], abs=1e-3)  # the known clock offset is recovered
-    expected = dict(meta["sounds"]["A2002"])
-    for row in aligned.itertuples():
-        assert row.onset == pytest.approx(expected[row.stimulus], abs=1e-3)
+    (table,) = read_presentation_log(rec.log_path())
+    assert {"Picture", "Sound", "Nothing", "Response", "Quit"} <= set(table["event"])
+    roles = log_roles(table)
+    counts = roles.role.value_counts()
+    assert counts["context"] == 4 and counts["sound"] == 12 and counts["audio_onset"] == 12 and counts["fix"] == 12
+    question = roles[roles.code.str.startswith("QUESTION")]
+    assert len(question) and question.iloc[0].code == "QUESTION Zat de kat op de mat."  # broken row joined
+    assert question.time.notna().all() and table.time.notna().all()
+    sounds = sound_table(table)
+    expected = {num: cond for num, _, cond in meta["sounds"]["A2002"]}
+    assert dict(zip(sounds.stimulus, sounds.condition)) == expected
+    assert set(sounds.stimulus) == set(SENTENCE_STIMULI) | set(WORDLIST_STIMULI)
+    assert all(f.endswith(".wav") and "Start" not in f for f in sounds.file)
 
 
-def test_alignment_with_missing_and_extra_triggers():
+@pytest.mark.parametrize("subject", ["A2002", "A2003"])
+def test_alignment_recovers_the_clock(mous, subject):
+    """Offset and drift between the log and MEG clocks are recovered from the block / fixation triggers, with
+    a lost and two spurious triggers (A2002) or an aborted first scenario section in the log (A2003)."""
+    root, meta = mous
+    rec = next(iter(Schoffelen2019(root, subjects=[subject]).iter_recordings()))
+    assert len(read_presentation_log(rec.log_path())) == (2 if subject == "A2003" else 1)
+    aligned, fit = rec.alignment()
+    slope, offset = LOG_CLOCKS[subject]
+    # triggers are on a 1/1200 s grid, hence the slope tolerance
+    assert fit.slope == pytest.approx(slope, abs=1e-5) and fit.intercept == pytest.approx(offset, abs=2e-3)
+    assert fit.matched == fit.anchors - (1 if subject == "A2002" else 0)
+    expected = {num: onset for num, onset, _ in meta["sounds"][subject]}
+    assert len(aligned) == len(expected)
+    for row in aligned.itertuples():  # the 'Audio onset' rows, placed on the MEG clock
+        assert row.onset == pytest.approx(expected[row.stimulus], abs=1.5e-3)
+
+
+def test_clock_fit_with_drift_missing_and_spurious_triggers():
     rng = np.random.default_rng(0)
-    log = np.cumsum(rng.uniform(3, 6, 20))
-    trig = np.sort(np.concatenate([np.delete(log, [3, 11]) + 42.125, rng.uniform(0, 150, 15)]))
-    offset, idx = align_log_to_triggers(log, trig)
-    assert offset == pytest.approx(42.125, abs=1e-6)
-    assert (idx >= 0).sum() == 18 and idx[3] == -1 and idx[11] == -1
+    fix = np.cumsum(rng.uniform(8, 12, 360))           # one hour of fixations (log clock, s)
+    ctx = fix[::30] - 1.0                                # block starts
+    log_t = np.concatenate([fix, ctx])
+    kinds = np.array(["fix"] * len(fix) + ["context"] * len(ctx))
+    meg = 1.00003 * log_t + 42.125 + rng.normal(0, 3e-4, len(log_t))  # drift: 0.1 s over the hour
+    keep = np.ones(len(log_t), bool)
+    keep[[3, 11, 200]] = False                           # lost triggers
+    trig_t = np.concatenate([meg[keep], rng.uniform(0, 3700, 20)])
+    trig_k = np.concatenate([kinds[keep], np.array(["fix"] * 20)])
+    fit, idx = fit_log_clock(log_t, trig_t, kinds, trig_k)
+    assert fit.slope == pytest.approx(1.00003, abs=1e-6) and fit.intercept == pytest.approx(42.125, abs=2e-3)
+    assert fit.matched == keep.sum() and (idx[~keep] == -1).all()
+    ok = idx >= 0
+    assert np.allclose(trig_t[idx[ok]], meg[ok])
+    # a constant offset alone would miss most anchors at this tolerance
+    assert (np.abs(meg - (log_t + np.median(meg[:10] - log_t[:10]))) > 0.02).mean() > 0.5
+    with pytest.raises(StudyError, match="no trigger"):
+        fit_log_clock(log_t, trig_t, kinds, np.array(["other"] * len(trig_t)))
+    with pytest.raises(StudyError, match="no logged anchors or no triggers"):
+        fit_log_clock(log_t, [], kinds, [])
 
 
 def test_events_blocks_sentences_and_word_lists(mous):
-    root, _ = mous
+    root, meta = mous
     texts = stimulus_texts()
+    numbers = stimuli_numbers()
     for rec in Schoffelen2019(root).iter_recordings():
         ev = rec.events()
         counts = ev.kind.value_counts()
-        assert counts["sound"] == 12 and counts["block"] == 12 and counts["word"] == 84
+        assert counts["sound"] == 12 and counts["block"] == 12 and counts["word"] == 84 - 1  # one alignment is short
         assert 0 < counts["phoneme"] < 252  # Dutch-only labels are dropped
         assert set(ev.loc[ev.kind == "phoneme", "text"]) <= set(ARPABET)
         blocks, words = ev[ev.kind == "block"], ev[ev.kind == "word"]
         assert set(blocks.uid) == set(texts.values())
-        assert set(blocks.condition) == {"sentence", "word_list"}
+        conditions = {num: cond for num, _, cond in meta["sounds"][rec.subject]}
+        assert dict(zip(blocks.stimulus, blocks.condition)) == conditions  # from the log's ZINNEN / WOORDEN
+        assert dict(zip(blocks.stimulus, blocks.sequence_uid)) == {n: numbers[n] for n in conditions}
         assert (blocks.onset.to_numpy()[1:] >= (blocks.onset + blocks.duration).to_numpy()[:-1] - 1e-9).all()
         for block in blocks.itertuples():  # each block holds one whole stimulus
             inside = words[(words.onset >= block.onset) & (words.onset < block.onset + block.duration)]
-            assert list(inside.word_index) == list(range(7)) and inside.sentence_id.nunique() == 1
-            assert " ".join(inside.text) == " ".join(w.strip(".").lower() for w in block.uid.split())
+            n_words = 6 if block.stimulus == TRUNCATED_STIMULUS else 7
+            assert list(inside.word_index) == list(range(n_words)) and inside.sentence_id.nunique() == 1
+            expected = [w.strip(".") for w in block.uid.split()][:n_words]
+            assert list(inside.text) == expected
             sound = ev[(ev.kind == "sound") & (ev.onset >= block.onset) & (ev.onset < block.onset + block.duration)]
-            assert len(sound) == 1 and Path(sound.iloc[0].filepath).name.startswith("EQ_Ramp_Int2_Int1LPF")
+            assert len(sound) == 1 and Path(sound.iloc[0].filepath).name == f"{stimulus_stem(int(block.stimulus))}.wav"
             assert sound.iloc[0].onset + sound.iloc[0].duration <= block.onset + block.duration + 1e-9
 
 
@@ -135,6 +181,35 @@ def test_same_sentence_same_uid_across_subjects(mous):
     ua, ub = a.events(), b.events()
     assert set(ua.loc[ua.kind == "block", "uid"]) == set(ub.loc[ub.kind == "block", "uid"])
     assert list(ua.loc[ua.kind == "block", "uid"]) != list(ub.loc[ub.kind == "block", "uid"])  # other orders
+    sid = {(r.stimulus, r.sentence_id) for r in ua[ua.kind == "word"].itertuples()}
+    assert sid == {(r.stimulus, r.sentence_id) for r in ub[ub.kind == "word"].itertuples()}
+
+
+def test_stimulus_index():
+    long_text = "Een heel lange zin met veel woorden die langer is dan vijfenveertig tekens, "
+    index = StimulusIndex({1: "De kat zat op de mat.", 2: "mat de op zat kat de", 7: long_text + "echt waar.",
+                           8: long_text + "maar anders."})
+    assert normalize_text("De kat, zat.") == "de kat zat"
+    assert index.find(["De", "kat", "zat", "op", "de", "mat"]) == 1
+    assert index.find(["De", "kat", "zat", "op", "de"]) == 1           # last word missing
+    assert index.find(["mat", "de", "op", "zat", "kat", "de"]) == 2
+    long = "Een heel lange zin met veel woorden die langer is dan vijfenveertig tekens echt waar".split()
+    assert index.find(long) == 7                                       # exact text beats the shared prefix
+    assert index.find(long[:-1]) is None                               # ambiguous prefix: not guessed
+    assert index.find(["onbekend"]) is None and index.find([]) is None
+
+
+def test_unknown_sequence_named_after_its_words(tmp_path, caplog):
+    root = tmp_path / "mous"
+    write_mous(root, n_grad=8, subjects=("A2002",))
+    lines = (root / "stimuli" / "stimuli.txt").read_text().splitlines()
+    (root / "stimuli" / "stimuli.txt").write_text("\n".join(lines[1:]) + "\n")  # one stimulus unlisted
+    rec = next(iter(Schoffelen2019(root).iter_recordings()))
+    with caplog.at_level("WARNING", logger="bm2.studies.schoffelen2019"):
+        ev = rec.events()
+    assert "match no line of stimuli.txt" in caplog.text
+    blocks = ev[ev.kind == "block"]
+    assert len(blocks) == 12 and (blocks.sequence_uid == -1).sum() >= 1
 
 
 def test_phoneme_mapping():
@@ -163,3 +238,23 @@ def test_positions_and_preprocess(mous, tmp_path):
     assert entry["brain"].shape[0] == n and entry["positions"].shape == (n, 2)
     pos = entry["positions"]
     assert pos.min() >= 0 and pos.max() <= 1 and len(np.unique(pos.round(4), axis=0)) == n
+
+
+def test_full_ctf275_channel_set(tmp_path):
+    """The channel set of a MOUS recording: 273 gradiometers kept, 26 references and the other channels dropped."""
+    from .fixtures_mous import full_ctf275_channels
+
+    chans = full_ctf275_channels()
+    data = np.random.default_rng(0).standard_normal((len(chans), 2400)) * 2e-13
+    names = [c["name"] for c in chans]
+    data[names.index("UPPT001")] = 0
+    data[names.index("SCLK01-177")] = np.arange(1, 2401)  # mne counts the valid samples on the system clock
+    ds = tmp_path / "mous" / "sub-A2002" / "meg" / "sub-A2002_task-auditory_meg.ds"
+    write_ctf_ds(ds, chans, data, 1200.0)
+    rec = next(iter(Schoffelen2019(tmp_path / "mous").iter_recordings()))
+    types = dict(zip(rec.full_raw().ch_names, rec.full_raw().get_channel_types()))
+    assert sum(t == "ref_meg" for t in types.values()) == 26 and types["UPPT002"] == "stim"
+    raw = rec.raw()
+    assert len(raw.ch_names) == 273 and all(n.startswith("M") for n in raw.ch_names)
+    pos = rec.sensor_positions(raw.ch_names)  # every name found on the CTF-275 layout
+    assert pos.shape == (273, 2) and len(np.unique(pos.round(4), axis=0)) == 273
