@@ -2,7 +2,8 @@
 
 On disk (BIDS): ``sub-XX/ses-Y/meg/sub-XX_ses-Y_task-Z_meg.con`` with sidecars, and ``stimuli/audio/*.wav``.
 Each row of ``*_events.tsv`` has ``onset``, ``duration`` and a ``trial_type`` holding a Python dict literal,
-e.g. ``{'kind': 'word', 'word': 'Tara', 'sequence_id': 0.0, 'sound': 'stimuli/audio/lw1_0.wav', ...}``.
+e.g. ``{'kind': 'word', 'word': 'Tara', 'sequence_id': 0.0, 'sound': 'stimuli/audio/lw1_0.wav', ...}``
+(the ``sound`` value is resolved tolerantly: case, float ids such as ``lw1_0.0.wav``, see :func:`resolve_sound`).
 It is parsed with :func:`ast.literal_eval` only (see :func:`~bm2.studies._common.parse_dict_literal`).
 
 Blocks are sentences: the words sharing a ``sequence_id`` within one sound file (``sound_id`` / ``sound``),
@@ -12,6 +13,7 @@ uid = the sentence text. Phonemes (``ah_B``, ``hh_I`` ...) map to the 39 ARPABET
 from __future__ import annotations
 
 import math
+import re
 import typing as tp
 from pathlib import Path
 
@@ -55,10 +57,7 @@ class Gwilliams2022Recording(Recording):
             return mne_bids.read_raw_bids(path, extra_params=extra, verbose="error")
 
     def _sound_path(self, sound: str) -> str:
-        candidate = self.root / sound
-        if not candidate.exists():  # tolerate absolute or differently prefixed paths: keep the file name
-            candidate = self.root / "stimuli" / "audio" / Path(str(sound)).name
-        return str(candidate)
+        return str(resolve_sound(self.root, sound))
 
     def _load_events(self) -> pd.DataFrame:
         tsv = require_file(self._bids_path(suffix="events", extension=".tsv").fpath, Gwilliams2022.name,
@@ -99,6 +98,27 @@ class Gwilliams2022Recording(Recording):
         blocks = sentence_blocks(wdf[["onset", "duration", "sentence_id", "text"]], pad=self.pad)
         wdf = wdf.assign(kind="word").drop(columns=["group", "sentence_text"])
         return pd.concat([pd.DataFrame(rows), wdf, blocks], ignore_index=True)
+
+
+def resolve_sound(root: Path, sound: str) -> Path:
+    """The wav file of an annotation's ``sound`` value.
+
+    Tried in order: the path as written (relative to the root), the same lower-cased, then its file name under
+    ``stimuli/audio`` compared case-insensitively, also with a float sound id collapsed (``lw1_0.0.wav`` ->
+    ``lw1_0.wav``). When nothing exists the path as written is returned (audio features then name it)."""
+    written = root / str(sound).lstrip("/")
+    candidates = [written, root / str(sound).lower().lstrip("/")]
+    name = Path(str(sound)).name
+    names = {name.lower(), re.sub(r"_(\d+)\.0+\.wav$", r"_\1.wav", name.lower())}
+    folder = root / "stimuli" / "audio"
+    for path in candidates:
+        if path.is_file():
+            return path
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.name.lower() in names:
+                return path
+    return written
 
 
 def _sound_duration(row: dict[str, tp.Any], words: list[dict[str, tp.Any]]) -> float:

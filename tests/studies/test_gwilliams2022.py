@@ -100,3 +100,17 @@ def test_malicious_events_file_is_rejected(root, tmp_path):
     with pytest.raises(StudyError, match=r"events\.tsv row 5"):
         rec.events()
     assert not marker.exists()
+
+
+def test_sound_paths_resolved_tolerantly(tmp_path):
+    from bm2.studies.gwilliams2022 import resolve_sound
+
+    audio = tmp_path / "stimuli" / "audio"
+    audio.mkdir(parents=True)
+    (audio / "lw1_0.wav").write_bytes(b"RIFF")
+    (audio / "the_black_willow_3.wav").write_bytes(b"RIFF")
+    assert resolve_sound(tmp_path, "stimuli/audio/lw1_0.wav") == audio / "lw1_0.wav"
+    assert resolve_sound(tmp_path, "stimuli/audio/lw1_0.0.wav") == audio / "lw1_0.wav"          # float sound id
+    assert resolve_sound(tmp_path, "Stimuli/Audio/The_Black_Willow_3.wav") == audio / "the_black_willow_3.wav"
+    assert resolve_sound(tmp_path, "/abs/elsewhere/lw1_0.wav") == audio / "lw1_0.wav"
+    assert resolve_sound(tmp_path, "stimuli/audio/missing_1.wav") == audio / "missing_1.wav"  # named in errors
