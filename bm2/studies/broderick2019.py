@@ -1,10 +1,28 @@
 """Natural Speech (Broderick et al. 2018, Dryad 2019): 128-channel Biosemi EEG of 19 subjects listening to
 an audiobook (The Old Man and the Sea), 20 runs of ~3 min each.
 
-On disk: ``Subject{n}/Subject{n}_Run{r}.mat`` with ``eegData`` (samples x 128, µV, Biosemi 128 layout),
-``mastoids`` (samples x 2) and ``fs`` (128); ``Stimuli/Text/Run{r}.mat`` with ``wordVec`` (cell of words),
-``onset_time`` / ``offset_time`` (s from the run's audio onset = EEG sample 0) and ``sentence_boundaries``
-(s, end time of each sentence). Blocks are sentences, uid = the sentence text.
+The Dryad download (doi:10.5061/dryad.070jc) is one zip holding five inner zips, one per experiment
+(``Cocktail Party.zip``, ``N400.zip``, ``Natural Speech - Reverse.zip``, ``Natural Speech.zip``,
+``Speech in Noise.zip``). ``python -m scripts.download broderick2019`` saves it as
+``<root>/broderick2019_dryad.zip``, extracts it into ``<root>`` and then extracts ``Natural Speech.zip`` next
+to itself, which gives::
+
+    <root>/Natural Speech/EEG/Subject{n}/Subject{n}_Run{r}.mat     eegData (samples x 128), mastoids
+                                                                  (samples x 2), fs (128)
+    <root>/Natural Speech/Stimuli/Text/Run{r}.mat                 wordVec (cell of words), onset_time /
+                                                                  offset_time (s), sentence_boundaries (s)
+    <root>/Natural Speech/Stimuli/Envelopes/audio{r}_128Hz.mat    env (not used)
+
+The data folder is looked for in these layouts, in order (:data:`LAYOUTS`): ``<root>/Natural Speech`` (the
+download), ``<root>`` itself being ``Natural Speech`` (``<root>/EEG/Subject*``), ``<root>/*/Natural Speech``
+(the archive extracted inside a folder of its own) and the older flat layout ``<root>/Subject*`` with
+``<root>/Stimuli``. The first one holding ``Subject{n}/Subject{n}_Run{r}.mat`` files is used.
+
+Assumed, as the files carry no channel names, units nor time stamps: ``eegData`` columns are the Biosemi 128
+electrodes in their standard order (A1 ... D32, positions of mne's ``biosemi128`` montage) in µV; ``mastoids``
+become two misc channels ``M1``, ``M2``; ``onset_time`` / ``offset_time`` are seconds from the run's audio
+onset, which is EEG sample 0. Sentence ``k`` ends at ``sentence_boundaries[k]`` (sorted); blocks are
+sentences, uid = the sentence text.
 
 The audiobook audio is not part of the public archive: give its folder with the ``audio`` option
 (files ``audio_pattern``, default ``audio{run}.wav``) for audio features (mel, wav2vec). Without it the
@@ -26,6 +44,17 @@ from .base import Recording, Study, StudyError
 if tp.TYPE_CHECKING:
     import mne
 
+DATA_DIR = "Natural Speech"
+#: (description, glob of the folder holding Subject*/ under the root); the stimuli are in ``Stimuli`` next to
+#: the ``EEG`` folder, or inside the root for the flat layout.
+LAYOUTS: tuple[tuple[str, str], ...] = (
+    ("<root>/Natural Speech/EEG/Subject*/ (as downloaded)", f"{DATA_DIR}/EEG"),
+    ("<root>/EEG/Subject*/ (root = the Natural Speech folder)", "EEG"),
+    ("<root>/*/Natural Speech/EEG/Subject*/ (archive extracted in a subfolder)", f"*/{DATA_DIR}/EEG"),
+    ("<root>/Subject*/ with <root>/Stimuli/ (flat)", "."),
+)
+RUN_GLOB = "Subject*/Subject*_Run*.mat"
+
 
 def _load_mat(path: Path) -> dict[str, tp.Any]:
     from scipy.io import loadmat
@@ -36,11 +65,21 @@ def _load_mat(path: Path) -> dict[str, tp.Any]:
         raise StudyError(f"{path}: not a readable MATLAB v5 file ({exc})") from exc
 
 
+def _run_key(path: Path) -> tuple[int, int] | None:
+    """(subject, run) of ``Subject{n}/Subject{n}_Run{r}.mat``, None for any other path."""
+    m = re.fullmatch(r"Subject(\d+)_Run(\d+)\.mat", path.name)
+    if m is None or path.parent.name != f"Subject{m.group(1)}":
+        return None
+    return int(m.group(1)), int(m.group(2))
+
+
 class Broderick2019Recording(Recording):
     """One run of one subject."""
 
     def __init__(self, study: Broderick2019, subject: int, run: int) -> None:
-        path = study.root / f"Subject{subject}" / f"Subject{subject}_Run{run}.mat"
+        eeg, _ = study.data_dirs()
+        path = eeg / f"Subject{subject}" / f"Subject{subject}_Run{run}.mat"
+        # the identity leaves the layout out: the same files give the same uid wherever they are
         super().__init__(Broderick2019.name, str(subject), task=str(run), identity={"size": path.stat().st_size})
         self.path, self.run, self.study_ = path, run, study
 
@@ -68,8 +107,8 @@ class Broderick2019Recording(Recording):
 
     def _load_events(self) -> pd.DataFrame:
         st = self.study_
-        path = require_file(st.root / "Stimuli" / "Text" / f"Run{self.run}.mat", Broderick2019.name,
-                            "the stimulus folder Stimuli/Text of the Dryad archive holds the word timings")
+        path = require_file(st.data_dirs()[1] / "Text" / f"Run{self.run}.mat", Broderick2019.name,
+                            "the stimulus folder Stimuli/Text of the Natural Speech archive holds the word timings")
         mat = _load_mat(path)
         missing = [k for k in ("wordVec", "onset_time", "offset_time", "sentence_boundaries") if k not in mat]
         if missing:
@@ -105,7 +144,8 @@ class Broderick2019(Study):
 
     Parameters
     ----------
-    root : the extracted Dryad archive (``Subject1`` ... and ``Stimuli``).
+    root : where the Dryad archive was extracted (holding ``Natural Speech``), the ``Natural Speech`` folder
+        itself, or a flat folder with ``Subject1`` ... and ``Stimuli`` (see :data:`LAYOUTS`).
     audio : folder of the audiobook runs (not distributed); None = text features only.
     audio_pattern : file name of run ``run`` inside ``audio``.
     subjects, runs : keep only these numbers (None = all).
@@ -132,6 +172,24 @@ class Broderick2019(Study):
         self.subjects = None if subjects is None else {int(s) for s in subjects}
         self.runs = None if runs is None else {int(r) for r in runs}
         self.block_pad = float(block_pad)
+        self._dirs: tuple[Path, Path] | None = None
+
+    def data_dirs(self) -> tuple[Path, Path]:
+        """(folder holding ``Subject{n}/``, stimulus folder holding ``Text/``) of the first layout of
+        :data:`LAYOUTS` with run files; a :class:`StudyError` listing the layouts searched if none has any."""
+        if self._dirs is None:
+            for _, pattern in LAYOUTS:
+                for folder in sorted(self.root.glob(pattern)) if "*" in pattern else [self.root / pattern]:
+                    if any(_run_key(p) is not None for p in folder.glob(RUN_GLOB)):
+                        folder = folder.resolve()
+                        stimuli = folder / "Stimuli" if pattern == "." else folder.parent / "Stimuli"
+                        self._dirs = (folder, stimuli)
+                        return self._dirs
+            searched = "; ".join(desc for desc, _ in LAYOUTS)
+            raise StudyError(f"study 'broderick2019': no Subject{{n}}/Subject{{n}}_Run{{r}}.mat under {self.root} "
+                             f"in any known layout (searched: {searched}); point paths.studies.broderick2019 to "
+                             "the folder where the Dryad archive and its 'Natural Speech.zip' were extracted")
+        return self._dirs
 
     def audio_path(self, run: int) -> Path | None:
         """The audio file of ``run`` in the ``audio`` folder, or None without one."""
@@ -140,15 +198,18 @@ class Broderick2019(Study):
     def iter_recordings(self) -> tp.Iterator[Broderick2019Recording]:
         """Runs sorted by subject number then run number."""
         self.prepare()
+        eeg, _ = self.data_dirs()
         found = []
-        for path in self.root.glob("Subject*/Subject*_Run*.mat"):
-            m = re.fullmatch(r"Subject(\d+)_Run(\d+)\.mat", path.name)
-            if m and path.parent.name == f"Subject{m.group(1)}":
-                sub, run = int(m.group(1)), int(m.group(2))
+        for path in eeg.glob(RUN_GLOB):
+            key = _run_key(path)
+            if key is not None:
+                sub, run = key
                 if (self.subjects is None or sub in self.subjects) and (self.runs is None or run in self.runs):
                     found.append((sub, run))
         if not found:
-            raise StudyError(f"study 'broderick2019': no Subject*/Subject*_Run*.mat under {self.root}; point "
-                             "paths.studies.broderick2019 to the extracted Dryad archive")
+            subjects = None if self.subjects is None else sorted(self.subjects)
+            runs = None if self.runs is None else sorted(self.runs)
+            raise StudyError(f"study 'broderick2019': no Subject{{n}}/Subject{{n}}_Run{{r}}.mat under {eeg} for "
+                             f"subjects={subjects} and runs={runs}")
         for sub, run in sorted(found):
             yield Broderick2019Recording(self, sub, run)

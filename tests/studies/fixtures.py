@@ -199,14 +199,33 @@ def write_bids(root: Path, sfreq: float = 250.0) -> dict:
 
 # -- brennan2019 (Alice) ---------------------------------------------------------------------------------
 
-BRENNAN_LABELS = [str(i) for i in range(1, 60)] + ["VEOG", "AUD"]  # 61 channels
-BRENNAN_SUBJECTS = ("S01", "S02", "S03")  # S02 is in the excluded list
+BRENNAN_EEG = [str(i) for i in range(1, 62) if i != 29]  # easycap-M10 numbers, "29" is not recorded
+BRENNAN_LABELS = BRENNAN_EEG + ["VEOG", "AUD"]  # 62 channels (S01)
+BRENNAN_SUBJECTS = ("S01", "S02", "S03", "S04")  # S02 is in the excluded list
+# per subject: audio channel label (None: absent), lead of the story in the recording (s), trl Orders left out
+BRENNAN_AUDIO = {"S01": "AUD", "S02": "AUD", "S03": "Aux5", "S04": None}
+BRENNAN_LEAD = {"S01": 0.0, "S02": 0.0, "S03": 0.5, "S04": 0.25}
+BRENNAN_MISSING = {"S04": [3, 4, 10, 41, 42, 43, 44, 45, 46]}  # 41-46: all of segment 6 but its first word
+BRENNAN_BADS = {"impedence": "12", "rejections": "45"}
+BRENNAN_PRE, BRENNAN_POST = 0.3, 1.0  # trials from 0.3 s before to 1 s after each word (offset = -150 at 500 Hz)
+
+
+def brennan_labels(subject: str) -> list[str]:
+    """Channel labels of a fixture subject: 60 EEG, VEOG, then the audio channel (``AUD``, ``Aux5`` or none)."""
+    audio = BRENNAN_AUDIO.get(subject, "AUD")
+    return BRENNAN_EEG + ["VEOG"] + ([audio] if audio else [])
 
 
 def write_brennan(root: Path, sfreq: float = 500.0, hdf5_subject: str | None = None) -> dict:
-    """The Alice layout: ``S01.mat`` (FieldTrip ``raw`` struct, MATLAB v5), ``proc/S01.mat`` (``proc.trl``:
-    begsample, endsample, offset, segment), ``AliceChapterOne-EEG.csv`` and ``audio/*.wav``; 12 segments
-    of one sentence each. ``hdf5_subject`` is written as MATLAB v7.3 (HDF5) instead."""
+    """The Alice archive layout: ``S01.mat`` ... (FieldTrip ``raw`` struct with ``hdr``, MATLAB v5),
+    ``proc/S01.mat`` (``proc.trl`` one row per word: begsample, endsample, offset -0.3 s, then ``varnames``
+    segment, tmin, Order; ``impedence.bads``, ``rejections.badchans`` ...), ``AliceChapterOne-EEG.csv`` and
+    ``audio/DownTheRabbitHoleFinal_SoundFile{1..12}.wav``; 12 segments of one sentence each.
+
+    Subjects differ as in the archive: S03 names its audio channel ``Aux5``, S04 has none and lacks the trl
+    rows :data:`BRENNAN_MISSING`; each starts the story at its own lead :data:`BRENNAN_LEAD`. ``hdf5_subject``
+    is written as MATLAB v7.3 (HDF5) instead. Returns the block uids and, per kept subject, the true EEG onset
+    of every word (``onsets``, in CSV order)."""
     from scipy.io import savemat
 
     root.mkdir(parents=True, exist_ok=True)
@@ -216,29 +235,57 @@ def write_brennan(root: Path, sfreq: float = 500.0, hdf5_subject: str | None = N
     rows = []
     for w in words:
         s = w["sentence"]
-        rows.append(dict(Word=w["word"], Segment=s + 1, onset=round(w["onset"] - seg_start[s], 4),
-                         offset=round(w["onset"] + w["duration"] - seg_start[s], 4), Order=len(rows) + 1,
-                         LogFreq=3.0, Length=len(w["word"]), Position=w["index"] + 1, Sentence=s + 1,
-                         IsLexical=1, NGRAM=1.0, RNN=1.0, CFG=1.0))
-    pd.DataFrame(rows).to_csv(root / "AliceChapterOne-EEG.csv", index=False)
+        on = round(w["onset"] - seg_start[s], 4)
+        rows.append(dict(Word=w["word"], Segment=s + 1, onset=on, offset=round(on + w["duration"], 4),
+                         Order=len(rows) + 1, LogFreq=3.0, LogFreq_Prev=3.0, LogFreq_Next=3.0, SndPower=1.0,
+                         Length=len(w["word"]), Position=w["index"] + 1, Sentence=s + 1, IsLexical=1, NGRAM=1.0,
+                         RNN=1.0, CFG=1.0))
+    table = pd.DataFrame(rows)
+    table.to_csv(root / "AliceChapterOne-EEG.csv", index=False)
     for s in range(N_SENTENCES):
         write_wav(root / "audio" / f"DownTheRabbitHoleFinal_SoundFile{s + 1}.wav", seg_len[s], seed=s)
-    total = end + 2.0
-    n = int(total * sfreq)
     (root / "proc").mkdir(exist_ok=True)
+    onsets = {}
     for k, sub in enumerate(BRENNAN_SUBJECTS):
-        data = np.random.default_rng(k).standard_normal((len(BRENNAN_LABELS), n)) * 10.0  # µV
+        lead = BRENNAN_LEAD[sub]
+        labels = brennan_labels(sub)
+        n = int((end + 2.0 + lead) * sfreq)
+        data = np.random.default_rng(k).standard_normal((len(labels), n)) * 10.0  # µV
         time = np.arange(n) / sfreq
         if sub == hdf5_subject:
-            write_fieldtrip_hdf5(root / f"{sub}.mat", data, time, BRENNAN_LABELS, sfreq)
+            write_fieldtrip_hdf5(root / f"{sub}.mat", data, time, labels, sfreq)
         else:
-            raw = {"trial": _cell([data]), "time": _cell([time[None]]), "label": _cell(BRENNAN_LABELS, column=True),
-                   "fsample": float(sfreq), "sampleinfo": np.array([[1.0, float(n)]])}
-            savemat(root / f"{sub}.mat", {"raw": raw})
-        trl = np.array([[round(seg_start[s] * sfreq) + 1, round((seg_start[s] + seg_len[s]) * sfreq), 0, s + 1]
-                        for s in range(N_SENTENCES)], dtype=float)
-        savemat(root / "proc" / f"{sub}.mat", {"proc": {"trl": trl, "subject": sub}})
-    return {"uids": [" ".join(s) for s in sentences()], "n_recordings": 2}
+            savemat(root / f"{sub}.mat", {"raw": fieldtrip_raw(data, time, labels, sfreq)})
+        true = np.array([w["onset"] + lead for w in words])  # s from the first sample
+        trigger = np.round(true * sfreq) + 1  # 1-based sample of each word onset
+        pre, post = round(BRENNAN_PRE * sfreq), round(BRENNAN_POST * sfreq)
+        trl = np.stack([trigger - pre, trigger + post, np.full(len(true), -pre), table["Segment"], table["onset"],
+                        table["Order"]], axis=1).astype(float)
+        trl = trl[~np.isin(table["Order"], BRENNAN_MISSING.get(sub, []))]
+        savemat(root / "proc" / f"{sub}.mat", {"proc": brennan_proc(sub, trl)})
+        onsets[sub] = true
+    kept = [s for s in BRENNAN_SUBJECTS if s != "S02"]
+    return {"uids": [" ".join(s) for s in sentences()], "n_recordings": len(kept),
+            "onsets": {s: onsets[s] for s in kept}}
+
+
+def fieldtrip_raw(data: np.ndarray, time: np.ndarray, labels: list[str], sfreq: float) -> dict:
+    """A FieldTrip raw struct (for :func:`scipy.io.savemat`) of one continuous trial: ``hdr``, ``fsample``,
+    ``trial``, ``time``, ``label``, ``sampleinfo``."""
+    n_chans, n = data.shape
+    hdr = {"Fs": float(sfreq), "nChans": float(n_chans), "nSamples": float(n), "nSamplesPre": 0.0, "nTrials": 1.0,
+           "label": _cell(labels, column=True), "chantype": _cell(["eeg"] * n_chans, column=True),
+           "chanunit": _cell(["uV"] * n_chans, column=True)}
+    return {"hdr": hdr, "fsample": float(sfreq), "trial": _cell([data]), "time": _cell([time[None]]),
+            "label": _cell(labels, column=True), "sampleinfo": np.array([[1.0, float(n)]])}
+
+
+def brennan_proc(subject: str, trl: np.ndarray, varnames: tp.Sequence[str] = ("segment", "tmin", "Order")) -> dict:
+    """A ``proc`` struct as in ``proc.zip``: per-word ``trl`` and its ``varnames``, bad channels, reference."""
+    return {"subject": subject, "trl": trl, "varnames": _cell(list(varnames)), "tot_trials": float(len(trl)),
+            "tot_chans": 61.0, "impedence": {"bads": _cell([BRENNAN_BADS["impedence"]])},
+            "rejections": {"badchans": _cell([BRENNAN_BADS["rejections"]])}, "implicitref": "29",
+            "refchannels": _cell(["25", "29"])}
 
 
 def _cell(items: tp.Sequence[tp.Any], column: bool = False) -> np.ndarray:
@@ -271,42 +318,71 @@ def write_fieldtrip_hdf5(path: Path, data: np.ndarray, time: np.ndarray, labels:
         cell("trial", [data.T])
         cell("time", [time[:, None]])
         cell("label", [np.array([ord(c) for c in lab], dtype=np.uint16)[:, None] for lab in labels], char=True)
-        fs = grp.create_dataset("fsample", data=np.array([[sfreq]]))
-        fs.attrs["MATLAB_class"] = np.bytes_("double")
+
+        def double(group: tp.Any, name: str, value: float | np.ndarray) -> None:
+            ds = group.create_dataset(name, data=np.atleast_2d(np.asarray(value, dtype=float)).T)
+            ds.attrs["MATLAB_class"] = np.bytes_("double")
+
+        double(grp, "fsample", sfreq)
+        double(grp, "sampleinfo", np.array([[1.0, float(data.shape[1])]]))
+        hdr = grp.create_group("hdr")
+        hdr.attrs["MATLAB_class"] = np.bytes_("struct")
+        for key, value in (("Fs", sfreq), ("nChans", len(labels)), ("nSamples", data.shape[1]),
+                           ("nSamplesPre", 0), ("nTrials", 1)):
+            double(hdr, key, value)
     with open(path, "r+b") as fh:  # the MATLAB 7.3 header in the user block
         fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2020 HDF5 schema 1.00 .")
 
 
 # -- broderick2019 (Natural Speech) ----------------------------------------------------------------------
 
+BRODERICK_DIR = "Natural Speech"  # the folder "Natural Speech.zip" of the Dryad archive extracts to
+
+
 def write_broderick(root: Path, n_subjects: int = 2, n_runs: int = 2, fs: int = 128,
-                    audio: Path | None = None) -> dict:
-    """``Subject{n}/Subject{n}_Run{r}.mat`` (``eegData`` samples x 128 µV, ``mastoids`` samples x 2, ``fs``)
-    and ``Stimuli/Text/Run{r}.mat`` (``wordVec`` cell, ``onset_time`` / ``offset_time`` s,
-    ``sentence_boundaries`` s: end time of each sentence). EEG time 0 = audio onset.
-    ``audio`` gets ``audio{r}.wav`` files (the audiobook is not in the public archive)."""
+                    audio: Path | None = None, layout: str = "nested") -> dict:
+    """The Natural Speech experiment as extracted from the Dryad archive (``layout="nested"``)::
+
+        root/Natural Speech/EEG/Subject{n}/Subject{n}_Run{r}.mat   eegData samples x 128 µV, mastoids samples x 2, fs
+        root/Natural Speech/Stimuli/Text/Run{r}.mat               wordVec cell, onset_time / offset_time s,
+                                                                  sentence_boundaries s (end of each sentence)
+        root/Natural Speech/Stimuli/Envelopes/audio{r}_128Hz.mat  env (samples x 1, 128 Hz)
+
+    ``layout="flat"`` writes the older layout ``root/Subject{n}/...`` and ``root/Stimuli/...`` instead. EEG
+    time 0 = audio onset. ``audio`` gets ``audio{r}.wav`` files (the audiobook is not in the public archive).
+    Returns the block uids and the folder holding ``EEG`` / ``Subject*`` (``data``)."""
     from scipy.io import savemat
 
+    if layout not in ("nested", "flat"):
+        raise ValueError(f"layout must be 'nested' or 'flat', got {layout!r}")
+    base = root / BRODERICK_DIR if layout == "nested" else root
+    eeg_dir = base / "EEG" if layout == "nested" else base
+    stimuli = base / "Stimuli"
     per_run = N_SENTENCES // n_runs
     corpus = sentences()
     for r in range(1, n_runs + 1):
         order = list(range((r - 1) * per_run, r * per_run))
         words, end = timeline(order, start=1.0)
-        text = root / "Stimuli" / "Text"
+        text = stimuli / "Text"
         text.mkdir(parents=True, exist_ok=True)
         bounds = [max(w["onset"] + w["duration"] for w in words if w["sentence"] == s) + 0.1 for s in order]
         savemat(text / f"Run{r}.mat", {
             "wordVec": _cell([w["word"] for w in words], column=True),
             "onset_time": np.array([[w["onset"]] for w in words]), "offset_time": np.array(
                 [[w["onset"] + w["duration"]] for w in words]), "sentence_boundaries": np.array(bounds)[:, None]})
+        envelopes = stimuli / "Envelopes"
+        envelopes.mkdir(parents=True, exist_ok=True)
+        env = np.abs(np.random.default_rng(r).standard_normal((int(end * fs), 1)))
+        savemat(envelopes / f"audio{r}_128Hz.mat", {"env": env})
         if audio is not None:
             write_wav(audio / f"audio{r}.wav", end, seed=r)
         for n in range(1, n_subjects + 1):
             rng = np.random.default_rng([n, r])
             samples = int((end + 2.0) * fs)
-            folder = root / f"Subject{n}"
-            folder.mkdir(exist_ok=True)
+            folder = eeg_dir / f"Subject{n}"
+            folder.mkdir(parents=True, exist_ok=True)
             savemat(folder / f"Subject{n}_Run{r}.mat", {"eegData": rng.standard_normal((samples, 128)) * 10.0,
                                                         "mastoids": rng.standard_normal((samples, 2)) * 10.0,
                                                         "fs": np.array([[fs]], dtype=np.uint8)})
-    return {"uids": [" ".join(s) for s in corpus[:per_run * n_runs]], "n_recordings": n_subjects * n_runs}
+    return {"uids": [" ".join(s) for s in corpus[:per_run * n_runs]], "n_recordings": n_subjects * n_runs,
+            "data": base}
