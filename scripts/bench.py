@@ -632,6 +632,8 @@ def run(out: Path, quick: bool = False, only: tp.Sequence[str] = SECTIONS, workd
     """Run the benchmarks, write ``out/bench.json`` and ``out/bench.md``; returns the JSON content."""
     sizes = QUICK if quick else FULL
     out.mkdir(parents=True, exist_ok=True)
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bm2-bench-", dir=workdir))
     ws = Workspace(root, sizes)
     rows: list[dict] = []

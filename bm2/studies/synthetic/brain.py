@@ -14,7 +14,6 @@ import typing as tp
 
 import numpy as np
 from scipy import fft as sp_fft
-from scipy import signal
 
 from ...events import ARPABET
 from .speech import PHONES, SAMPLE_RATE, WORDS
@@ -101,6 +100,8 @@ def magnetometer_info(sfreq: float) -> mne.Info:
 
 def band_envelopes(audio: np.ndarray) -> np.ndarray:
     """Compressed envelopes of :data:`N_BANDS` log-spaced bands, at :data:`ENV_RATE`, shape ``(time, band)``."""
+    from scipy import signal  # lazy: not needed once the study is generated
+
     step = SAMPLE_RATE // ENV_RATE
     n = len(audio) // step * step
     lowpass = signal.butter(4, ENV_CUTOFF, fs=ENV_RATE, output="sos")
@@ -278,6 +279,8 @@ def _add_artefacts(out: np.ndarray, rng: np.random.Generator, xy: np.ndarray, sf
 def simulate(stim: Stimulus, subject: SubjectModel, rng: np.random.Generator, sfreq: float, n_times: int,
              snr: float = 1.0) -> np.ndarray:
     """The magnetometer signal (Tesla) of one recording, shape ``(102, n_times)``."""
+    from scipy import signal  # lazy: not needed once the study is generated
+
     feats = _features(stim, subject.model, sfreq, n_times)
     kernels = subject.kernels(sfreq)
     sources = np.zeros((N_SOURCES, n_times))

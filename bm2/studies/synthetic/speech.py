@@ -11,7 +11,6 @@ import dataclasses
 import functools
 
 import numpy as np
-from scipy import signal
 
 from ...events import ARPABET
 
@@ -157,11 +156,15 @@ def _word_durations(phones: tuple[str, ...], rng: np.random.Generator) -> np.nda
 
 @functools.lru_cache(maxsize=64)
 def _bandpass(lo: float, hi: float) -> np.ndarray:
+    from scipy import signal  # lazy: not needed once the study is generated
+
     return signal.butter(4, [lo, min(hi, 0.48 * SAMPLE_RATE)], btype="bandpass", fs=SAMPLE_RATE, output="sos")
 
 
 def _smooth(x: np.ndarray, seconds: float) -> np.ndarray:
     """Moving Hann-window average along axis 0 (edge-padded), so tracks move without clicks."""
+    from scipy import signal  # lazy: not needed once the study is generated
+
     n = max(3, int(seconds * SAMPLE_RATE) | 1)
     win = np.hanning(n + 2)[1:-1]
     win /= win.sum()
@@ -192,6 +195,8 @@ class _Tracks:
 
     def add_noise(self, start: int, length: int, band: tuple[float, float], amp: float,
                   rng: np.random.Generator, ramp: float = 0.006) -> None:
+        from scipy import signal  # lazy: not needed once the study is generated
+
         pad = 256  # let the filter transient die out before the segment starts
         white = rng.standard_normal(length + pad)
         seg = signal.sosfilt(_bandpass(*band), white)[pad:]
