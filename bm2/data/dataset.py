@@ -169,9 +169,13 @@ class SegmentDataset(torch.utils.data.Dataset):
         shapes = {self._brain_shape(r) for r in recs}
         if len(shapes) != 1:  # several montages: per-item windows, padded by collate
             return collate([self[i] for i in indices])
-        brain = torch.empty(len(indices), *shapes.pop())
+        shape = (len(indices), *shapes.pop())
         if torch.utils.data.get_worker_info() is not None:
-            brain.share_memory_()
+            # allocated in shared memory directly (``share_memory_`` on an empty tensor would copy it there)
+            storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * 4)
+            brain = torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
+        else:
+            brain = torch.empty(shape)
         out = brain.numpy()
         for j, i in enumerate(indices):
             self._brain_into(int(i), out[j])
