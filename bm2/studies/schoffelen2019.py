@@ -410,7 +410,8 @@ class Schoffelen2019Recording(Recording):
         """The played sounds (:func:`sound_table`) with their MEG ``onset``, and the log -> MEG clock fit.
 
         Anchors are the block starts and fixations (trigger values :data:`TRIGGER_CODES`); a recording whose
-        trigger channel has none of these values is aligned on its sounds against every trigger instead.
+        trigger channel has none of these values is aligned on its ``Audio onset`` rows (else its ``Sound`` rows)
+        against every trigger instead.
         With several ``Scenario`` sections in the log, the one whose anchors match the most triggers is used."""
         path = self.log_path()
         trig_t, trig_v = self.triggers()
@@ -424,8 +425,9 @@ class Schoffelen2019Recording(Recording):
                 anchors = roles[roles["role"].isin(list(TRIGGER_CODES)) & roles["time"].notna()]
                 kinds, t_times, t_kinds = anchors["role"].to_numpy(), trig_t[coded], \
                     np.array([code_of[v] for v in trig_v[coded]])
-            else:  # no block / fixation codes: sounds against every trigger
-                anchors = roles[roles["role"].isin(["sound", "audio_onset"]) & roles["time"].notna()]
+            else:  # no block / fixation codes: audio onsets (else sound starts) against every trigger
+                role = "audio_onset" if (roles["role"] == "audio_onset").any() else "sound"
+                anchors = roles[(roles["role"] == role) & roles["time"].notna()]
                 kinds, t_times, t_kinds = None, trig_t, None
             if anchors.empty:
                 errors.append("no anchor row (ZINNEN / WOORDEN / FIX or sounds)")

@@ -258,3 +258,30 @@ def test_full_ctf275_channel_set(tmp_path):
     assert len(raw.ch_names) == 273 and all(n.startswith("M") for n in raw.ch_names)
     pos = rec.sensor_positions(raw.ch_names)  # every name found on the CTF-275 layout
     assert pos.shape == (273, 2) and len(np.unique(pos.round(4), axis=0)) == 273
+
+
+def test_alignment_without_block_codes_uses_audio_onsets(mous, monkeypatch):
+    """A trigger channel without the 10 / 20 codes: the audio onsets are matched against every trigger."""
+    root, meta = mous
+    rec = next(iter(Schoffelen2019(root, subjects=["A2002"]).iter_recordings()))
+    expected = {num: onset for num, onset, _ in meta["sounds"]["A2002"]}
+    onsets = np.array(sorted(expected.values()))
+    monkeypatch.setattr(rec, "triggers", lambda: (np.append(onsets[1:], 0.5), np.ones(len(onsets))))  # one lost
+    aligned, fit = rec.alignment()
+    assert fit.matched == len(onsets) - 1 and fit.anchors == len(onsets)
+    for row in aligned.itertuples():
+        assert row.onset == pytest.approx(expected[row.stimulus], abs=1.5e-3)
+
+
+def test_unreadable_logs_are_named(tmp_path):
+    root = tmp_path / "mous"
+    write_mous(root, n_grad=8, subjects=("A2002",))
+    log = root / "sourcedata" / "meg_task" / "A2002-MEG-MOUS-Aud.log"
+    rec = next(iter(Schoffelen2019(root).iter_recordings()))
+    log.write_text("this is not a log\n")
+    with pytest.raises(StudyError, match="not a Presentation log"):
+        rec.events()
+    text = "Scenario - x\n\nSubject\tTrial\tEvent Type\tCode\tTime\n\nA2002\t1\tPicture\tblank\t100\n"
+    log.write_text(text)  # a log without any block, fixation or sound row
+    with pytest.raises(StudyError, match="cannot align"):
+        Schoffelen2019(root).iter_recordings().__next__().events()
