@@ -62,10 +62,9 @@ def to_arpabet(label: tp.Any) -> str | None:
 def sentence_blocks(words: pd.DataFrame, pad: float = 1.0, end: float | None = None) -> pd.DataFrame:
     """One ``block`` row per sentence from word rows (``onset``, ``duration``, ``sentence_id``, ``text``).
 
-    The uid of a block is the sentence text (its words joined by spaces, in order). Neighbouring blocks
-    meet in the middle of the pause between their sentences; the first starts ``pad`` s before its first
-    word (not before 0), the last ends ``pad`` s after its last word (not after ``end`` if given).
-    A sentence heard twice in one recording gives two blocks with the same uid.
+    The uid of a block is the sentence text (its words joined by spaces, in order); the blocks are laid out by
+    :func:`span_blocks` over the sentences' word spans. A sentence heard twice in one recording gives two blocks
+    with the same uid.
     """
     if words.empty:
         return pd.DataFrame(columns=["kind", "onset", "duration", "uid"])
@@ -74,16 +73,30 @@ def sentence_blocks(words: pd.DataFrame, pad: float = 1.0, end: float | None = N
     spans = []
     for _, group in words.groupby(runs, sort=True):
         text = " ".join(str(w) for w in group["text"])
-        spans.append((float(group["onset"].min()), float((group["onset"] + group["duration"]).max()), text))
+        spans.append((float(group["onset"].min()), float((group["onset"] + group["duration"]).max()),
+                      {"uid": text}))
+    return span_blocks(spans, pad=pad, end=end)
+
+
+def span_blocks(spans: tp.Sequence[tuple[float, float, dict[str, tp.Any]]], pad: float = 1.0,
+                end: float | None = None) -> pd.DataFrame:
+    """``block`` rows around time spans ``(start, stop, columns)`` (``columns`` holds ``uid`` and any extra
+    column of the block).
+
+    Neighbouring blocks meet in the middle of the gap between their spans (never inside a span); the first
+    starts ``pad`` s before its span (not before 0), the last ends ``pad`` s after its span (not after ``end``
+    if given). A block left empty by overlapping spans is dropped.
+    """
+    spans = sorted(spans, key=lambda s: (s[0], s[1]))
     rows = []
-    for i, (start, stop, text) in enumerate(spans):
-        lo = max(0.0, start - pad) if i == 0 else (spans[i - 1][1] + start) / 2
+    for i, (start, stop, columns) in enumerate(spans):
+        lo = start - pad if i == 0 else (spans[i - 1][1] + start) / 2
         hi = stop + pad if i == len(spans) - 1 else (stop + spans[i + 1][0]) / 2
+        lo = max(lo, spans[i - 1][1] if i else 0.0)
         if end is not None:
             hi = min(hi, end)
-        lo = max(lo, spans[i - 1][1] if i else 0.0)
         if hi > lo:
-            rows.append(dict(kind="block", onset=lo, duration=hi - lo, uid=text))
+            rows.append(dict(kind="block", onset=lo, duration=hi - lo, **columns))
     return pd.DataFrame(rows)
 
 

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._common import quiet, read_textgrid, require_file, sentence_id, to_arpabet
+from ._common import quiet, read_textgrid, require_file, sentence_id, span_blocks, to_arpabet
 from .base import Recording, Study, StudyError, layout_positions
 
 if tp.TYPE_CHECKING:
@@ -180,8 +180,9 @@ def log_roles(table: pd.DataFrame) -> pd.DataFrame:
 
 def sound_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per played sound: ``file`` (wav name as logged), ``stimulus`` (its number), ``time`` (log s of
-    its ``Audio onset`` row, or of the ``Sound`` row when that is missing) and ``condition``."""
-    table = log_roles(table).reset_index(drop=True)
+    its ``Audio onset`` row, or of the ``Sound`` row when that is missing) and ``condition``. ``table``: a log
+    table, classified by :func:`log_roles` here unless it already was."""
+    table = (table if "role" in table.columns else log_roles(table)).reset_index(drop=True)
     rows = []
     idx = list(table.index[table["role"] == "sound"])
     for k, i in enumerate(idx):
@@ -238,18 +239,21 @@ def fit_log_clock(log_times: ArrayLike, trigger_times: ArrayLike,
         raise StudyError("cannot align the log to the MEG: no trigger of the kinds found in the log")
     diffs = np.concatenate([(trig_t[trig_k == k][:, None] - log_t[log_k == k][None, :]).ravel() for k in kinds])
     bins, counts = np.unique(np.round(diffs / COARSE_TOLERANCE).astype(np.int64), return_counts=True)
-    by_kind = {k: (np.flatnonzero(trig_k == k), np.sort(trig_t[trig_k == k])) for k in kinds}
+    by_kind = {}  # kind -> (trigger indices in time order, their times)
+    for k in kinds:
+        order = np.flatnonzero(trig_k == k)
+        order = order[np.argsort(trig_t[order], kind="stable")]
+        by_kind[k] = (order, trig_t[order])
 
     def match(line: ClockFit, tol: float) -> np.ndarray:
         out = np.full(len(log_t), -1)
         for k in kinds:
             rows = np.flatnonzero(log_k == k)
             order, times = by_kind[k]
-            sorted_idx = order[np.argsort(trig_t[order], kind="stable")]
             target = line(log_t[rows])
             near = _nearest(times, target)
             ok = np.abs(times[near] - target) <= tol
-            out[rows[ok]] = sorted_idx[near[ok]]
+            out[rows[ok]] = order[near[ok]]
         return out
 
     def refit(idx: np.ndarray) -> ClockFit:
@@ -417,7 +421,7 @@ class Schoffelen2019Recording(Recording):
         trig_t, trig_v = self.triggers()
         code_of = {code: kind for kind, code in TRIGGER_CODES.items()}
         coded = np.isin(trig_v, list(code_of))
-        best: tuple[int, pd.DataFrame, ClockFit] | None = None
+        best: tuple[int, pd.DataFrame, ClockFit] | None = None  # (matched anchors, classified log, fit)
         errors = []
         for table in read_presentation_log(path):
             roles = log_roles(table)
@@ -438,15 +442,15 @@ class Schoffelen2019Recording(Recording):
                 errors.append(str(exc))
                 continue
             if best is None or fit.matched > best[0]:
-                best = (fit.matched, table, fit)
+                best = (fit.matched, roles, fit)
         if best is None:
             raise StudyError(f"{self.ds}: cannot align {path.name} with the triggers of {TRIGGER_CHANNEL}: "
                              + "; ".join(errors))
-        _, table, fit = best
+        _, roles, fit = best
         if fit.matched < max(2, fit.anchors // 2):
             raise StudyError(f"{self.ds}: only {fit.matched} of {fit.anchors} anchors of {path.name} match a "
                              f"trigger of {TRIGGER_CHANNEL}; cannot align the log with the MEG")
-        sounds = sound_table(table)
+        sounds = sound_table(roles)
         if sounds.empty:
             raise StudyError(f"{path}: no 'Sound' event with a 'Start File <NNN>.wav' code")
         return sounds.assign(onset=fit(sounds["time"].to_numpy())), fit
@@ -495,19 +499,12 @@ class Schoffelen2019Recording(Recording):
                 cls = phoneme_class(label)
                 if cls is not None and a < duration:
                     rows.append(dict(kind="phoneme", onset=sound.onset + a, duration=b - a, text=cls))
-            spans.append((sound.onset, sound.onset + duration, uid, num, cond, seq))
+            spans.append((sound.onset, sound.onset + duration,
+                          dict(uid=uid, condition=cond, stimulus=num, sequence_uid=seq)))
         if not spans:
             raise StudyError(f"{self.ds}: no logged sound falls inside the recording")
-        spans.sort()
-        pad = study.block_pad
-        for i, (start, stop, uid, num, cond, seq) in enumerate(spans):
-            lo = max(0.0, start - pad) if i == 0 else max((spans[i - 1][1] + start) / 2, spans[i - 1][1])
-            hi = min(end, stop + pad) if i == len(spans) - 1 else min((stop + spans[i + 1][0]) / 2, spans[i + 1][0])
-            lo = max(lo, 0.0)
-            if hi > lo:
-                rows.append(dict(kind="block", onset=lo, duration=hi - lo, uid=uid, condition=cond, stimulus=num,
-                                 sequence_uid=seq))
-        return pd.DataFrame(rows)
+        blocks = span_blocks(spans, pad=study.block_pad, end=end)
+        return pd.concat([pd.DataFrame(rows), blocks], ignore_index=True)
 
 
 class Schoffelen2019(Study):
