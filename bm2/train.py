@@ -35,7 +35,7 @@ def seed_everything(seed: int) -> None:
 def main(cfg: DictConfig) -> None:
     """Train one XP (its folder and history come from Dora)."""
     from .builders import build_study, get_solver
-    from .evaluation import results_table
+    from .tasks.retrieval import results_table
 
     setup_logging(cfg.get("verbose", False))
     xp = get_xp()

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .. import distrib
 from ..data import Datasets, collate
-from ..evaluation import get_task
+from ..tasks import get_task
 from .base import BaseSolver, HistoryLink
 
 logger = logging.getLogger(__name__)
