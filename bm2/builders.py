@@ -17,12 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 from .cache import Cache
 from .data import Datasets, NormParams, SplitParams, WindowParams, build_datasets
 from .features import FeatureStack, build_feature
-from .losses import build_loss
 from .models import MODELS, build_model
+from .objectives import Objective, build_objective
 from .preprocessing import PreprocessParams
 from .solvers.base import HistoryLink
-from .solvers.speech import SpeechSolver
+from .solvers.chain import ChainError, load_from_parent, parent_state
+from .solvers.solver import OptimParams, Solver
 from .studies.base import Recording, Study, get_study_class, study_root
+from .targets import LabelParams, SpeechParams
+from .tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +72,90 @@ def build_features(cfg: DictConfig) -> FeatureStack:
     return FeatureStack([build_feature(name, **_section(cfg, "features", name)) for name in cfg.dset.features])
 
 
-def build_all_datasets(cfg: DictConfig) -> Datasets:
-    """Train / valid / test datasets for ``cfg``."""
+def build_task(cfg: DictConfig) -> Task:
+    """The task named ``test.task`` (retrieval, classification, detection, reconstruction)."""
+    return get_task(str(cfg.test.get("task", "retrieval")))
+
+
+def build_loss_objective(cfg: DictConfig) -> Objective:
+    """The objective ``loss.name`` with its section ``loss.<name>`` and the term weights ``loss.weights``."""
+    name = str(cfg.loss.name)
+    return build_objective(name, weights=_section(cfg, "loss", "weights") or None, **_section(cfg, "loss", name))
+
+
+def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None) -> Datasets:
+    """Train / valid / test datasets for ``cfg``, with the targets of its task (or ``targets``)."""
     pre = _section(cfg, "preprocess")
     for key in ("picks", "notch"):
         if key in pre:
             pre[key] = tuple(pre[key] or ())
+    split = _section(cfg, "dset", "split")
+    for key in ("valid_recordings", "test_recordings"):
+        if key in split:
+            split[key] = tuple(split[key] or ())
+    speech = _section(cfg, "dset", "speech")
+    if "kinds" in speech:
+        speech["kinds"] = tuple(speech["kinds"])
+    if targets is None:
+        targets = build_task(cfg).targets
     return build_datasets(
         select_recordings(cfg), build_cache(cfg), PreprocessParams(**pre), build_features(cfg),
-        WindowParams(**_section(cfg, "dset", "window")), SplitParams(**_section(cfg, "dset", "split")),
-        NormParams(**_section(cfg, "norm")), seed=int(cfg.seed))
+        WindowParams(**_section(cfg, "dset", "window")), SplitParams(**split),
+        NormParams(**_section(cfg, "norm")), seed=int(cfg.seed), targets=targets,
+        label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech))
+
+
+def model_out_channels(datasets: Datasets) -> int:
+    """Output channels the task needs: classes (labels), 1 (speech / silence) or the feature dimension."""
+    if "label" in datasets.targets:
+        assert datasets.vocabulary is not None
+        return len(datasets.vocabulary)
+    if "speech" in datasets.targets:
+        return 1
+    return datasets.feature_dim
+
+
+def build_model_for(cfg: DictConfig, datasets: Datasets) -> torch.nn.Module:
+    """The model ``model.name`` with its section, and the sizes it needs from the data."""
+    name = str(cfg.model.name)
+    available = {"out_channels": model_out_channels(datasets), "n_subjects": datasets.n_subjects,
+                 "n_channels": datasets.n_channels, "n_freqs": datasets.n_freqs,
+                 "sample_rate": datasets.recordings[0].sample_rate,
+                 "n_times": datasets.train.window.n_samples(datasets.recordings[0].sample_rate)
+                 - datasets.train.window.offset_samples(datasets.recordings[0].sample_rate)}
+    try:
+        from .models import data_kwargs_for
+        sizes = data_kwargs_for(name, available)
+    except ImportError:  # registry without data-size declarations
+        sizes = {k: available[k] for k in ("out_channels", "n_subjects")}
+    return build_model(name, **sizes, **_section(cfg, "model", name))
+
+
+def parent_sig(parent: tp.Any) -> str:
+    """The signature of a parent XP named by signature or by its overrides (a list, signed as `dora run` would)."""
+    if isinstance(parent, str):
+        return parent
+    from .train import main
+
+    return str(main.get_xp([str(a) for a in parent]).sig)
+
+
+def apply_chain(cfg: DictConfig, model: torch.nn.Module, folder: Path) -> dict[str, tp.Any] | None:
+    """Start ``model`` from the parent XP of ``chain.parent`` (None: nothing to do); returns the record of the parent
+    saved in the child's checkpoint."""
+    chain = _section(cfg, "chain")
+    if not chain.get("parent"):
+        return None
+    sig = parent_sig(chain["parent"])
+    parent_folder = folder.parent / sig
+    if not parent_folder.is_dir():
+        raise ChainError(f"parent XP {sig} does not exist in {folder.parent}: sign and train it first "
+                         f"(`dora grid NAME --dry_run --init`, then `dora run -f {sig}`)")
+    ckpt = parent_state(parent_folder, sig)
+    modules = chain.get("modules")
+    loaded = load_from_parent(model, ckpt, sig, modules=modules, exclude=chain.get("exclude") or ())
+    return {"sig": sig, "modules": modules, "exclude": chain.get("exclude") or [], "freeze": chain.get("freeze") or [],
+            "n_tensors": len(loaded), "parent_data": (ckpt.get("data") or {}).get("fingerprint")}
 
 
 def resolve_device(name: str) -> str:
@@ -88,24 +165,26 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> SpeechSolver:
-    """The solver of ``cfg``: data, model, loss and optimisation settings wired together."""
+def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver:
+    """The solver of ``cfg``: task, data, model, objective and optimisation settings wired together."""
     # Objects that need no data first, so that a typo fails before minutes of preprocessing.
-    loss = build_loss(cfg.loss.name, **_section(cfg, "loss", cfg.loss.name))
+    objective = build_loss_objective(cfg)
+    task = build_task(cfg)
     if cfg.model.name not in MODELS:
         raise KeyError(f"unknown model {cfg.model.name!r}; valid names: {sorted(MODELS)}")
-    datasets = build_all_datasets(cfg)
-    model_kwargs = _section(cfg, "model", cfg.model.name)
-    model = build_model(cfg.model.name, out_channels=datasets.feature_dim, n_subjects=datasets.n_subjects,
-                        **model_kwargs)
     optim = _section(cfg, "optim")
     optim["betas"] = tuple(optim.get("betas", (0.9, 0.999)))
-    solver = SpeechSolver(folder, link, model, loss, datasets, num_workers=int(cfg.num_workers),
-                          device=resolve_device(cfg.device), seed=int(cfg.seed),
-                          test_ks=tuple(cfg.test.ks), test_batch_size=int(cfg.test.batch_size),
-                          task=str(cfg.test.task), **optim)
+    params = OptimParams(**optim)
+    datasets = build_all_datasets(cfg, task.targets)
+    model = build_model_for(cfg, datasets)
+    parent = apply_chain(cfg, model, Path(folder))
+    solver = Solver(folder, link, model, objective, datasets, task, params, num_workers=int(cfg.num_workers),
+                    device=resolve_device(cfg.device), seed=int(cfg.seed), test_ks=tuple(cfg.test.ks),
+                    test_batch_size=int(cfg.test.batch_size),
+                    frozen=tuple(_section(cfg, "chain").get("freeze") or ()))
     solver.extra_checkpoint.update(
         model_spec=getattr(model, "bm2_spec", None),
-        loss_spec={"name": cfg.loss.name, "kwargs": _section(cfg, "loss", cfg.loss.name)},
-        config=OmegaConf.to_container(cfg, resolve=True))
+        loss_spec={"name": cfg.loss.name, "kwargs": _section(cfg, "loss", cfg.loss.name),
+                   "weights": _section(cfg, "loss", "weights")},
+        parent=parent, config=OmegaConf.to_container(cfg, resolve=True))
     return solver

@@ -35,7 +35,6 @@ def seed_everything(seed: int) -> None:
 def main(cfg: DictConfig) -> None:
     """Train one XP (its folder and history come from Dora)."""
     from .builders import build_study, get_solver
-    from .tasks.retrieval import results_table
 
     setup_logging(cfg.get("verbose", False))
     xp = get_xp()
@@ -59,11 +58,15 @@ def main(cfg: DictConfig) -> None:
     solver = get_solver(cfg, xp.folder, xp.link)
     last = solver.run()
     if distrib.is_rank_zero():
-        table = results_table(last["test"])
+        test = last["test"]
+        table = solver.task.table(test)
         (xp.folder / "results.md").write_text(table + "\n")
-        n = last["test"]
-        print(f"\nTest results of XP {xp.sig} ({int(n['n_segments'])} segments, "
-              f"{int(n['n_candidates'])} unique candidates, {int(n['n_words'])} words):\n{table}", flush=True)
+        if solver.task.name == "retrieval":
+            counts = (f"{int(test['n_segments'])} segments, {int(test['n_candidates'])} unique candidates, "
+                      f"{int(test['n_words'])} words")
+        else:
+            counts = f"task {solver.task.name}, {len(solver.datasets.test)} test windows"
+        print(f"\nTest results of XP {xp.sig} ({counts}):\n{table}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""Datasets of brain / speech windows: splits, segments, scaling and batching."""
+"""Window datasets for every task: windows and anchors, split strategies, targets, scaling and batching."""
 
-from .dataset import Datasets, LazyArray, NormParams, PreparedRecording, SegmentDataset, build_datasets, collate
-from .segments import SPLITS, SplitParams, WindowParams, assign_split, make_segments, segment_uid
+from .dataset import (TARGETS, Datasets, LazyArray, NormParams, PreparedRecording, SegmentDataset, build_datasets,
+                      collate)
+from .segments import WindowParams, make_segments, segment_uid
+from .splits import SPLITS, STRATEGIES, SplitParams, assign_split
 
-__all__ = ["Datasets", "LazyArray", "NormParams", "PreparedRecording", "SPLITS", "SegmentDataset", "SplitParams",
-           "WindowParams", "assign_split", "build_datasets", "collate", "make_segments", "segment_uid"]
+__all__ = ["Datasets", "LazyArray", "NormParams", "PreparedRecording", "SPLITS", "STRATEGIES", "SegmentDataset",
+           "SplitParams", "TARGETS", "WindowParams", "assign_split", "build_datasets", "collate", "make_segments",
+           "segment_uid"]

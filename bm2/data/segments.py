@@ -1,46 +1,44 @@
-"""Splits and windows: which block goes to which split, and where windows are anchored.
+"""Windows: where windows are anchored in each split, and which block each window belongs to.
 
-* A block (sentence, sound unit) goes to train / valid / test by a content hash of its ``uid`` (e.g. the
-  sentence text) and a seed, so that one sentence lands in the same split for every subject.
-* Train / valid windows are anchored every ``stride`` seconds inside blocks; test windows at word onsets.
-* A window ``[anchor + tmin, anchor + tmax]`` never leaves its block, so the content of a test window is a
-  function of (sentence, word position) only — which makes deduplication across subjects meaningful.
+* Blocks (sentences, sound units, trials) are spans that no window leaves; each block is assigned to a split by
+  the split strategy (:mod:`bm2.data.splits`).
+* Anchors per split (``dset.window.anchor``): by default (brainmagick) train / valid windows every ``stride``
+  seconds inside blocks and test windows at word onsets; with ``anchor=<event kind>`` (word, phoneme, sound)
+  every split is anchored at that kind's onsets; with ``anchor=stride`` every split is strided (detection);
+  ``train_anchor`` overrides the train split alone (e.g. strided training, event-locked evaluation).
+* A window ``[anchor + tmin, anchor + tmax]`` never leaves its block, so the content of a word-locked test window
+  is a function of (sentence, word position) only, which makes deduplication across subjects meaningful.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 import numpy as np
 import pandas as pd
 
 from ..utils.hashing import content_hash
+from .splits import POOL, SPLITS, SplitParams, assign_split, block_splits
 
-SPLITS = ("train", "valid", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitParams:
-    """Fractions of blocks in the test and valid splits, and the seed of the assignment."""
-
-    test: float = 0.2
-    valid: float = 0.1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.test and 0 <= self.valid and self.test + self.valid < 1):
-            raise ValueError(f"split fractions test={self.test}, valid={self.valid} must be >= 0 and sum to < 1")
+STRIDE = "stride"
+COLUMNS = ["split", "kind", "start", "anchor", "block_uid", "block_index", "event", "word", "sentence_id",
+           "word_index", "segment_uid"]
 
 
 @dataclasses.dataclass(frozen=True)
 class WindowParams:
-    """Window ``[tmin, tmax]`` around an anchor (s), the train anchor stride (s) and the brain offset (ms)."""
+    """Window ``[tmin, tmax]`` around an anchor (s), the anchor stride (s), the brain offset (ms) and the anchors.
+
+    ``anchor``: None (train / valid strided, test at words), ``"stride"`` or an event kind for every split;
+    ``train_anchor``: the same choices for the train split alone (None: as ``anchor``).
+    """
 
     tmin: float = -0.5
     tmax: float = 2.5
     stride: float = 0.5
     offset_ms: float = 0.0
+    anchor: str | None = None
+    train_anchor: str | None = None
 
     def __post_init__(self) -> None:
         if self.tmax <= self.tmin or self.stride <= 0 or self.offset_ms < 0:
@@ -54,16 +52,13 @@ class WindowParams:
         """The brain / feature offset in samples."""
         return int(round(self.offset_ms / 1000 * sample_rate))
 
-
-def assign_split(uid: str, params: SplitParams) -> str:
-    """``train``, ``valid`` or ``test`` for a block, from a sha1 of its uid and the seed."""
-    digest = hashlib.sha1(f"{params.seed}:{uid}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    if u < params.test:
-        return "test"
-    if u < params.test + params.valid:
-        return "valid"
-    return "train"
+    def anchor_of(self, split: str) -> str:
+        """``"stride"`` or the event kind anchoring windows of ``split`` (``pool``: as test)."""
+        if split == "train" and self.train_anchor is not None:
+            return self.train_anchor
+        if self.anchor is not None:
+            return self.anchor
+        return "word" if split in ("test", POOL) else STRIDE
 
 
 def segment_uid(block_uid: str, word_index: int) -> str:
@@ -71,41 +66,58 @@ def segment_uid(block_uid: str, word_index: int) -> str:
     return content_hash({"block": block_uid, "word_index": int(word_index)})
 
 
+def _event_uid(block_uid: str, kind: str, position: int) -> str:
+    return content_hash({"block": block_uid, "kind": kind, "position": int(position)})
+
+
 def make_segments(events: pd.DataFrame, n_times: int, sample_rate: float, window: WindowParams,
-                  split: SplitParams) -> pd.DataFrame:
+                  split: SplitParams, recording_split: str | None = None) -> pd.DataFrame:
     """Windows of one recording, one row each.
 
-    Columns: ``split``, ``kind`` (``stride`` for train / valid, ``word`` for test), ``start`` (first sample),
-    ``anchor`` (s), ``block_uid``, ``word``, ``sentence_id``, ``word_index``, ``segment_uid``.
+    Columns: ``split`` (``train`` / ``valid`` / ``test``, or ``pool`` for window-level strategies), ``kind``
+    (``stride`` or the anchor event kind), ``start`` (first sample), ``anchor`` (s), ``block_uid``,
+    ``block_index`` (position of the block in the recording), ``event`` (row of ``events`` anchoring the window,
+    -1 for strided windows), ``word``, ``sentence_id``, ``word_index`` and ``segment_uid`` (the identity of an
+    event-locked window's content: block and position of the event in it).
+
+    Raises ``ValueError`` when the events hold no block.
     """
-    blocks = events[events.kind == "block"]
+    blocks = events[events.kind == "block"].sort_values("onset", kind="stable")
     if blocks.empty:
-        raise ValueError("the events hold no 'block' rows: the study must define blocks (sentences or sound "
-                         "units) so that splits can be assigned")
-    words = events[events.kind == "word"]
+        raise ValueError("the events hold no 'block' rows: the study must define blocks (sentences, sound units or "
+                         "trials) so that splits can be assigned")
     length = window.n_samples(sample_rate)
+    splits = block_splits(len(blocks), [str(u) for u in blocks.uid], split, recording_split)
+    by_kind = {kind: events[events.kind == kind] for kind in set(events.kind)}
     rows: list[dict] = []
     eps = 1e-9
-    for block in blocks.itertuples():
+    for b, (block, which) in enumerate(zip(blocks.itertuples(), splits)):
         b_start, b_stop = block.onset, block.onset + block.duration
-        which = assign_split(str(block.uid), split)
-        if which == "test":
-            inside = words[(words.onset >= b_start) & (words.onset < b_stop)]
-            for w in inside.itertuples():
-                if w.onset + window.tmin < b_start - eps or w.onset + window.tmax > b_stop + eps:
-                    continue
-                rows.append(dict(split=which, kind="word", anchor=w.onset, block_uid=str(block.uid),
-                                 word=str(w.text), sentence_id=str(w.sentence_id), word_index=int(w.word_index),
-                                 segment_uid=segment_uid(str(block.uid), int(w.word_index))))
-        else:
-            anchors = np.arange(b_start - window.tmin, b_stop - window.tmax + eps, window.stride)
-            for a in anchors:
-                rows.append(dict(split=which, kind="stride", anchor=float(a), block_uid=str(block.uid),
-                                 word="", sentence_id="", word_index=-1, segment_uid=""))
-    columns = ["split", "kind", "start", "anchor", "block_uid", "word", "sentence_id", "word_index", "segment_uid"]
+        kind = window.anchor_of(which)
+        if kind == STRIDE:
+            for a in np.arange(b_start - window.tmin, b_stop - window.tmax + eps, window.stride):
+                rows.append(dict(split=which, kind=STRIDE, anchor=float(a), block_uid=str(block.uid), block_index=b,
+                                 event=-1, word="", sentence_id="", word_index=-1, segment_uid=""))
+            continue
+        table = by_kind.get(kind, events.iloc[:0])
+        inside = table[(table.onset >= b_start) & (table.onset < b_stop)]
+        for position, ev in enumerate(inside.itertuples()):
+            if ev.onset + window.tmin < b_start - eps or ev.onset + window.tmax > b_stop + eps:
+                continue
+            is_word = kind == "word"
+            word_index = int(ev.word_index) if is_word else -1
+            uid = segment_uid(str(block.uid), word_index) if is_word else _event_uid(str(block.uid), kind, position)
+            rows.append(dict(split=which, kind=kind, anchor=float(ev.onset), block_uid=str(block.uid), block_index=b,
+                             event=int(ev.Index), word=str(ev.text) if is_word else "",
+                             sentence_id=str(ev.sentence_id) if is_word else "", word_index=word_index,
+                             segment_uid=uid))
     if not rows:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=COLUMNS)
     seg = pd.DataFrame(rows)
     seg["start"] = np.round((seg.anchor + window.tmin) * sample_rate).astype(int)
     seg = seg[(seg.start >= 0) & (seg.start + length <= n_times)]
-    return seg[columns].reset_index(drop=True)
+    return seg[COLUMNS].reset_index(drop=True)
+
+
+__all__ = ["COLUMNS", "SPLITS", "STRIDE", "SplitParams", "WindowParams", "assign_split", "make_segments",
+           "segment_uid"]

@@ -132,6 +132,7 @@ class BaseSolver:
                 self.link.update_history([])
             return False
         state = load_checkpoint(self.checkpoint_path)
+        self.check_resume(state)
         for name, obj in self._stateful.items():
             if name not in state["states"]:
                 raise CheckpointError(f"{self.checkpoint_path} has no state for {name!r}; it was written by "
@@ -143,6 +144,9 @@ class BaseSolver:
             self.link.update_history(self.history)
         logger.info("resumed from %s after epoch %d", self.checkpoint_path, len(self.history))
         return True
+
+    def check_resume(self, state: dict[str, tp.Any]) -> None:
+        """Raise :class:`CheckpointError` when ``state`` must not be resumed (e.g. written on other data)."""
 
     # ----------------------------------------------------------------- loop
     def should_stop(self) -> bool:

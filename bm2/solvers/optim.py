@@ -1,0 +1,119 @@
+"""Optimisers, learning-rate schedules and weight averaging, built from plain arguments.
+
+* :func:`param_groups`: parameters grouped by learning-rate multiplier (``lr_mult``: module-name prefix ->
+  multiplier, e.g. ``{encoder: 0.1}`` for a pre-trained encoder) and, with ``no_decay_norm_bias``, without weight
+  decay on biases and normalisation weights (the usual AdamW recipe). Frozen parameters are left out.
+* :func:`build_optimizer`: Adam (default, as brainmagick) or AdamW.
+* :class:`WarmupCosine`: linear warm-up then cosine decay to ``min_lr_ratio * lr``, stepped per update or per epoch.
+* :func:`build_ema`: an exponential moving average of the model (:class:`torch.optim.swa_utils.AveragedModel`).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = (None, "none", "cosine")
+
+
+def _is_norm_or_bias(module: nn.Module, param_name: str) -> bool:
+    norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    return param_name.endswith("bias") or isinstance(module, norms)
+
+
+def param_groups(modules: dict[str, nn.Module], lr: float, weight_decay: float,
+                 lr_mult: dict[str, float] | None = None, no_decay_norm_bias: bool = False) -> list[dict]:
+    """Parameter groups of ``modules`` (name -> module; names prefix the parameter names for ``lr_mult``).
+
+    With neither ``lr_mult`` nor ``no_decay_norm_bias`` this is one group holding every trainable parameter in
+    module order, i.e. exactly ``torch.optim.Adam(params)`` as before. Raises ``KeyError`` for a ``lr_mult`` prefix
+    that names no parameter.
+    """
+    lr_mult = dict(lr_mult or {})
+    used: set[str] = set()
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for prefix, root in modules.items():
+        for mod_name, module in root.named_modules():
+            for p_name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad:
+                    continue
+                full = ".".join(x for x in (prefix, mod_name, p_name) if x)
+                mult = 1.0
+                for key, value in lr_mult.items():
+                    if full == key or full.startswith(key + "."):
+                        mult = float(value)
+                        used.add(key)
+                decay = 0.0 if (no_decay_norm_bias and _is_norm_or_bias(module, p_name)) else weight_decay
+                groups.setdefault((mult, decay), []).append(param)
+    unused = sorted(set(lr_mult) - used)
+    if unused:
+        raise KeyError(f"optim.lr_mult names {unused}, which match no trainable parameter; module names are "
+                       f"{sorted({n.split('.')[0] for m in modules.values() for n, _ in m.named_parameters()})}")
+    return [{"params": params, "lr": lr * mult, "weight_decay": decay, "lr_mult": mult}
+            for (mult, decay), params in groups.items()]
+
+
+def build_optimizer(groups: list[dict], name: str = "adam", lr: float = 3e-4,
+                    betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam or AdamW over ``groups`` (:func:`param_groups`); the error lists the valid names."""
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    raise KeyError(f"unknown optim.name {name!r}; valid optimisers: {list(OPTIMIZERS)}")
+
+
+class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
+    """Linear warm-up over ``warmup`` steps, then cosine decay from ``lr`` to ``min_lr_ratio * lr`` at ``total``.
+
+    A step is an update or an epoch, whichever the solver steps it with. With ``warmup = 0`` and
+    ``min_lr_ratio = 0`` stepped per epoch this equals :class:`torch.optim.lr_scheduler.CosineAnnealingLR` with
+    ``T_max = total``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total: int, warmup: int = 0,
+                 min_lr_ratio: float = 0.0) -> None:
+        if total < 1 or warmup < 0:
+            raise ValueError(f"a schedule needs total >= 1 and warmup >= 0 steps, got total={total}, warmup={warmup}")
+        self.total, self.warmup, self.min_lr_ratio = total, warmup, min_lr_ratio
+        super().__init__(optimizer, self.factor)
+
+    def factor(self, step: int) -> float:
+        """Multiplier of the base learning rate at ``step``."""
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str | None, epochs: int, steps_per_epoch: int,
+                    per_step: bool = False, warmup: float = 0.0, min_lr_ratio: float = 0.0
+                    ) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The schedule ``name`` (None or ``cosine``); ``warmup`` is in epochs (fractions allowed when per step)."""
+    if name in (None, "none"):
+        return None
+    if name != "cosine":
+        raise KeyError(f"unknown optim.scheduler {name!r}; use null or 'cosine'")
+    if not per_step and warmup == 0 and min_lr_ratio == 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))  # as before
+    unit = max(1, steps_per_epoch) if per_step else 1
+    return WarmupCosine(optimizer, total=max(1, epochs * unit), warmup=int(round(warmup * unit)),
+                        min_lr_ratio=min_lr_ratio)
+
+
+def build_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters and buffers (None when ``decay`` is 0)."""
+    if not decay:
+        return None
+    if not 0 < decay < 1:
+        raise ValueError(f"optim.ema must be in (0, 1) (or 0: off), got {decay}")
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+__all__ = ["OPTIMIZERS", "WarmupCosine", "build_ema", "build_optimizer", "build_scheduler", "param_groups"]
+

@@ -1,0 +1,280 @@
+"""The one training solver for every task: the batch loop, the step, validation metrics and the test stage.
+
+The loop (epochs, best state, early stopping, atomic checkpoints, resume) is :class:`bm2.solvers.base.BaseSolver`;
+this class adds what every task shares: one step (``run_model`` -> objective terms -> weighted loss -> update)
+used by train and valid alike, optimiser groups and schedules (:mod:`bm2.solvers.optim`), gradient clipping,
+an optional EMA of the weights, frozen sub-modules (chained XPs), the task's validation metrics (so the best
+state can be chosen by accuracy or F1-macro) and the task's test evaluation. The test split is never used to
+select anything: it is evaluated once, on the best state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import typing as tp
+
+import torch
+from tqdm import tqdm
+
+from .. import distrib
+from ..data import Datasets, collate
+from ..objectives import Objective
+from ..tasks import Task, run_model
+from .base import BaseSolver, CheckpointError, HistoryLink
+from .optim import build_ema, build_optimizer, build_scheduler, param_groups
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimParams:
+    """Optimisation settings (``optim.*`` in the config); defaults reproduce brainmagick's Adam recipe.
+
+    ``best_metric``: ``loss`` or a validation metric of the task (``accuracy``, ``balanced_accuracy``,
+    ``f1_macro``, ``pearson`` ...); None takes the task's default (:attr:`bm2.tasks.Task.best`).
+    ``amp``: bfloat16 autocast on CUDA (losses and scores stay float32).
+    """
+
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 12
+    max_batches: int | None = None
+    patience: int | None = 10
+    clip_grad: float = 0.0
+    scheduler: str | None = None
+    amp: bool = True
+    name: str = "adam"
+    lr_mult: dict = dataclasses.field(default_factory=dict)
+    no_decay_norm_bias: bool = False
+    scheduler_per_step: bool = False
+    warmup: float = 0.0
+    min_lr_ratio: float = 0.0
+    ema: float = 0.0
+    best_metric: str | None = None
+    best_mode: str | None = None
+
+
+class Solver(BaseSolver):
+    """Trains ``model`` with ``objective`` on ``datasets`` and evaluates it with ``task``.
+
+    Parameters
+    ----------
+    model : a registered model (``run_model`` calls it with the batch keys it declares).
+    objective : ``(batch, outputs) -> terms`` (:mod:`bm2.objectives`).
+    datasets : the three splits (:func:`bm2.data.build_datasets`), with the targets the task needs.
+    task : the task (:mod:`bm2.tasks`): validation metrics and test evaluation.
+    optim : :class:`OptimParams`; ``batch_size`` is the **total** over processes.
+    frozen : module-name prefixes whose parameters are not trained (and which stay in eval mode).
+    """
+
+    def __init__(self, folder: tp.Any, link: HistoryLink, model: torch.nn.Module, objective: Objective,
+                 datasets: Datasets, task: Task, optim: OptimParams = OptimParams(), *, num_workers: int = 0,
+                 device: str = "cpu", seed: int = 0, test_ks: tp.Sequence[int] = (1, 5, 10),
+                 test_batch_size: int = 128, frozen: tp.Sequence[str] = ()) -> None:
+        best_metric, best_mode = task.best if optim.best_metric is None else (optim.best_metric, optim.best_mode)
+        best_mode = best_mode or ("min" if best_metric == "loss" else "max")
+        super().__init__(folder, link, epochs=optim.epochs, patience=optim.patience,
+                         best_metric=("valid", best_metric), best_mode=best_mode)
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.objective = objective.to(self.device)
+        self.loss = self.objective  # the name evaluation scripts and older code use
+        self.datasets = datasets
+        self.task = task
+        self.optim = optim
+        self.per_rank_batch = max(1, optim.batch_size // distrib.world_size())
+        self.num_workers = num_workers
+        self.seed = seed
+        self.test_ks = tuple(test_ks)
+        self.test_batch_size = test_batch_size
+        self.frozen = tuple(frozen)
+        self.amp = optim.amp and self.device.type == "cuda"
+        for name, param in self.model.named_parameters():
+            if any(name == f or name.startswith(f + ".") for f in self.frozen):
+                param.requires_grad_(False)
+        groups = param_groups({"": self.model, "objective": self.objective}, optim.lr, optim.weight_decay,
+                              optim.lr_mult, optim.no_decay_norm_bias)
+        self.optimizer = build_optimizer(groups, optim.name, optim.lr, tuple(optim.betas), optim.weight_decay)
+        steps = self._steps_per_epoch()
+        self.scheduler = build_scheduler(self.optimizer, optim.scheduler, optim.epochs, steps,
+                                         optim.scheduler_per_step, optim.warmup, optim.min_lr_ratio)
+        self.ema = build_ema(self.model, optim.ema)
+        self.register_stateful(model=self.model, loss=self.objective, optimizer=self.optimizer)
+        if self.scheduler is not None:
+            self.register_stateful(scheduler=self.scheduler)
+        if self.ema is not None:
+            self.register_stateful(ema=self.ema)
+        if distrib.is_distributed():
+            self.ddp_model: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(self.model)
+        else:
+            self.ddp_model = self.model
+        self.extra_checkpoint["data"] = {"fingerprint": datasets.fingerprint, "n_recordings": len(datasets.recordings),
+                                         "vocabulary": datasets.vocabulary, "targets": list(datasets.targets)}
+
+    # ----------------------------------------------------------------- state
+    def check_resume(self, state: dict[str, tp.Any]) -> None:
+        """Refuse to resume a checkpoint written on other data (another dataset under the same overrides)."""
+        saved = (state.get("data") or {}).get("fingerprint")
+        mine = self.extra_checkpoint["data"]["fingerprint"]
+        if saved is not None and saved != mine:
+            n_saved = (state.get("data") or {}).get("n_recordings")
+            raise CheckpointError(
+                f"{self.checkpoint_path} was trained on other data ({n_saved} recordings, fingerprint {saved}) than "
+                f"the data selected now ({len(self.datasets.recordings)} recordings, fingerprint {mine}): an XP never "
+                "resumes on other data. Run it as its own XP by giving the dataset a name that enters the signature "
+                "(e.g. `studies.bids.name=MYDATA`, or `dset.name=MYDATA`), or start this one over with "
+                "`dora run --clear`")
+
+    def eval_model(self) -> torch.nn.Module:
+        """The weights evaluated and kept as best: the EMA when enabled, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def copy_best_state(self) -> dict[str, tp.Any]:
+        return {k: v.detach().cpu().clone() for k, v in self.eval_model().state_dict().items()}
+
+    def load_best_state(self, state: dict[str, tp.Any]) -> None:
+        self.model.load_state_dict(state)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state)
+
+    def write_manifest(self) -> None:
+        """Write the split manifest (``split.csv``: which recording / block / window went where) and the label
+        vocabulary (``vocabulary.json``) into the XP folder, atomically; rank 0 only."""
+        if not distrib.is_rank_zero():
+            return
+        import json
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "split.csv"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.datasets.manifest().to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        if self.datasets.vocabulary is not None:
+            vocab = self.folder / "vocabulary.json"
+            tmp = vocab.with_name(f".{vocab.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.datasets.vocabulary, indent=1))
+            os.replace(tmp, vocab)
+
+    def run(self) -> dict:
+        self.write_manifest()
+        return super().run()
+
+    # ----------------------------------------------------------------- data
+    def _steps_per_epoch(self) -> int:
+        n = len(self.datasets.train) // max(1, self.per_rank_batch * distrib.world_size())
+        n = max(1, n)
+        return n if self.optim.max_batches is None else min(n, self.optim.max_batches)
+
+    def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
+        dataset = self.datasets[split]
+        if len(dataset) == 0:
+            raise ValueError(f"the {split} split is empty: change dset.split or select more recordings")
+        sampler: torch.utils.data.Sampler | None = None
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)  # same order after a resume
+        if distrib.is_distributed():
+            sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=self.seed,
+                                                          drop_last=shuffle)
+            sampler.set_epoch(self.epoch)
+            shuffle = False
+        drop_last = split == "train" and len(dataset) >= 2 * self.per_rank_batch  # CLIP needs full batches
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.per_rank_batch, shuffle=shuffle, sampler=sampler, generator=generator,
+            collate_fn=collate, num_workers=self.num_workers, drop_last=drop_last,
+            persistent_workers=False, pin_memory=self.device.type == "cuda")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _terms(self, batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        with self._autocast():
+            outputs = run_model(model, batch, self.device)
+        return self.objective(batch, outputs)  # in float32: objectives cast the outputs
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        for name, module in self.model.named_modules():
+            if name and any(name == f or name.startswith(f + ".") for f in self.frozen):
+                module.eval()  # frozen: no dropout, no BatchNorm statistics update
+
+    # ----------------------------------------------------------------- stages
+    def train_stage(self) -> dict[str, float]:
+        self._set_train_mode()
+        loader = self._loader("train", shuffle=True)
+        total = len(loader) if self.optim.max_batches is None else min(len(loader), self.optim.max_batches)
+        sums: dict[str, float] = {}
+        count, grad_norm = 0, 0.0
+        bar = tqdm(loader, total=total, desc=f"train {self.epoch}", leave=False,
+                   disable=None if distrib.is_rank_zero() else True)
+        for i, batch in enumerate(bar):
+            if i >= total:
+                break
+            terms = self._terms(batch, self.ddp_model)
+            loss = self.objective.total(terms)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"non-finite training loss at epoch {self.epoch}, batch {i}: lower "
+                                         "optim.lr or enable optim.clip_grad")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.optim.clip_grad:
+                grad_norm += float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.clip_grad))
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            if self.scheduler is not None and self.optim.scheduler_per_step:
+                self.scheduler.step()
+            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            for name, value in terms.items():
+                if name != "loss" and len(terms) > 1:
+                    sums[name] = sums.get(name, 0.0) + float(value)
+            count += 1
+            bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
+        if self.scheduler is not None and not self.optim.scheduler_per_step:
+            self.scheduler.step()
+        metrics = {k: v / max(count, 1) for k, v in sums.items()}
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.optim.clip_grad:
+            metrics["grad_norm"] = grad_norm / max(count, 1)
+        return distrib.average_metrics(metrics, count)
+
+    @torch.no_grad()
+    def valid_stage(self) -> dict[str, float]:
+        model = self.eval_model()
+        model.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in self._loader("valid", shuffle=False):
+            terms = self._terms(batch, model)
+            n = len(batch["brain"])
+            sums["loss"] = sums.get("loss", 0.0) + self.objective.total(terms).item() * n
+            for name, value in terms.items():
+                if len(terms) > 1:
+                    sums[name] = sums.get(name, 0.0) + float(value) * n
+            count += n
+        metrics = distrib.average_metrics({k: v / max(count, 1) for k, v in sums.items()}, count)
+        if self.best_metric[1] not in metrics or self.task.name != "retrieval":
+            metrics.update(self.task_metrics("valid", quick=True))
+        if self.best_metric[1] not in metrics:
+            raise KeyError(f"optim.best_metric={self.best_metric[1]!r} is not a validation metric of task "
+                           f"{self.task.name!r}; available: {sorted(metrics)}")
+        return metrics
+
+    def task_metrics(self, split: str, **kwargs: tp.Any) -> dict[str, float]:
+        """The task's metrics of the evaluated model on ``split`` (rank 0 computes; others get the same dict)."""
+        result = self.task.evaluate(self.eval_model(), self.datasets[split], objective=self.objective,
+                                    scorer=getattr(self.objective, "scores", None), ks=self.test_ks,
+                                    batch_size=self.test_batch_size, device=self.device,
+                                    num_workers=self.num_workers, **kwargs)
+        return {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+
+    def test_stage(self) -> dict[str, float]:
+        if len(self.datasets.test) == 0:
+            raise ValueError("the test split is empty: change dset.split or select more recordings")
+        return self.task_metrics("test")
