@@ -20,7 +20,7 @@ from .studies.base import Recording
 
 logger = logging.getLogger(__name__)
 
-PREPROCESS_VERSION = "1"
+PREPROCESS_VERSION = "2"  # 2: exact resampling ratios, effective rate recorded
 DATA_CHANNEL_TYPES = ("meg", "eeg", "ecog", "seeg")
 
 
@@ -34,7 +34,8 @@ class PreprocessParams:
 
     Parameters
     ----------
-    sample_rate : output rate in Hz (the model rate; 120 in the paper).
+    sample_rate : output rate in Hz (the model rate; 120 in the paper). The cache entry records the
+        effective rate, which differs (by < 1e-5 relative) when no exact ratio is usable.
     picks : channel types to keep (mne names: meg, mag, grad, eeg, ecog, seeg).
     notch : line-noise frequencies to notch out (harmonics included if listed), or empty.
     highpass, lowpass : cut-offs in Hz (None = no filter); zero-phase 4th-order Butterworth.
@@ -93,17 +94,57 @@ def _filters(params: PreprocessParams, sfreq: float) -> list[np.ndarray]:
     return sos
 
 
+MAX_RESAMPLE_FACTOR = 100_000
+"""Largest up / down factor of the polyphase resampling (its anti-aliasing filter has 20 x that many taps)."""
+
+
+def _declared(rate: float) -> Fraction:
+    """A rate as written (the shortest decimal that gives the float back): 2034.5101 -> 20345101 / 10000."""
+    return Fraction(repr(float(rate)))
+
+
+def resample_ratio(sfreq: float, sample_rate: float) -> Fraction:
+    """The ``up / down`` ratio used to resample from ``sfreq`` to ``sample_rate`` (both in Hz).
+
+    Exact whenever both factors stay under :data:`MAX_RESAMPLE_FACTOR` (600 -> 120: 1/5; 1017.25 -> 120:
+    480/4069; 599.9 -> 120: 1200/5999); otherwise (2034.5101 -> 120 would need 1200000/20345101) the closest
+    ratio with both factors under the bound, whose rate :func:`effective_rate` gives (within 1e-5 relative
+    of ``sample_rate``, usually far closer).
+    """
+    if not (sfreq > 0 and sample_rate > 0):
+        raise ValueError(f"sampling rates must be > 0, got {sfreq} -> {sample_rate}")
+    exact = _declared(sample_rate) / _declared(sfreq)
+    if max(exact.numerator, exact.denominator) <= MAX_RESAMPLE_FACTOR:
+        return exact
+    if exact <= 1:  # downsampling: the denominator is the larger factor
+        return exact.limit_denominator(MAX_RESAMPLE_FACTOR)
+    return 1 / (1 / exact).limit_denominator(MAX_RESAMPLE_FACTOR)
+
+
+def effective_rate(sfreq: float, up: int, down: int) -> float:
+    """The true rate of a signal at ``sfreq`` resampled by ``up / down``: output sample k lies at k / rate s.
+
+    Computed exactly on the declared rate, so it is ``sample_rate`` itself whenever the ratio is exact.
+    """
+    return float(_declared(sfreq) * up / down)
+
+
 def resampled_length(n_times: int, sfreq: float, sample_rate: float) -> tuple[int, int, int]:
     """(up, down, output length) of a polyphase resampling from ``sfreq`` to ``sample_rate``."""
-    ratio = Fraction(sample_rate / sfreq).limit_denominator(1000)
+    ratio = resample_ratio(sfreq, sample_rate)
     up, down = ratio.numerator, ratio.denominator
-    return up, down, int(np.ceil(n_times * up / down))
+    return up, down, -(-int(n_times) * up // down)  # ceil(n * up / down), the length resample_poly gives
 
 
 def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> CacheEntry:
     """The preprocessed signal of ``recording``: arrays ``brain`` (C, T) float32 and ``positions`` (C, 2).
 
-    The manifest meta holds ``ch_names``, ``sample_rate`` and ``n_times``.
+    The manifest meta holds ``ch_names``, ``sample_rate`` and ``n_times``. ``sample_rate`` is the effective
+    rate of ``brain`` (sample k lies at k / sample_rate s from the start of the raw): ``params.sample_rate``
+    itself when the resampling ratio is exact, else the rate the closest usable ratio gives (see
+    :func:`resample_ratio`). Place events and features with it, never with ``params.sample_rate``, or
+    they drift (58 ms over an hour at 2034.5101 Hz with a ratio limited to 1000). The meta also holds
+    ``requested_sample_rate``, ``raw_sfreq`` and the ``resample_up`` / ``resample_down`` factors.
     """
     key = {"recording": recording.uid, "params": params.key()}
 
@@ -135,8 +176,13 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
                 out[start:start + len(sub)] = data[:, :n_out].astype(np.float32)
                 bar.update(len(sub))
         writer.save("positions", recording.sensor_positions(names))
-        writer.meta.update(ch_names=names, sample_rate=params.sample_rate, n_times=n_out,
-                           raw_sfreq=sfreq)
+        rate = effective_rate(sfreq, up, down)
+        if rate != params.sample_rate:
+            logger.info("%r: %g Hz -> %g Hz has no usable exact ratio; resampled by %d/%d, i.e. to %.9g Hz "
+                        "(events and features are placed at that rate)", recording, sfreq, params.sample_rate,
+                        up, down, rate)
+        writer.meta.update(ch_names=names, sample_rate=rate, n_times=n_out, raw_sfreq=sfreq,
+                           requested_sample_rate=params.sample_rate, resample_up=up, resample_down=down)
 
     return cache.get("preprocess", key, PREPROCESS_VERSION, build, desc=f"preprocess {recording!r}")
 

@@ -26,14 +26,20 @@ def n_freqs_for(pos_dim: int) -> int:
 
 
 class FourierEmb(nn.Module):
-    """2-D Fourier positional embedding of sensor positions: cos and sin of n_freqs x n_freqs frequency pairs."""
+    """2-D Fourier positional embedding of sensor positions: cos and sin of n_freqs x n_freqs frequency pairs.
+
+    A position ``(px, py)`` in [0, 1]² is first mapped to ``x = (px + margin) / (1 + 2 * margin)`` (same for
+    y), as in the original brainmagick code (the paper does not give the mapping); the embedding is then
+    ``[cos(2π (fx·x + fy·y)), sin(2π (fx·x + fy·y))]`` over the integer frequency pairs ``fx, fy`` in
+    ``0 .. n_freqs - 1``, x-major (``fx`` is the outer loop), all cosines first, then all sines.
+    """
 
     def __init__(self, n_freqs: int, margin: float = 0.2) -> None:
         super().__init__()
         if n_freqs < 1:
             raise ValueError(f"n_freqs must be >= 1, got {n_freqs}")
-        if not 0.0 <= margin < 0.5:
-            raise ValueError(f"margin must be in [0, 0.5), got {margin}")
+        if not margin >= 0.0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
         self.n_freqs = n_freqs
         self.margin = margin
         # Integer frequencies 0..n_freqs-1 on both axes; a buffer so it follows .to(device) but is not trained.
@@ -51,9 +57,9 @@ class FourierEmb(nn.Module):
         """Embed positions ``[..., 2]`` in [0, 1] into ``[..., 2 * n_freqs ** 2]``."""
         if positions.shape[-1] != 2:
             raise ValueError(f"positions must end with a dimension of size 2, got shape {tuple(positions.shape)}")
-        # Squeeze [0, 1] into [margin, 1 - margin]: with integer frequencies the embedding has period 1, so
-        # without the margin the two opposite borders of the layout (0 and 1) would get the same code.
-        pos = self.margin + (1.0 - 2.0 * self.margin) * positions.float()
+        # [0, 1] -> [m / (1 + 2m), (1 + m) / (1 + 2m)], an interval shorter than 1: with integer frequencies
+        # the embedding has period 1, so without a margin the opposite borders 0 and 1 would get the same code.
+        pos = (positions.float() + self.margin) / (1.0 + 2.0 * self.margin)
         phase = 2 * math.pi * pos @ self.freqs.T  # [..., n_freqs ** 2]
         return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
 
@@ -63,15 +69,27 @@ class ChannelMerger(nn.Module):
 
     Each sensor is scored from the Fourier embedding of its 2-D layout position, so a model trained on one
     montage can be applied to another (or to recordings with missing sensors) without changing its weights.
+
+    Parameters
+    ----------
+    merger_channels : number of virtual output channels.
+    pos_dim : size of the Fourier embedding (``2 * n_freqs ** 2``).
+    dropout : radius of the disc of sensors masked during training (0 = none).
+    per_subject : one set of attention heads per subject.
+    n_subjects : number of subjects (with ``per_subject``).
+    margin : margin of the position mapping of :class:`FourierEmb` (0.2 in the original code).
+    dropout_per_item : draw one disc centre per batch item. The default (False) draws one centre for the
+        whole batch, as the original brainmagick code does.
     """
 
     def __init__(self, merger_channels: int, pos_dim: int, dropout: float = 0.2, per_subject: bool = False,
-                 n_subjects: int = 1, margin: float = 0.2) -> None:
+                 n_subjects: int = 1, margin: float = 0.2, dropout_per_item: bool = False) -> None:
         super().__init__()
         if per_subject and n_subjects < 1:
             raise ValueError(f"n_subjects must be >= 1, got {n_subjects}")
         self.merger_channels = merger_channels
         self.dropout = dropout
+        self.dropout_per_item = dropout_per_item
         self.per_subject = per_subject
         self.n_subjects = n_subjects
         self.embedding = FourierEmb(n_freqs_for(pos_dim), margin)
@@ -80,8 +98,12 @@ class ChannelMerger(nn.Module):
         self.heads = nn.Parameter(torch.randn(n_heads, merger_channels, pos_dim) / math.sqrt(pos_dim))
 
     def _disc_dropout(self, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mask, per batch item, the sensors inside a disc of radius ``dropout`` around a random centre."""
-        centre = torch.rand(positions.shape[0], 1, 2, device=positions.device)
+        """Mask the sensors inside a disc of radius ``dropout`` around a random centre.
+
+        One centre for the whole batch (the original code), or one per item with ``dropout_per_item``.
+        """
+        n_centres = positions.shape[0] if self.dropout_per_item else 1
+        centre = torch.rand(n_centres, 1, 2, device=positions.device)
         inside = (positions.float() - centre).norm(dim=-1) < self.dropout
         dropped = mask & ~inside
         # A row whose sensors all fall in the disc keeps its original mask, so it never ends up empty.
@@ -154,7 +176,11 @@ class ChannelDropout(nn.Module):
 
 
 class SubjectLayers(nn.Module):
-    """One ``C x C`` linear map per subject (no bias), chosen by subject index."""
+    """One ``C x C`` linear map per subject (no bias), chosen by subject index.
+
+    ``init_id=False`` initialises the matrices randomly (scaled normal), as the original brainmagick code does;
+    ``init_id=True`` starts every subject from the identity (bm2's small default configuration).
+    """
 
     def __init__(self, channels: int, n_subjects: int, init_id: bool = True) -> None:
         super().__init__()

@@ -46,6 +46,16 @@ class SimpleConv(nn.Module):
 
     Maps ``brain[B, C, T]`` to ``[B, out_channels, T]`` (time length preserved). With ``merger=True`` any
     montage (any C, with a mask of present sensors) is accepted; with ``merger=False`` C must be ``in_channels``.
+
+    Where the paper and the original brainmagick code differ, the defaults follow the original code, and a flag
+    gives the other behaviour:
+
+    - ``merger_margin`` (0.2): positions in [0, 1] are mapped to ``(p + margin) / (1 + 2 * margin)`` before
+      the Fourier embedding, as in the original code (see :class:`~bm2.models.common.FourierEmb`).
+    - ``merger_dropout_per_item`` (False): the spatial-attention dropout masks the sensors in a disc of radius
+      ``merger_dropout`` around one random centre drawn per batch (original code); True draws one per item.
+    - ``subject_layers_id`` (False): subject layers start random (original code); True starts them at the
+      identity (bm2's small ``conf/model/simpleconv.yaml`` does so).
     """
 
     def __init__(
@@ -57,11 +67,13 @@ class SimpleConv(nn.Module):
         merger_pos_dim: int = 2048,
         merger_dropout: float = 0.2,
         merger_per_subject: bool = False,
+        merger_margin: float = 0.2,
+        merger_dropout_per_item: bool = False,
         in_channels: int | None = None,
         channel_dropout: float = 0.0,
         initial_linear: bool = True,
         subject_layers: bool = True,
-        subject_layers_id: bool = True,
+        subject_layers_id: bool = False,
         hidden: int = 320,
         depth: int = 10,
         kernel_size: int = 3,
@@ -90,7 +102,8 @@ class SimpleConv(nn.Module):
         self.input_projection: nn.Conv1d | None = None
         if merger:
             self.merger = ChannelMerger(merger_channels, merger_pos_dim, dropout=merger_dropout,
-                                        per_subject=merger_per_subject, n_subjects=n_subjects)
+                                        per_subject=merger_per_subject, n_subjects=n_subjects,
+                                        margin=merger_margin, dropout_per_item=merger_dropout_per_item)
         else:
             assert in_channels is not None
             # Fixed montage: a learned 1x1 conv plays the role of the spatial attention.

@@ -1,5 +1,7 @@
 """Invariants of the shared encoder blocks: FourierEmb, ChannelMerger, ChannelDropout, SubjectLayers."""
 
+import math
+
 import pytest
 import torch
 
@@ -17,6 +19,44 @@ def test_fourier_emb_shape_finite_distinct() -> None:
     corners = emb(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.5]]))
     dist = torch.cdist(corners, corners)
     assert (dist + torch.eye(5) > 1e-3).all()
+
+
+def _fourier_by_hand(px: float, py: float, n_freqs: int, margin: float) -> list[float]:
+    """The published embedding written out with plain loops: x-major pairs, all cosines then all sines."""
+    x = (px + margin) / (1 + 2 * margin)
+    y = (py + margin) / (1 + 2 * margin)
+    phases = [2 * math.pi * (fx * x + fy * y) for fx in range(n_freqs) for fy in range(n_freqs)]
+    return [math.cos(a) for a in phases] + [math.sin(a) for a in phases]
+
+
+def test_fourier_emb_values_match_the_original_mapping() -> None:
+    emb = FourierEmb(n_freqs=32, margin=0.2)
+    points = [(0.0, 0.0), (1.0, 1.0), (0.25, 0.7), (0.9, 0.05)]
+    out = emb(torch.tensor(points)).double()
+    assert out.shape == (4, 2048)
+    expected = torch.tensor([_fourier_by_hand(px, py, 32, 0.2) for px, py in points], dtype=torch.float64)
+    # float32 phases of up to 2π * 62: a few 1e-5 of rounding at most
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+    # A few entries in closed form: (0, 0) -> x = y = 0.2 / 1.4 = 1/7, (1, 1) -> x = y = 1.2 / 1.4 = 6/7.
+    assert out[0, 0] == pytest.approx(1.0) and out[0, 1024] == pytest.approx(0.0, abs=1e-6)
+    assert out[0, 32] == pytest.approx(math.cos(2 * math.pi / 7), abs=1e-6)  # fx=1, fy=0
+    assert out[0, 1] == pytest.approx(math.cos(2 * math.pi / 7), abs=1e-6)  # fx=0, fy=1
+    assert out[0, 1024 + 33] == pytest.approx(math.sin(4 * math.pi / 7), abs=1e-6)  # sin, fx=fy=1
+    assert out[1, 1024 + 32 * 3 + 2] == pytest.approx(math.sin(2 * math.pi * 5 * 6 / 7), abs=1e-5)
+    # (0.25, 0.7): x = 0.45 / 1.4, y = 0.9 / 1.4; cos of fx=2, fy=5
+    assert out[2, 2 * 32 + 5] == pytest.approx(math.cos(2 * math.pi * (2 * 0.45 + 5 * 0.9) / 1.4), abs=1e-5)
+    # The old mapping m + (1 - 2m) p would have given 1, cos(2π 0.2), ... : clearly different values.
+    assert abs(out[0, 32] - math.cos(2 * math.pi * 0.2)) > 0.3
+
+
+def test_fourier_emb_margin_is_a_parameter() -> None:
+    points = torch.tensor([[0.25, 0.7]])
+    for margin in (0.0, 0.1, 0.5):
+        expected = torch.tensor([_fourier_by_hand(0.25, 0.7, 4, margin)])
+        torch.testing.assert_close(FourierEmb(4, margin)(points), expected.float(), atol=1e-5, rtol=0)
+        assert ChannelMerger(4, pos_dim=32, margin=margin).embedding.margin == margin
+    with pytest.raises(ValueError, match="margin"):
+        FourierEmb(4, margin=-0.1)
 
 
 def test_pos_dim_validation() -> None:
@@ -70,6 +110,25 @@ def test_merger_disc_dropout_train_only_never_empty() -> None:
     # ... while evaluation is deterministic.
     merger.eval()
     torch.testing.assert_close(merger(x, pos), merger(x, pos))
+
+
+def test_merger_disc_dropout_one_centre_per_batch_by_default() -> None:
+    pos = torch.rand(1, 40, 2, generator=torch.Generator().manual_seed(0)).expand(16, -1, -1)
+    mask = torch.ones(16, 40, dtype=torch.bool)
+    per_batch = ChannelMerger(merger_channels=4, pos_dim=32, dropout=0.3)
+    assert not per_batch.dropout_per_item
+    per_item = ChannelMerger(merger_channels=4, pos_dim=32, dropout=0.3, dropout_per_item=True)
+    n_dropped = 0
+    for seed in range(5):
+        torch.manual_seed(seed)
+        kept = per_batch._disc_dropout(pos, mask)
+        # Same sensors, same disc: every item of the batch loses the same sensors.
+        assert (kept == kept[:1]).all()
+        n_dropped += int((~kept[0]).sum())
+        torch.manual_seed(seed)
+        kept = per_item._disc_dropout(pos, mask)
+        assert not (kept == kept[:1]).all()
+    assert n_dropped > 0  # the discs did remove sensors
 
 
 def test_merger_empty_row_gives_zeros() -> None:

@@ -118,3 +118,39 @@ def test_yaml_configs_build() -> None:
         if name == "simpleconv.yaml":
             model = build_model(cfg.name, out_channels=4, n_subjects=2, **kwargs)
             assert model(*_inputs()).shape == (2, 4, 25)
+
+
+def test_original_code_options_reach_the_merger_and_subject_layers() -> None:
+    model = SimpleConv(out_channels=3, n_subjects=2, merger_margin=0.1, merger_dropout_per_item=True, **TINY)
+    assert model.merger is not None
+    assert model.merger.embedding.margin == 0.1 and model.merger.dropout_per_item
+    default = SimpleConv(out_channels=3, n_subjects=2, **TINY)
+    assert default.merger is not None
+    assert default.merger.embedding.margin == 0.2 and not default.merger.dropout_per_item
+    # Subject layers start random by default (original code), at the identity on request.
+    assert default.subject_layers is not None
+    assert not torch.allclose(default.subject_layers.weights[0], torch.eye(8))
+    identity = SimpleConv(out_channels=3, n_subjects=2, subject_layers_id=True, **TINY)
+    assert identity.subject_layers is not None
+    torch.testing.assert_close(identity.subject_layers.weights, torch.eye(8).repeat(2, 1, 1))
+
+
+def _yaml_kwargs(name: str) -> dict:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "model" / name)
+    return dict(OmegaConf.to_container(cfg[cfg.name]))  # type: ignore[arg-type]
+
+
+def test_paper_config_follows_the_original_code_and_keeps_its_size() -> None:
+    kwargs = _yaml_kwargs("simpleconv_paper.yaml")
+    assert kwargs["merger_margin"] == 0.2 and kwargs["merger_dropout_per_item"] is False
+    assert kwargs["subject_layers_id"] is False
+    # Parameter counts of the original model (output 1024; the merger makes them independent of the sensors).
+    for n_subjects, expected in ((27, 9_565_054), (96, 14_595_154), (19, 8_981_854), (33, 10_002_454)):
+        model = build_model("simpleconv", out_channels=1024, n_subjects=n_subjects, **kwargs)
+        assert count_parameters(model) == expected, n_subjects
+    # The small default config keeps its identity-initialised subject layers.
+    assert _yaml_kwargs("simpleconv.yaml")["subject_layers_id"] is True
