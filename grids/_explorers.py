@@ -7,6 +7,25 @@ import typing as tp
 import treetable as tt
 from dora import Explorer
 
+RETRIEVAL = ("top1_segment", "top10_segment", "top1_word", "top10_word")
+# Headline test metrics of every task (those absent from an XP's history stay blank).
+HEADLINES = RETRIEVAL + ("accuracy", "balanced_accuracy", "f1_macro", "pearson")
+
+
+def _summary(history: list[dict], test_keys: tp.Sequence[str]) -> dict[str, tp.Any]:
+    if not history:
+        return {}
+    train = {"epoch": len(history), "loss": history[-1]["train"]["loss"]}
+    valid_losses = [h["valid"]["loss"] for h in history if "valid" in h]
+    valid = {"loss": valid_losses[-1], "best": min(valid_losses)} if valid_losses else {}
+    out: dict[str, tp.Any] = {"train": train, "valid": valid}
+    test = history[-1].get("test")
+    if test:
+        out["test"] = {k: 100 * test[k] for k in test_keys if k in test}
+        if "chance_top10_segment" in test:
+            out["test"]["chance10"] = 100 * test["chance_top10_segment"]
+    return out
+
 
 class ClipExplorer(Explorer):
     """Speech retrieval (brainmagick): losses, best valid, and test top-1 / top-10 in percent."""
@@ -22,14 +41,20 @@ class ClipExplorer(Explorer):
 
     def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
         """Summarise a history: last train / valid loss, best valid loss, test metrics in percent."""
-        if not history:
-            return {}
-        train = {"epoch": len(history), "loss": history[-1]["train"]["loss"]}
-        valid_losses = [h["valid"]["loss"] for h in history if "valid" in h]
-        valid = {"loss": valid_losses[-1], "best": min(valid_losses)} if valid_losses else {}
-        out: dict[str, tp.Any] = {"train": train, "valid": valid}
-        test = history[-1].get("test")
-        if test:
-            out["test"] = {k: 100 * test[k] for k in ("top1_segment", "top10_segment", "top1_word", "top10_word")}
-            out["test"]["chance10"] = 100 * test["chance_top10_segment"]
-        return out
+        return _summary(history, RETRIEVAL)
+
+
+class TaskExplorer(Explorer):
+    """Any task (grids mixing retrieval, classification, detection, reconstruction): losses and the headline
+    test metrics in percent, blank where a task does not report them."""
+
+    def get_grid_metrics(self) -> list:
+        return [
+            tt.group("train", [tt.leaf("epoch"), tt.leaf("loss", ".3f")], align=">"),
+            tt.group("valid", [tt.leaf("loss", ".3f"), tt.leaf("best", ".3f")], align=">"),
+            tt.group("test", [tt.leaf(k, ".1f") for k in HEADLINES], align=">"),
+        ]
+
+    def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
+        """Summarise a history: last train / valid loss, best valid loss, headline test metrics in percent."""
+        return _summary(history, HEADLINES)
