@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from .cache import Cache
 from .data import Datasets, NormParams, SplitParams, WindowParams, build_datasets
 from .features import FeatureStack, build_feature
-from .models import MODELS, build_model
+from .models import MODELS, build_model, data_kwargs_for
 from .objectives import Objective, build_objective
 from .preprocessing import PreprocessParams
 from .solvers.base import HistoryLink
@@ -123,12 +123,7 @@ def build_model_for(cfg: DictConfig, datasets: Datasets) -> torch.nn.Module:
                  "sample_rate": datasets.recordings[0].sample_rate,
                  "n_times": datasets.train.window.n_samples(datasets.recordings[0].sample_rate)
                  - datasets.train.window.offset_samples(datasets.recordings[0].sample_rate)}
-    try:
-        from .models import data_kwargs_for
-        sizes = data_kwargs_for(name, available)
-    except ImportError:  # registry without data-size declarations
-        sizes = {k: available[k] for k in ("out_channels", "n_subjects")}
-    return build_model(name, **sizes, **_section(cfg, "model", name))
+    return build_model(name, **data_kwargs_for(name, available), **_section(cfg, "model", name))
 
 
 def parent_sig(parent: tp.Any) -> str:

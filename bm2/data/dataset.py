@@ -374,6 +374,23 @@ def _explain_empty(segments: pd.DataFrame, blocks: pd.DataFrame, window: WindowP
     return f"the {name} split is empty ({len(segments)} windows in {len(blocks)} blocks in all): " + "; ".join(hints)
 
 
+def _check_splits(segments: pd.DataFrame, blocks: pd.DataFrame, window: WindowParams,
+                  split: SplitParams) -> dict[str, pd.DataFrame]:
+    """The windows of each split; raises ``ValueError`` (with the reason) when a split the configuration asks for
+    is empty, before any training."""
+    by_split = {s: segments[segments.split == s] for s in SPLITS}
+    for s, table in by_split.items():
+        if not table.empty:
+            continue
+        wanted = s == "train" or (s == "test" and split.test > 0) or (s == "valid" and split.valid > 0) or (
+            split.strategy == "named" and (split.test_recordings if s == "test" else split.valid_recordings)) or (
+            split.strategy in ("last_n", "kfold") and s == "test")
+        if wanted:
+            raise ValueError(_explain_empty(segments, blocks, window, split, s))
+        logger.warning("split %r is empty (dset.split gives it no data)", s)
+    return by_split
+
+
 def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_params: PreprocessParams,
                    features: FeatureStack, window: WindowParams, split: SplitParams, norm: NormParams,
                    seed: int = 0, targets: tp.Sequence[str] = ("features",), label: LabelParams | None = None,
@@ -431,6 +448,7 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
         if split.window_level:
             # Window-level splits need labels first; the vocabulary then comes from the resulting train split.
             segments["split"] = window_splits(segments.label_name.to_numpy(), split)
+        _check_splits(segments, blocks, window, split)
         vocabulary = build_vocabulary(segments.label_name[segments.split == "train"], label)
         segments["label"] = encode_labels(segments.label_name, vocabulary)
         out_of_task = (segments.label == UNKNOWN) & (segments.split == "train")
@@ -445,16 +463,7 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
     elif split.window_level:
         raise ValueError(f"dset.split.strategy={split.strategy!r} stratifies windows by class: it needs a task with "
                          "class labels (test.task=classification)")
-    by_split = {s: segments[segments.split == s] for s in SPLITS}
-    for s, table in by_split.items():
-        if not table.empty:
-            continue
-        wanted = s == "train" or (s == "test" and split.test > 0) or (s == "valid" and split.valid > 0) or (
-            split.strategy == "named" and (split.test_recordings if s == "test" else split.valid_recordings)) or (
-            split.strategy in ("last_n", "kfold") and s == "test")
-        if wanted:
-            raise ValueError(_explain_empty(segments, blocks, window, split, s))
-        logger.warning("split %r is empty (dset.split gives it no data)", s)
+    by_split = _check_splits(segments, blocks, window, split)
     for s in ("valid", "test"):
         if "label" in targets:
             n = int((by_split[s].label == UNKNOWN).sum())

@@ -194,6 +194,8 @@ class RetrievalTask(Task):
     def evaluate(self, model: torch.nn.Module, dataset: tp.Any, scorer: tp.Callable | None = None,
                  **kwargs: tp.Any) -> RetrievalResult:
         kwargs.pop("objective", None)
+        if kwargs.pop("quick", False):  # validation metrics: no bootstrap intervals worth their cost
+            kwargs.setdefault("n_boot", 20)
         return evaluate_model(model, dataset, scorer, **kwargs)
 
     def table(self, metrics: dict[str, float]) -> str:

@@ -1,0 +1,60 @@
+"""The generic solver: a run on tiny data, the split manifest, and no resume on other data."""
+
+import json
+
+import pytest
+
+from bm2.cache import Cache
+from bm2.data import NormParams, SplitParams, WindowParams, build_datasets
+from bm2.features import FeatureStack, WordOnset
+from bm2.models import build_model
+from bm2.objectives import build_objective
+from bm2.preprocessing import PreprocessParams
+from bm2.solvers.base import CheckpointError, LocalLink
+from bm2.solvers.solver import OptimParams, Solver
+from bm2.tasks import get_task
+
+
+def _datasets(array_recording, tmp_path, seed):
+    recs = [array_recording(seed=seed, subject="01"), array_recording(seed=seed + 1, subject="02")]
+    return build_datasets(recs, Cache(tmp_path / "cache"), PreprocessParams(sample_rate=50.0),
+                          FeatureStack([WordOnset()]), WindowParams(tmin=-0.5, tmax=1.5, stride=0.5),
+                          SplitParams(0.0, 0.0), NormParams())
+
+
+def _solver(folder, datasets, **optim):
+    model = build_model("simpleconv", out_channels=datasets.feature_dim, n_subjects=datasets.n_subjects,
+                        merger_channels=8, merger_pos_dim=32, hidden=8, depth=1, head_hidden=8)
+    params = OptimParams(epochs=2, batch_size=4, patience=None, **optim)
+    return Solver(folder, LocalLink(), model, build_objective("mse"), datasets, get_task("retrieval"), params)
+
+
+def test_train_valid_and_manifest_then_refuse_resume_on_other_data(array_recording, tmp_path, monkeypatch):
+    datasets = _datasets(array_recording, tmp_path, seed=0)
+    datasets.valid = datasets.train  # tiny data: no blocks to spare for a valid split
+    solver = _solver(tmp_path / "xp", datasets, ema=0.9, scheduler="cosine", scheduler_per_step=True, warmup=0.5)
+    # train and valid only (the retrieval test needs word windows this toy split does not have)
+    monkeypatch.setattr(Solver, "test_stage", lambda self: {"done": 1.0})
+    last = solver.run()
+    assert len(solver.history) == 2 and last["test"] == {"done": 1.0}
+    assert "mse" not in last["train"] and last["train"]["loss"] > 0
+    manifest = (tmp_path / "xp" / "split.csv").read_text().splitlines()
+    assert manifest[0].startswith("split,study,subject") and len(manifest) == 1 + len(datasets.train) * 2
+    other = _datasets(array_recording, tmp_path, seed=10)
+    other.valid = other.train
+    again = _solver(tmp_path / "xp", other, ema=0.9, scheduler="cosine", scheduler_per_step=True, warmup=0.5)
+    with pytest.raises(CheckpointError, match="trained on other data.*studies.bids.name"):
+        again.restore()
+    same = _solver(tmp_path / "xp", _datasets(array_recording, tmp_path, seed=0), ema=0.9, scheduler="cosine",
+                   scheduler_per_step=True, warmup=0.5)
+    assert same.restore() and len(same.history) == 2
+    assert json.loads(json.dumps(same.extra_checkpoint["data"]))["n_recordings"] == 2
+
+
+def test_best_metric_must_be_a_validation_metric(array_recording, tmp_path):
+    datasets = _datasets(array_recording, tmp_path, seed=0)
+    datasets.valid = datasets.train
+    solver = _solver(tmp_path / "xp2", datasets, best_metric="bogus", best_mode="max")
+    solver.train_stage()
+    with pytest.raises(KeyError, match="not a validation metric"):
+        solver.valid_stage()
