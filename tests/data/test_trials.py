@@ -1,0 +1,37 @@
+"""Data cut into trials go through the same dataset as continuous recordings: one window per trial, exactly."""
+
+import numpy as np
+
+from bm2.cache import Cache
+from bm2.data import NormParams, SplitParams, WindowParams, build_datasets
+from bm2.features import FeatureStack, WordOnset
+from bm2.preprocessing import PreprocessParams
+from bm2.studies._trials import TrialsRecording
+
+
+def test_trials_become_blocks_and_windows_are_the_trials(tmp_path):
+    rng = np.random.default_rng(0)
+    n_trials, n_channels, n_samples, sfreq = 40, 5, 300, 100.0  # 3-s epochs from -0.5 s, like Du-IN's
+    data = rng.standard_normal((n_trials, n_channels, n_samples)) * 1e-5
+    labels = [["yes", "no"][i % 2] for i in range(n_trials)]
+    data[:, 0, :] += np.array([1e-4 if lab == "yes" else -1e-4 for lab in labels])[:, None]  # a class marker
+    positions = rng.uniform(size=(n_channels, 2))
+    rec = TrialsRecording("toy", "01", data, labels, sfreq, [f"c{i}" for i in range(n_channels)], "seeg",
+                          positions=positions, tmin=-0.5)
+    ds = build_datasets([rec], Cache(tmp_path), PreprocessParams(sample_rate=sfreq), FeatureStack([WordOnset()]),
+                        WindowParams(tmin=-0.5, tmax=2.5, anchor="word"),
+                        SplitParams(strategy="stratified", test=0.1, valid=0.1, seed=0),
+                        NormParams(baseline=False, robust=False), targets=("label",))
+    total = sum(len(ds[s]) for s in ("train", "valid", "test"))
+    assert total == n_trials and ds.vocabulary == ["no", "yes"]
+    assert [len(ds[s]) for s in ("valid", "test")] == [4, 4]  # 10% of each class of 20
+    test = ds.test
+    for i in range(len(test)):
+        item = test[i]
+        trial = int(test.segments.start[i]) // n_samples
+        assert int(test.segments.start[i]) == trial * n_samples  # the window is the whole trial, no more
+        # preprocessing removes each channel's mean over the recording: equal up to one constant per channel
+        got, want = item["brain"].numpy(), data[trial]
+        np.testing.assert_allclose(got - got.mean(-1, keepdims=True), want - want.mean(-1, keepdims=True),
+                                   rtol=1e-4, atol=1e-10)
+        assert ds.vocabulary[int(item["label"])] == labels[trial]
