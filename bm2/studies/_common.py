@@ -1,10 +1,12 @@
 """Helpers shared by the real studies: safe literal parsing, phoneme labels, sentence blocks, TextGrids,
-sensor positions and quiet mne calls."""
+BIDS tables and sidecars, and quiet mne calls."""
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import logging
+import math
 import re
 import typing as tp
 import warnings
@@ -14,10 +16,8 @@ import pandas as pd
 
 from ..events import ARPABET
 from ..utils.hashing import content_hash
+from ..utils.text import read_text
 from .base import StudyError
-
-if tp.TYPE_CHECKING:
-    pass
 
 _LITERALS = (str, int, float, bool, type(None))
 
@@ -112,6 +112,128 @@ def require_file(path: Path, study: str, fix: str) -> Path:
     return path
 
 
+# -- BIDS tables and sidecars --------------------------------------------------------------------------
+
+MISSING_VALUES = ("", "n/a", "na", "nan", "none", "null")
+
+
+def read_tsv(path: str | Path) -> pd.DataFrame:
+    """A tab-separated file as a table of stripped strings indexed by **line number** (1-based, the header is
+    line 1; blank lines are skipped), read as UTF-8 (BOM or not) else Latin-1 with a warning.
+
+    A row with fewer fields than the header is padded with empty strings; one with more (non-empty) fields is a
+    :class:`StudyError` naming the file and the line.
+    """
+    lines = read_text(path).split("\n")
+    if not lines or not lines[0].strip():
+        raise StudyError(f"{path}: empty file or empty header line (line 1 must name the columns)")
+    header = [h.strip() for h in lines[0].split("\t")]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise StudyError(f"{path} line 1: column(s) {repeated} appear more than once")
+    rows, numbers = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = [c.strip() for c in line.split("\t")]
+        if len(cells) > len(header):
+            if any(cells[len(header):]):
+                raise StudyError(f"{path} line {number}: {len(cells)} tab-separated fields but the header (line 1) "
+                                 f"names {len(header)} columns")
+            cells = cells[:len(header)]
+        rows.append(cells + [""] * (len(header) - len(cells)))
+        numbers.append(number)
+    return pd.DataFrame(rows, columns=header, index=pd.Index(numbers, name="line"), dtype=object)
+
+
+def is_missing(value: tp.Any) -> bool:
+    """Whether a table cell holds no value (empty, ``n/a``, ``nan`` ..., any case)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return str(value).strip().lower() in MISSING_VALUES
+
+
+def canonical_code(value: tp.Any) -> str:
+    """The canonical text of a trigger code or label: numbers compare by value (``"1.0"``, ``"1"``, ``1`` and
+    ``1.0`` all give ``"1"``; ``"2.50"`` gives ``"2.5"``), anything else is the stripped text."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(number):
+        return text
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def bids_entities(name: str) -> tuple[dict[str, str], str]:
+    """(``{key: value}``, suffix) of a BIDS file name such as ``sub-01_task-x_run-1_meg.fif``."""
+    stem = name.split(".", 1)[0]
+    parts = stem.split("_")
+    entities = dict(p.split("-", 1) for p in parts[:-1] if "-" in p)
+    return entities, parts[-1] if parts and "-" not in parts[-1] else ""
+
+
+# entities of sidecars that a recording's own name does not carry (coordinate files name their space)
+_FREE_ENTITIES = ("space", "split")
+
+
+def bids_inputs(root: Path, raw_path: Path, skip_suffixes: tp.Collection[str] = ("events",)) -> dict[str, Path]:
+    """The files of a BIDS recording that shape its signal: the raw file(s) (every file, or folder such as a
+    CTF ``.ds``, of the datatype folder named like the recording, split parts included) and the sidecars it
+    inherits (``channels.tsv``, ``*_meg.json`` / ``*_eeg.json``, ``electrodes.tsv``, ``coordsystem.json``,
+    ``scans.tsv`` ...: any file of the root, subject, session or datatype folder whose entities are a subset of
+    the recording's, ``space`` and ``split`` aside). Files of suffix ``skip_suffixes`` are left out. Keys are
+    paths relative to ``root``."""
+    root = Path(root)
+    own, _ = bids_entities(raw_path.name)
+    own = {k: v for k, v in own.items() if k not in _FREE_ENTITIES}
+    folders = [raw_path.parent]
+    for parent in raw_path.parent.parents:
+        if parent == root or root not in parent.parents:
+            break
+        folders.append(parent)
+    folders.append(root)
+    found: dict[str, Path] = {}
+    for folder in dict.fromkeys(folders):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            entities, suffix = bids_entities(path.name)
+            entities = {k: v for k, v in entities.items() if k not in _FREE_ENTITIES}
+            if not entities or suffix in skip_suffixes or path.name.startswith("."):
+                continue
+            if all(own.get(k) == v for k, v in entities.items()):
+                found[path.relative_to(root).as_posix()] = path
+    return found
+
+
+def read_raw_bids(bids_path: tp.Any, extra_params: dict[str, tp.Any] | None = None) -> tp.Any:
+    """``mne_bids.read_raw_bids`` (quietly). If it fails, it is tried once more without turning the
+    ``events.tsv`` into annotations (bm2 never uses them; it reads the events itself, naming the line of any
+    value it cannot use): mne-bids stops on a non-numeric onset even in a row bm2 does not use."""
+    import mne_bids
+
+    extra = dict(extra_params or {})
+    try:
+        with quiet():
+            return mne_bids.read_raw_bids(bids_path, extra_params=dict(extra), verbose="error")
+    except Exception as first:  # noqa: BLE001 - retried once, re-raised if the retry fails too
+        import mne_bids.read as reader
+        from unittest import mock
+
+        if not hasattr(reader, "_handle_events_reading"):
+            raise
+        try:
+            with quiet(), mock.patch.object(reader, "_handle_events_reading", lambda fname, raw, **kw: (raw, {})):
+                raw = mne_bids.read_raw_bids(bids_path, extra_params=dict(extra), verbose="error")
+        except Exception:  # noqa: BLE001
+            raise first from None
+        logging.getLogger(__name__).debug("%s: mne-bids cannot read its events.tsv (%s); read without its "
+                                          "annotations", bids_path.fpath, first)
+        return raw
+
+
 # -- Praat TextGrid ------------------------------------------------------------------------------------
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -121,9 +243,7 @@ def read_textgrid(path: str | Path) -> dict[str, list[tuple[float, float, str]]]
 
     Returns ``{tier name: [(xmin, xmax, text), ...]}``; point tiers are skipped.
     """
-    raw = Path(path).read_bytes()
-    enc = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
-    text = raw.decode(enc)
+    text = read_text(path)  # UTF-16 with a BOM, UTF-8, else Latin-1 with a warning
     # tokens: quoted strings ("" escapes a quote), or bare numbers / flags; labels "name =" are dropped
     tokens = []
     for m in re.finditer(r'"((?:[^"]|"")*)"|([^\s"=\[\]:]+)(?=\s|$)', text):

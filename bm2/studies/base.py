@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..events import validate_events
+from ..utils.fingerprint import file_fingerprint, files_fingerprint
 from ..utils.hashing import content_hash
 
 if tp.TYPE_CHECKING:  # mne is heavy; import it where it is used
@@ -41,15 +42,30 @@ class Recording:
     """One continuous recording of brain activity and its events.
 
     Subclasses implement :meth:`_load_raw` and :meth:`_load_events`; this class caches them,
-    validates the events and computes a stable :attr:`uid` from the recording's identity.
+    validates the events and computes a stable :attr:`uid` from everything that shapes them.
 
     Parameters
     ----------
     study : name of the study.
     subject, session, task : identifiers inside the study (strings).
-    identity : anything else that identifies the content (file sizes, generation parameters ...);
-        it enters :attr:`uid`, hence every cache key derived from this recording.
+    identity : anything else that identifies the content (relative file names, study options, loader
+        versions ...); it enters :attr:`signal_uid` and :attr:`uid`, hence every cache key derived from this
+        recording.
+
+    What enters the uid
+    -------------------
+    :attr:`signal_uid`: the ids, ``identity`` and the content fingerprints of :meth:`input_files` (the raw
+    file(s) and the sidecars that shape the signal, its channels, bad channels and positions). :attr:`uid`: the
+    signal uid and, when :attr:`events_in_uid` (every built-in study), a content hash of the validated events
+    table whose sound file paths are replaced by the fingerprints of the files (:func:`events_fingerprint`).
+    So an edit of ``channels.tsv``, of an onset in ``events.tsv``, of a TextGrid or of a stimulus gives a new
+    uid, and every cache entry is rebuilt; touching a file without changing it does not. Computing the uid of
+    such a recording loads its events.
     """
+
+    #: whether the events table enters :attr:`uid` (the built-in studies: yes; a Recording made in code keeps
+    #: the uid of its identity alone unless it says so)
+    events_in_uid: tp.ClassVar[bool] = False
 
     def __init__(self, study: str, subject: str, session: str = "0", task: str = "0",
                  identity: dict[str, tp.Any] | None = None) -> None:
@@ -60,12 +76,43 @@ class Recording:
         self.identity = dict(identity or {})
         self._raw: mne.io.BaseRaw | None = None
         self._events: pd.DataFrame | None = None
+        self._uids: dict[str, str] = {}
+
+    @property
+    def dataset_name(self) -> str:
+        """Name of the dataset the recording belongs to (the study name; the root's name, or the ``name``
+        option, for the generic ``bids`` study)."""
+        return self.study
+
+    def input_files(self) -> dict[str, Path]:
+        """Files whose content shapes the raw signal, its channels and positions, ``{stable name: path}``
+        (names relative to the study root, so that moving the data keeps the uid). None by default."""
+        return {}
+
+    @property
+    def signal_uid(self) -> str:
+        """A content hash of the ids, the identity and the fingerprints of :meth:`input_files` (computed once
+        per instance). It changes with the signal, not with the events."""
+        if "signal" not in self._uids:
+            base = {"study": self.study, "subject": self.subject, "session": self.session, "task": self.task,
+                    **self.identity}
+            files = self.input_files()
+            if files:
+                base["inputs"] = files_fingerprint(files)
+            self._uids["signal"] = content_hash(base)
+        return self._uids["signal"]
 
     @property
     def uid(self) -> str:
-        """A content hash of the recording's identity, stable across runs and machines."""
-        return content_hash({"study": self.study, "subject": self.subject, "session": self.session,
-                             "task": self.task, **self.identity})
+        """A content hash of everything that shapes the recording's cache entries, stable across runs and
+        machines: :attr:`signal_uid`, and the events when :attr:`events_in_uid` (see the class docstring)."""
+        if "uid" not in self._uids:
+            if self.events_in_uid:
+                self._uids["uid"] = content_hash({"signal": self.signal_uid,
+                                                  "events": events_fingerprint(self.events())})
+            else:
+                self._uids["uid"] = self.signal_uid
+        return self._uids["uid"]
 
     @property
     def subject_uid(self) -> str:
@@ -99,41 +146,152 @@ class Recording:
         raise NotImplementedError
 
 
-def layout_positions(info: mne.Info, ch_names: tp.Sequence[str]) -> np.ndarray:
-    """Positions of ``ch_names`` in [0, 1], shape ``(len(ch_names), 2)``.
+def events_fingerprint(events: pd.DataFrame) -> str:
+    """A content hash of an events table in which each sound ``filepath`` is replaced by the file's name and
+    content fingerprint (so the hash follows the audio, not where it lies). A ``line`` column (where a row came
+    from) is left out."""
+    ev = events.drop(columns=[c for c in ("line",) if c in events.columns])
+    if "filepath" in ev.columns:
+        paths = ev["filepath"].dropna().astype(str).unique()
+        prints = {p: f"{Path(p).name}:{file_fingerprint(p)}" for p in paths}
+        ev = ev.assign(filepath=ev["filepath"].map(lambda p: prints.get(str(p)) if isinstance(p, str) else None))
+    return content_hash(ev.to_csv(index=False, lineterminator="\n"))
 
-    mne's 2-D sensor layout when it knows the sensors; otherwise an azimuthal projection of the 3-D sensor
-    locations stored in ``info`` (e.g. KIT / CTF data converted to FIF). Raises a :class:`StudyError` naming
-    the channels when neither exists.
+
+#: order of the channel types laid out side by side when a recording mixes several
+TYPE_ORDER = ("mag", "grad", "eeg", "ecog", "seeg", "dbs")
+#: part of each type's cell left empty between types
+TYPE_GAP = 0.1
+#: how far apart (in the unit square) sensors that share one position are moved
+SPREAD = 0.004
+#: channel types whose positions come from electrode locations (never from a layout file by name)
+ELECTRODES = ("eeg", "ecog", "seeg", "dbs")
+
+
+class MissingPositionsError(StudyError):
+    """Some channels have neither a layout nor 3-D locations; :attr:`channels` names them."""
+
+    def __init__(self, message: str, channels: list[str]) -> None:
+        super().__init__(message)
+        self.channels = channels
+
+
+def layout_positions(info: mne.Info, ch_names: tp.Sequence[str]) -> np.ndarray:
+    """Positions of ``ch_names`` in [0, 1], shape ``(len(ch_names), 2)``, distinct for distinct channels.
+
+    Each channel type is laid out on its own (:func:`type_positions`): mne's 2-D layout when it knows the
+    sensors (``Vectorview-mag``, ``Vectorview-grad`` ... where the two gradiometers of a Neuromag triplet have
+    their own boxes), else the electrodes' layout (EEG / iEEG with a montage), else an azimuthal projection of the
+    3-D locations stored in ``info``. Several types (e.g. magnetometers, gradiometers and EEG of a Neuromag
+    FIF, whose MEG and EEG locations are in device and head coordinates) are placed side by side on a grid, one
+    cell per type (order :data:`TYPE_ORDER`), so that no two sensors share a position and no frame is mixed
+    with another. Sensors that still share a position are moved :data:`SPREAD` apart.
+
+    Raises a :class:`MissingPositionsError` naming every channel without a position.
     """
     import mne
 
-    picked = mne.pick_info(info, mne.pick_channels(info["ch_names"], list(ch_names), ordered=True))
-    try:
+    names = list(ch_names)
+    index = {n: i for i, n in enumerate(info["ch_names"])}
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        raise StudyError(f"channels {unknown} are not in the recording")
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(mne.channel_type(info, index[name]), []).append(i)
+    order = sorted(groups, key=lambda t: (TYPE_ORDER.index(t) if t in TYPE_ORDER else len(TYPE_ORDER), t))
+    placed: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    for kind in order:
         try:
-            layout = mne.channels.find_layout(picked)
-        except (RuntimeError, ValueError):
-            layout = mne.channels.make_eeg_layout(picked)  # EEG / iEEG with a montage
+            placed[kind] = type_positions(info, [names[i] for i in groups[kind]], kind)
+        except MissingPositionsError as exc:
+            missing += exc.channels
+    if missing:
+        types = sorted({mne.channel_type(info, index[n]) for n in missing})
+        shown = ", ".join(missing[:30]) + (f" ... and {len(missing) - 30} more" if len(missing) > 30 else "")
+        raise MissingPositionsError(
+            f"{len(missing)} of {len(names)} channels have no sensor position (type {'/'.join(types)}): "
+            f"{shown}. Give them positions (electrodes.tsv, or a montage: `studies.bids.montage` for the bids study, "
+            "a name of mne.channels.get_builtin_montages() such as 'easycap-M1' or a montage file), mark them bad "
+            "(channels.tsv), or leave their type out of `preprocess.picks`", missing)
+    pos = np.zeros((len(names), 2))
+    if len(order) == 1:
+        pos[:] = placed[order[0]]
+    else:
+        cols = int(np.ceil(np.sqrt(len(order))))
+        rows = int(np.ceil(len(order) / cols))
+        for k, kind in enumerate(order):
+            row, col = divmod(k, cols)
+            pos[groups[kind]] = (placed[kind] * (1 - TYPE_GAP) + [col, rows - 1 - row]) / [cols, rows]
+    return _unit_square(_spread_duplicates(pos))
+
+
+def type_positions(info: mne.Info, ch_names: tp.Sequence[str], kind: str | None = None) -> np.ndarray:
+    """Positions in [0, 1] of channels of ONE type: a known layout, else the electrodes' layout, else a
+    projection of their 3-D locations (:class:`MissingPositionsError` naming those without any)."""
+    import warnings
+
+    import mne
+
+    names = list(ch_names)
+    if kind in ELECTRODES:
+        _require_locations(info, names)  # a layout would silently put electrodes without position at 0
+    picked = mne.pick_info(info, mne.pick_channels(info["ch_names"], names, ordered=True))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                layout = mne.channels.find_layout(picked)
+            except (RuntimeError, ValueError):
+                layout = mne.channels.make_eeg_layout(picked)  # EEG / iEEG with a montage
         index = {n.replace(" ", ""): i for i, n in enumerate(layout.names)}
-        rows = [index[c.replace(" ", "")] for c in ch_names]
-    except (RuntimeError, ValueError, KeyError):
-        return _projected_positions(info, ch_names)
+        rows = [index[c.replace(" ", "")] for c in names]
+    except (RuntimeError, ValueError, KeyError, IndexError):
+        return _projected_positions(info, names)
     return _unit_square(layout.pos[rows, :2] + layout.pos[rows, 2:4] / 2)  # centre of each box
+
+
+def _locations(info: mne.Info, ch_names: tp.Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    index = {n: i for i, n in enumerate(info["ch_names"])}
+    locs = np.array([info["chs"][index[c]]["loc"][:3] for c in ch_names], dtype=float).reshape(-1, 3)
+    ok = np.isfinite(locs).all(axis=1) & ~np.all(np.abs(locs) < 1e-12, axis=1)
+    return locs, ok
+
+
+def _require_locations(info: mne.Info, ch_names: tp.Sequence[str]) -> np.ndarray:
+    locs, ok = _locations(info, ch_names)
+    if not ok.all():
+        missing = [c for c, good in zip(ch_names, ok) if not good]
+        raise MissingPositionsError(f"no 3-D location for channels {missing}", missing)
+    return locs
 
 
 def _projected_positions(info: mne.Info, ch_names: tp.Sequence[str]) -> np.ndarray:
     """Azimuthal projection of the 3-D sensor locations, seen from below the sensor array's centre."""
-    index = {n: i for i, n in enumerate(info["ch_names"])}
-    locs = np.array([info["chs"][index[c]]["loc"][:3] for c in ch_names], dtype=float)
-    if not np.isfinite(locs).all() or np.allclose(locs, 0):
-        raise StudyError(f"no sensor layout nor 3-D locations for channels {list(ch_names)[:5]}; set a montage "
-                         "on the raw or override Recording.sensor_positions")
+    locs = _require_locations(info, ch_names)
     origin = np.array([*locs[:, :2].mean(axis=0), locs[:, 2].min() - np.ptp(locs[:, 2]) - 1e-3])
     vec = locs - origin
     r = np.linalg.norm(vec, axis=1)
     theta = np.arccos(np.clip(vec[:, 2] / np.maximum(r, 1e-12), -1, 1))
     phi = np.arctan2(vec[:, 1], vec[:, 0])
     return _unit_square(np.stack([theta * np.cos(phi), theta * np.sin(phi)], axis=1))
+
+
+def _spread_duplicates(pos: np.ndarray, radius: float = SPREAD) -> np.ndarray:
+    """``pos`` where each set of k > 1 equal rows is moved onto a circle of ``radius`` around their position
+    (e.g. the magnetometer-free gradiometer pairs of a projection, which share one location)."""
+    pos = np.asarray(pos, dtype=float).copy()
+    if len(pos) < 2:
+        return pos
+    span = max(float(np.ptp(pos, axis=0).max()), 1e-12)
+    keys = np.round(pos / span, 6)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    for group in np.flatnonzero(counts > 1):
+        members = np.flatnonzero(inverse.ravel() == group)
+        angles = 2 * np.pi * np.arange(len(members)) / len(members)
+        pos[members] += radius * span * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return pos
 
 
 def _unit_square(pos: np.ndarray) -> np.ndarray:
@@ -178,14 +336,17 @@ class Study:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    #: whether ``python -m scripts.download NAME`` can fetch the study (the missing-root error then says so)
+    downloadable: tp.ClassVar[bool] = True
+
     def prepare(self) -> None:
         """Make the data available on disk (download, generate); by default check that the root exists."""
         if not self.root.exists():
+            fetch = (f", or fetch it: `python -m scripts.download {self.name}` (or `dora run download_only=true "
+                     f"'dset.selections=[{self.name}]'`)") if self.downloadable else ""
             raise StudyError(
                 f"study {self.name!r}: data root {self.root} does not exist. Point `paths.studies.{self.name}` "
-                f"(or the environment variable {DATA_ENV}, the parent of every study folder) to the data, or "
-                f"fetch it: `python -m scripts.download {self.name}` (or `dora run download_only=true "
-                f"'dset.selections=[{self.name}]'`).")
+                f"(or the environment variable {DATA_ENV}, the parent of every study folder) to the data{fetch}.")
 
     def iter_recordings(self) -> tp.Iterator[Recording]:
         """Yield the recordings of the study in a deterministic order."""

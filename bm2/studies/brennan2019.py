@@ -38,6 +38,7 @@ Blocks are sentences (``Sentence`` column), uid = the sentence text. Subjects ex
 
 from __future__ import annotations
 
+import io
 import logging
 import typing as tp
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..utils.text import read_text
 from ._common import quiet, require_file, sentence_blocks, sentence_id
 from .base import Recording, Study, StudyError
 
@@ -59,8 +61,9 @@ CSV = "AliceChapterOne-EEG.csv"
 AUDIO = "audio/DownTheRabbitHoleFinal_SoundFile{}.wav"
 N_SEGMENTS = 12
 TRL_COLUMNS = ("begsample", "endsample", "offset")
-#: Loader version: enters the recording uid, hence the caches derived from the events and bad channels.
-FORMAT = 2
+#: Loader version: enters the recording uid (with the content of S??.mat and proc/S??.mat and the events, whose
+#: audio files enter through their content), hence the caches derived from the events and bad channels.
+FORMAT = 3
 #: A segment whose rows disagree by more than this (s) on its onset in the EEG is reported (the join is suspect).
 SPREAD_WARNING = 0.02
 
@@ -212,18 +215,22 @@ def _column(table: pd.DataFrame, *names: str) -> str | None:
 class Brennan2019Recording(Recording):
     """One subject's session."""
 
+    events_in_uid = True
+
     def __init__(self, study: Brennan2019, subject: str) -> None:
         path = study.root / f"{subject}.mat"
-        proc, csv = study.root / "proc" / f"{subject}.mat", study.root / CSV
-        identity = {"size": path.stat().st_size, "format": FORMAT,
-                    "proc": proc.stat().st_size if proc.exists() else None,
-                    "csv": csv.stat().st_size if csv.exists() else None}
-        super().__init__(Brennan2019.name, subject, identity=identity)
+        proc = study.root / "proc" / f"{subject}.mat"
+        super().__init__(Brennan2019.name, subject,
+                         identity={"format": FORMAT, "options": {"block_pad": study.block_pad}})
         self.path = path
         self.proc_path = proc
         self.root = study.root
         self.pad = study.block_pad
         self._proc: Proc | None = None
+
+    def input_files(self) -> dict[str, Path]:
+        """The subject's signal and its proc file (bad channels)."""
+        return {self.path.name: self.path, f"proc/{self.proc_path.name}": self.proc_path}
 
     def proc(self) -> Proc:
         """The subject's ``proc/S??.mat`` (read once)."""
@@ -329,7 +336,7 @@ class Brennan2019Recording(Recording):
     def root_table(self) -> pd.DataFrame:
         """``AliceChapterOne-EEG.csv``: one row per word."""
         path = require_file(self.root / CSV, Brennan2019.name, "download it from the Deep Blue archive")
-        table = pd.read_csv(path)
+        table = pd.read_csv(io.StringIO(read_text(path)))  # UTF-8, else Latin-1 with a warning
         needed = [c for c in ("Word", "Segment", "onset", "offset", "Sentence") if c not in table.columns]
         if needed:
             raise StudyError(f"{path}: missing column(s) {needed}")

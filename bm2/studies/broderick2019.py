@@ -54,6 +54,8 @@ LAYOUTS: tuple[tuple[str, str], ...] = (
     ("<root>/Subject*/ with <root>/Stimuli/ (flat)", "."),
 )
 RUN_GLOB = "Subject*/Subject*_Run*.mat"
+#: Loader version: enters the recording uid (with the content of the run file and the events).
+FORMAT = 2
 
 
 def _load_mat(path: Path) -> dict[str, tp.Any]:
@@ -76,12 +78,20 @@ def _run_key(path: Path) -> tuple[int, int] | None:
 class Broderick2019Recording(Recording):
     """One run of one subject."""
 
+    events_in_uid = True
+
     def __init__(self, study: Broderick2019, subject: int, run: int) -> None:
         eeg, _ = study.data_dirs()
         path = eeg / f"Subject{subject}" / f"Subject{subject}_Run{run}.mat"
-        # the identity leaves the layout out: the same files give the same uid wherever they are
-        super().__init__(Broderick2019.name, str(subject), task=str(run), identity={"size": path.stat().st_size})
+        # the identity leaves the layout out: the same files give the same uid wherever they are (the events
+        # enter through their content, the audio files through theirs)
+        super().__init__(Broderick2019.name, str(subject), task=str(run),
+                         identity={"format": FORMAT, "options": {"block_pad": study.block_pad,
+                                                                 "audio_pattern": study.audio_pattern}})
         self.path, self.run, self.study_ = path, run, study
+
+    def input_files(self) -> dict[str, Path]:
+        return {f"{self.path.parent.name}/{self.path.name}": self.path}
 
     def _load_raw(self) -> mne.io.BaseRaw:
         import mne

@@ -21,24 +21,34 @@ import numpy as np
 import pandas as pd
 
 from .base import Recording, Study, StudyError
-from ._common import (parse_dict_literal, quiet, require_file, sentence_blocks, sentence_id,
-                      to_arpabet)
+from ._common import (bids_inputs, is_missing, parse_dict_literal, read_raw_bids, read_tsv, require_file,
+                      sentence_blocks, sentence_id, to_arpabet)
 
 if tp.TYPE_CHECKING:
     import mne
 
 RAW_EXTENSIONS = (".con", ".sqd", ".fif")  # .con is the published format; .fif for converted copies
+#: Loader version: enters the recording uid (with the content of the raw file, its sidecars, the events
+#: derived from events.tsv and the audio files they name).
+FORMAT = 2
 
 
 class Gwilliams2022Recording(Recording):
     """One story (task) of one session of one subject."""
 
+    events_in_uid = True
+
     def __init__(self, study: Gwilliams2022, path: Path, subject: str, session: str, task: str) -> None:
         super().__init__(Gwilliams2022.name, subject, session, task,
-                         identity={"file": str(path.relative_to(study.root)), "size": path.stat().st_size})
+                         identity={"file": path.relative_to(study.root).as_posix(), "format": FORMAT,
+                                   "options": {"block_pad": study.block_pad}})
         self.path = path
         self.root = study.root
         self.pad = study.block_pad
+
+    def input_files(self) -> dict[str, Path]:
+        """The raw file and its BIDS sidecars (channels.tsv, *_meg.json, *_markers ...), events.tsv aside."""
+        return bids_inputs(self.root, self.path)
 
     def _bids_path(self, **update: tp.Any) -> tp.Any:
         import mne_bids
@@ -47,14 +57,11 @@ class Gwilliams2022Recording(Recording):
                                  datatype="meg", suffix="meg", extension=self.path.suffix).update(**update)
 
     def _load_raw(self) -> mne.io.BaseRaw:
-        import mne_bids
-
         path = self._bids_path()
         # mne-bids already passes preload=False to read_raw_kit for KIT files (.con / .sqd): giving it again
         # is a TypeError ("multiple values for keyword argument 'preload'").
         extra = {} if self.path.suffix in (".con", ".sqd") else {"preload": False}
-        with quiet():
-            return mne_bids.read_raw_bids(path, extra_params=extra, verbose="error")
+        return read_raw_bids(path, extra_params=extra)
 
     def _sound_path(self, sound: str) -> str:
         return str(resolve_sound(self.root, sound))
@@ -62,15 +69,23 @@ class Gwilliams2022Recording(Recording):
     def _load_events(self) -> pd.DataFrame:
         tsv = require_file(self._bids_path(suffix="events", extension=".tsv").fpath, Gwilliams2022.name,
                            "every recording needs its BIDS _events.tsv next to the MEG file")
-        table = pd.read_csv(tsv, sep="\t", na_values=["n/a"], keep_default_na=False, dtype={"trial_type": str})
-        if "trial_type" not in table.columns:
-            raise StudyError(f"{tsv}: no 'trial_type' column (expected a dict literal per row)")
-        parsed = [parse_dict_literal(t, f"{tsv} row {i + 2}") for i, t in enumerate(table["trial_type"])]
+        table = read_tsv(tsv)  # strings indexed by line number; UTF-8, else Latin-1 with a warning
+        missing = [c for c in ("onset", "duration", "trial_type") if c not in table.columns]
+        if missing:
+            raise StudyError(f"{tsv}: no column(s) {missing} (expected onset, duration and a dict literal per row "
+                             f"in trial_type; columns are {list(table.columns)})")
         rows: list[dict[str, tp.Any]] = []
         words = []
-        for (onset, duration), info in zip(table[["onset", "duration"]].itertuples(index=False), parsed):
+        for line, onset_text, duration_text, literal in zip(table.index, table["onset"], table["duration"],
+                                                             table["trial_type"]):
+            info = parse_dict_literal(literal, f"{tsv} line {line}")
             kind = info.get("kind")
-            onset, duration = float(onset), float(duration) if np.isfinite(duration) else 0.0
+            if kind not in ("word", "phoneme", "sound"):
+                continue  # rows bm2 does not use may have anything, even no onset
+            onset, duration = _number(onset_text, tsv, line, "onset"), _number(duration_text, tsv, line, "duration")
+            if onset is None:
+                raise StudyError(f"{tsv} line {line}: a {kind} row has no onset (found {onset_text!r})")
+            duration = duration or 0.0
             if kind == "word":
                 seq = info.get("sequence_id")
                 unit = info.get("sound_id", info.get("sound"))
@@ -98,6 +113,19 @@ class Gwilliams2022Recording(Recording):
         blocks = sentence_blocks(wdf[["onset", "duration", "sentence_id", "text"]], pad=self.pad)
         wdf = wdf.assign(kind="word").drop(columns=["group", "sentence_text"])
         return pd.concat([pd.DataFrame(rows), wdf, blocks], ignore_index=True)
+
+
+def _number(text: str, tsv: Path, line: int, column: str) -> float | None:
+    """A finite number from a tsv cell, None when the cell is empty / n/a; a StudyError naming the line else."""
+    if is_missing(text):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise StudyError(f"{tsv} line {line}: {column} {text!r} is not a number")
+    return value
 
 
 def resolve_sound(root: Path, sound: str) -> Path:

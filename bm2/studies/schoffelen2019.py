@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..utils.text import read_text
 from ._common import quiet, read_textgrid, require_file, sentence_id, span_blocks, to_arpabet
 from .base import Recording, Study, StudyError, layout_positions
 
@@ -66,7 +67,7 @@ ABSENT_SUBJECTS: tuple[str, ...] = tuple(f"A{n}" for n in (
     2012, 2018, 2022, 2023, 2026, 2043, 2044, 2045, 2048, 2054, 2060, 2074, 2081, 2082, 2087, 2093, 2100, 2107,
     2112, 2115, 2118, 2123))
 AUDITORY_SUBJECTS = tuple(f"A{n}" for n in range(2002, 2126))    # 124 numbers, 96 kept
-EVENTS_VERSION = 2              # bump when the events of a recording change (enters the recording uid)
+EVENTS_VERSION = 3              # bump when the events of a recording change (enters the recording uid)
 LOG_TIME_UNIT = 1e-4            # Presentation log times are in units of 0.1 ms
 TRIGGER_CHANNEL = "UPPT001"
 TRIGGER_CODES = {"context": 10, "fix": 20}   # MEG trigger value of each log anchor kind
@@ -113,7 +114,7 @@ def read_presentation_log(path: Path) -> list[pd.DataFrame]:
     units of 1e-4 s), ``event`` and ``code`` (stripped ``Event Type`` and ``Code``). A row broken over two lines
     (seen after a period in a code) is joined back. The second table of a section (its per-stimulus summary) is
     not used."""
-    text = path.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    text = read_text(path)  # UTF-8, else Latin-1 with a warning; newlines normalised
     parts = re.split(r"^Scenario -.*$", text, flags=re.MULTILINE)
     sections = parts[1:] if len(parts) > 1 else parts
     tables = [t for t in (_first_table(section.split("\n"), path) for section in sections) if t is not None]
@@ -290,7 +291,7 @@ def fit_log_clock(log_times: ArrayLike, trigger_times: ArrayLike,
 def read_stimuli(path: Path) -> dict[int, str]:
     """``{stimulus number: text}`` from ``stimuli.txt`` (``number`` then a tab or spaces, then the text)."""
     out = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+    for i, line in enumerate(read_text(path).splitlines()):
         m = re.match(r"\s*(\d+)[\s\t]+(.*\S)", line)
         if m:
             out[int(m.group(1))] = m.group(2).strip()
@@ -341,14 +342,20 @@ def _pick_tier(tiers: dict[str, list], names: tuple[str, ...]) -> list | None:
 class Schoffelen2019Recording(Recording):
     """The auditory session of one MOUS subject."""
 
+    events_in_uid = True
+
     def __init__(self, study: Schoffelen2019, ds: Path, subject: str) -> None:
-        meg4 = ds / f"{ds.name[:-3]}.meg4"
-        size = meg4.stat().st_size if meg4.exists() else 0
         super().__init__(Schoffelen2019.name, subject, "0", "auditory",
-                         identity={"file": str(ds.relative_to(study.root)), "size": size, "events": EVENTS_VERSION})
+                         identity={"file": ds.relative_to(study.root).as_posix(), "events": EVENTS_VERSION,
+                                   "options": {"block_pad": study.block_pad, "textgrids": study.textgrids}})
         self.ds = ds
         self._study = study
         self._full: mne.io.BaseRaw | None = None
+
+    def input_files(self) -> dict[str, Path]:
+        """The CTF dataset folder (every file in it; the log, TextGrids, stimuli.txt and audio files shape the
+        events, which enter the uid through their content)."""
+        return {self.ds.relative_to(self._study.root).as_posix(): self.ds}
 
     def full_raw(self) -> mne.io.BaseRaw:
         """Every channel of the CTF dataset (references and trigger included), loaded lazily."""

@@ -225,3 +225,24 @@ def test_uid_follows_the_proc_file(root, tmp_path):
     trl = read_proc(copy / "proc" / "S01.mat").trl.to_numpy()
     savemat(copy / "proc" / "S01.mat", {"proc": brennan_proc("S01", trl[:-5])})
     assert recording(copy, "S01").uid != before
+
+
+def test_uid_follows_the_csv_and_audio_not_mtimes(root, tmp_path):
+    import os
+
+    copy = copy_of(root, tmp_path)
+    before = recording(copy, "S01").uid
+    for path in copy.rglob("*"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert recording(copy, "S01").uid == before
+    csv = copy / "AliceChapterOne-EEG.csv"
+    table = pd.read_csv(csv)
+    table.loc[5, "Word"] = "Zoë"
+    csv.write_bytes(table.to_csv(index=False).encode("latin-1"))  # a Latin-1 CSV is read (with a warning)
+    changed = recording(copy, "S01")
+    assert changed.uid != before and "Zoë" in set(changed.events().text)
+    from .fixtures import write_wav
+
+    middle = changed.uid
+    write_wav(copy / "audio" / "DownTheRabbitHoleFinal_SoundFile1.wav", 1.0, seed=9)
+    assert recording(copy, "S01").uid not in (before, middle)

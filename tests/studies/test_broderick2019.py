@@ -60,7 +60,13 @@ def test_layouts_give_the_same_recordings(root, flat, tmp_path):
     inner = list(Broderick2019(root / BRODERICK_DIR).iter_recordings())  # root = the Natural Speech folder
     legacy = list(Broderick2019(flat).iter_recordings())
     assert [(r.subject, r.task) for r in inner] == [(r.subject, r.task) for r in legacy] == RUNS
-    assert [r.uid for r in nested] == [r.uid for r in inner] == [r.uid for r in legacy]  # same files, same uid
+    # the same files give the same uid in every layout (the fixture's flat files were written at another time,
+    # and a .mat header holds its creation time: copy the nested files into the flat layout)
+    copied = tmp_path / "flat_copy"
+    shutil.copytree(root / BRODERICK_DIR / "EEG", copied)
+    shutil.copytree(root / BRODERICK_DIR / "Stimuli", copied / "Stimuli")
+    assert [r.uid for r in nested] == [r.uid for r in inner] == \
+        [r.uid for r in Broderick2019(copied).iter_recordings()]
     assert inner[0].path == root / BRODERICK_DIR / "EEG" / "Subject1" / "Subject1_Run1.mat"
     for rec in (inner[0], legacy[0]):
         ev = rec.events()
@@ -136,3 +142,17 @@ def test_missing_stimulus_file_is_named(root, flat, tmp_path, layout):
     rec = next(iter(Broderick2019(copy).iter_recordings()))
     with pytest.raises(StudyError, match=r"Stimuli/Text/Run1\.mat"):
         rec.events()
+
+
+def test_uid_follows_the_word_timings(root, tmp_path):
+    from scipy.io import loadmat, savemat
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    before = [r.uid for r in Broderick2019(copy).iter_recordings()]
+    text = copy / BRODERICK_DIR / "Stimuli" / "Text" / "Run1.mat"
+    mat = loadmat(text)
+    mat["onset_time"] = mat["onset_time"] + 0.01
+    savemat(text, {k: v for k, v in mat.items() if not k.startswith("__")})
+    after = [r.uid for r in Broderick2019(copy).iter_recordings()]
+    assert [a != b for a, b in zip(after, before)] == [True, False, True, False]  # run 1 of both subjects

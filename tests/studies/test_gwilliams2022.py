@@ -97,7 +97,7 @@ def test_malicious_events_file_is_rejected(root, tmp_path):
     table.loc[3, "trial_type"] = f"__import__('os').system('touch {marker}')"
     table.to_csv(tsv, sep="\t", index=False)
     rec = next(iter(Gwilliams2022(copy).iter_recordings()))
-    with pytest.raises(StudyError, match=r"events\.tsv row 5"):
+    with pytest.raises(StudyError, match=r"events\.tsv line 5"):
         rec.events()
     assert not marker.exists()
 
@@ -114,3 +114,45 @@ def test_sound_paths_resolved_tolerantly(tmp_path):
     assert resolve_sound(tmp_path, "Stimuli/Audio/The_Black_Willow_3.wav") == audio / "the_black_willow_3.wav"
     assert resolve_sound(tmp_path, "/abs/elsewhere/lw1_0.wav") == audio / "lw1_0.wav"
     assert resolve_sound(tmp_path, "stimuli/audio/missing_1.wav") == audio / "missing_1.wav"  # named in errors
+
+
+def test_uid_follows_sidecars_events_and_audio(root, tmp_path, caplog):
+    """The cache key follows channels.tsv, events.tsv (also read as Latin-1), the audio and the raw file; a
+    touch changes nothing."""
+    import logging
+    import os
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    meg = copy / "sub-01/ses-0/meg"
+
+    def uid() -> str:
+        return next(iter(Gwilliams2022(copy).iter_recordings())).uid
+
+    first = uid()
+    assert first == next(iter(Gwilliams2022(root).iter_recordings())).uid  # the same files elsewhere
+    for path in meg.iterdir():
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert uid() == first
+    channels = meg / "sub-01_ses-0_task-0_channels.tsv"
+    channels.write_text(channels.read_text().replace("\tgood", "\tbad", 1))
+    assert next(iter(Gwilliams2022(copy).iter_recordings())).raw().info["bads"] == ["MEG 001"]
+    second = uid()
+    assert second != first
+    tsv = meg / "sub-01_ses-0_task-0_events.tsv"
+    table = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    word = table.trial_type.str.contains("'kind': 'word'").idxmax()
+    table.loc[word, "onset"] = str(float(table.loc[word, "onset"]) + 0.05)
+    table.loc[word, "trial_type"] = table.loc[word, "trial_type"].replace("'word': '", "'word': 'é", 1)
+    tsv.write_bytes(table.to_csv(sep="\t", index=False).encode("latin-1"))
+    with caplog.at_level(logging.WARNING):
+        rec = next(iter(Gwilliams2022(copy).iter_recordings()))
+        assert rec.uid not in (first, second)
+    assert any("is not UTF-8" in r.getMessage() and "events.tsv" in r.getMessage() for r in caplog.records)
+    assert rec.events().text.str.startswith("é").sum() == 1
+    third = uid()
+    from .fixtures import write_wav
+
+    write_wav(copy / "stimuli/audio/lw1_0.wav", 5.0, seed=3)
+    assert uid() not in (first, second, third)

@@ -285,3 +285,25 @@ def test_unreadable_logs_are_named(tmp_path):
     log.write_text(text)  # a log without any block, fixation or sound row
     with pytest.raises(StudyError, match="cannot align"):
         Schoffelen2019(root).iter_recordings().__next__().events()
+
+
+def test_uid_follows_textgrids_and_logs(mous, tmp_path):
+    import os
+    import shutil
+
+    root, _ = mous
+    copy = tmp_path / "mous"
+    shutil.copytree(root, copy)
+
+    def uids() -> list[str]:
+        return [r.uid for r in Schoffelen2019(copy).iter_recordings()]
+
+    before = uids()
+    for path in copy.rglob("*"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert uids() == before
+    grid = sorted((copy / "derivatives" / "phonemes").glob("*.TextGrid"))[0]
+    text = grid.read_text()
+    grid.write_bytes(text.replace("xmin = 0.250000", "xmin = 0.260000").encode("latin-1"))  # a word 10 ms later
+    after = uids()
+    assert after != before and all(a != b for a, b in zip(after, before))  # every subject heard it

@@ -207,3 +207,23 @@ def test_brain_signal_carries_the_stimulus(tmp_path):
     rng = np.random.default_rng(0)
     null = [response(rng.integers(50, scaled.shape[1] - 100, len(words))) for _ in range(20)]
     assert response(words) > max(null) and response(words) > 1.5 * np.mean(null)
+
+
+def test_uid_follows_channels_and_events(tiny, tmp_path):
+    import shutil
+
+    copy = SyntheticStudy(tmp_path, **TINY)
+    shutil.copytree(tiny.dataset, copy.dataset)
+    before = [r.uid for r in copy.iter_recordings()]
+    assert before == [r.uid for r in tiny.iter_recordings()]
+    meg = copy.dataset / "sub-01" / "ses-0" / "meg"
+    channels = next(meg.glob("*_channels.tsv"))
+    channels.write_text(channels.read_text().replace("\tgood", "\tbad", 1))
+    marked = [r.uid for r in copy.iter_recordings()]
+    assert marked[0] != before[0] and marked[1] == before[1]
+    tsv = next(meg.glob("*_events.tsv"))
+    table = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    row = table.index[table.trial_type == "word"][0]
+    table.loc[row, "onset"] = str(float(table.loc[row, "onset"]) + 0.02)
+    table.to_csv(tsv, sep="\t", index=False)
+    assert [r.uid for r in copy.iter_recordings()][0] not in (before[0], marked[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ...utils.hashing import content_hash
+from ...utils.text import read_text
+from .._common import bids_inputs
 from ..base import Recording, Study, StudyError
 from . import brain, speech
 
@@ -44,12 +47,20 @@ EVENTS_JSON = {
 class SyntheticRecording(Recording):
     """One generated recording, read through mne-bids exactly like a downloaded study."""
 
+    events_in_uid = True
+
     def __init__(self, bids_path: tp.Any, dataset: Path, subject: str, session: str) -> None:
         super().__init__(SyntheticStudy.name, subject, session, TASK,
                          identity={"generation": dataset.name,
                                    "file": str(bids_path.fpath.relative_to(dataset))})
         self.bids_path = bids_path
         self.dataset = dataset
+
+    def input_files(self) -> dict[str, Path]:
+        """The BIDS sidecars of the recording (channels.tsv, *_meg.json ...). The FIF file itself is identified
+        by the generation parameters (the folder name): its bytes hold the time it was written."""
+        files = bids_inputs(self.dataset, Path(self.bids_path.fpath))
+        return {name: path for name, path in files.items() if not name.endswith(".fif")}
 
     def _load_raw(self) -> mne.io.BaseRaw:
         import mne_bids
@@ -60,7 +71,7 @@ class SyntheticRecording(Recording):
 
     def _load_events(self) -> pd.DataFrame:
         tsv = self.bids_path.copy().update(suffix="events", extension=".tsv").fpath
-        table = pd.read_csv(tsv, sep="\t", na_values=["n/a"], keep_default_na=False)
+        table = pd.read_csv(io.StringIO(read_text(tsv)), sep="\t", na_values=["n/a"], keep_default_na=False)
         kind = table["trial_type"].astype(str)
         out = pd.DataFrame({"kind": kind, "onset": table["onset"].astype(float),
                             "duration": table["duration"].astype(float)})
