@@ -146,7 +146,7 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
     they drift (58 ms over an hour at 2034.5101 Hz with a ratio limited to 1000). The meta also holds
     ``requested_sample_rate``, ``raw_sfreq`` and the ``resample_up`` / ``resample_down`` factors.
     """
-    key = {"recording": recording.uid, "params": params.key()}
+    key = {"recording": recording.signal_uid, "params": params.key()}  # events do not shape the signal
 
     def build(writer: EntryWriter) -> None:
         raw = recording.raw()

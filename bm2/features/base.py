@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..cache import Cache, EntryWriter
 from ..studies.base import Recording
+from ..utils.fingerprint import file_fingerprint
 
 
 class FeatureError(ValueError):
@@ -88,8 +89,8 @@ class SoundFeature(Feature):
         is then at ``start``); the bounds enter the cache key.
         """
         path = self._existing(path)
-        stat = path.stat()
-        key = {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+        # content, not size + mtime: an edited sound is recomputed, a touched or copied one is not
+        key = {"file": str(path.resolve()), "content": file_fingerprint(path),
                "feature": self.name, "params": self.params()}
         segment = start is not None or stop is not None
         if segment:
