@@ -367,15 +367,15 @@ def _model_kwargs(name: str) -> dict[str, tp.Any]:
     return dict(cfg["simpleconv"])
 
 
-def _train_speed(config: str, device: str, s: Sizes) -> dict[str, tp.Any]:
+def _train_speed(config: str, device: str, s: Sizes, bf16: bool | None = None) -> dict[str, tp.Any]:
     import torch
 
     with torch.random.fork_rng(devices=[] if device == "cpu" else None):  # leave the caller's RNG alone
         torch.manual_seed(0)
-        return _train_speed_seeded(config, device, s)
+        return _train_speed_seeded(config, device, s, bf16)
 
 
-def _train_speed_seeded(config: str, device: str, s: Sizes) -> dict[str, tp.Any]:
+def _train_speed_seeded(config: str, device: str, s: Sizes, bf16: bool | None = None) -> dict[str, tp.Any]:
     import torch
 
     from bm2.losses import ClipLoss
@@ -391,12 +391,15 @@ def _train_speed_seeded(config: str, device: str, s: Sizes) -> dict[str, tp.Any]
     mask = torch.ones(b, c, dtype=torch.bool, device=device)
     subjects = torch.randint(0, s.train_subjects, (b,), device=device)
     features = torch.randn(b, s.train_features, t, device=device)
-    amp = device.startswith("cuda")  # as the solver: bfloat16 autocast on CUDA only
+    from bm2.utils.precision import autocast, autocast_dtype
+
+    # as the solver: bf16 autocast on CUDA by default; on CPU only when asked (optim.amp_cpu) and native
+    dtype = autocast_dtype(device, cuda=bf16 is not False, cpu=bool(bf16))
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, dtype):
             est = model(brain, subjects, positions, mask)
-        loss = loss_fn(est.float(), features)
+        loss = loss_fn(est.float(), features)  # the loss in float32, as in the solver
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -416,7 +419,8 @@ def _train_speed_seeded(config: str, device: str, s: Sizes) -> dict[str, tp.Any]
         steps += 1
     elapsed = time.perf_counter() - start
     return {"config": config, "device": device, "parameters": count_parameters(model), "steps": steps,
-            "seconds_per_step": elapsed / steps, "samples_per_s": steps * b / elapsed}
+            "seconds_per_step": elapsed / steps, "samples_per_s": steps * b / elapsed,
+            "precision": "bf16" if dtype is not None else "fp32"}
 
 
 def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
@@ -434,8 +438,24 @@ def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
             _log(f"train step {config} on {device}: {r['samples_per_s']:.1f} samples/s")
             size = "small default" if config == "simpleconv" else "paper size"
             rows.append(row("training", f"train step SimpleConv {size} ({r['parameters'] / 1e6:.2f} M params), "
-                            f"batch {s.train_batch} x {s.n_channels} ch x {s.train_times} samples, {where}",
-                            r["samples_per_s"], "samples/s"))
+                            f"batch {s.train_batch} x {s.n_channels} ch x {s.train_times} samples, {where}, "
+                            f"{r['precision']}", r["samples_per_s"], "samples/s"))
+        if device == "cpu":
+            from bm2.utils.precision import cpu_has_native_bf16
+
+            if not cpu_has_native_bf16():
+                _log("this CPU has no native bf16: the mixed-precision row is skipped (fp32 only)")
+                continue
+            # fp32 then bf16 on the same batch, twice alternated, best of each: the ratio of one run
+            fp32 = [_train_speed("simpleconv_paper", device, s, bf16=False) for _ in range(2)]
+            bf16 = [_train_speed("simpleconv_paper", device, s, bf16=True) for _ in range(2)]
+            runs.extend(fp32 + bf16)
+            best32 = max(r["samples_per_s"] for r in fp32)
+            best16 = max(r["samples_per_s"] for r in bf16)
+            _log(f"paper-size train step on cpu: fp32 {best32:.1f}, bf16 autocast {best16:.1f} samples/s")
+            rows.append(row("training", f"train step SimpleConv paper size, bf16 autocast (optim.amp_cpu=true) vs "
+                            f"fp32 eager, {where}", best16, "samples/s", baseline=best32, baseline_label="fp32",
+                            ratio=best16 / best32, ratio_label="faster", target=("ratio", ">=", 1.5)))
     details = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__, "devices": devices,
                "runs": runs, "loss": "ClipLoss", "optimizer": "Adam lr 3e-4",
                "out_channels": s.train_features, "n_subjects": s.train_subjects}

@@ -24,6 +24,7 @@ from .. import distrib
 from ..data import Datasets, collate
 from ..objectives import Objective
 from ..tasks import Task, run_model
+from ..utils.precision import autocast, autocast_dtype
 from .base import BaseSolver, CheckpointError, HistoryLink
 from .optim import build_ema, build_optimizer, build_scheduler, param_groups
 
@@ -36,7 +37,8 @@ class OptimParams:
 
     ``best_metric``: ``loss`` or a validation metric of the task (``accuracy``, ``balanced_accuracy``,
     ``f1_macro``, ``pearson`` ...); None takes the task's default (:attr:`bm2.tasks.Task.best`).
-    ``amp``: bfloat16 autocast on CUDA (losses and scores stay float32).
+    ``amp``: bfloat16 autocast on CUDA; ``amp_cpu``: also on CPUs with native bf16 (detected; float32 elsewhere).
+    Losses and scores stay float32 either way (:mod:`bm2.utils.precision`).
     """
 
     lr: float = 3e-4
@@ -49,6 +51,7 @@ class OptimParams:
     clip_grad: float = 0.0
     scheduler: str | None = None
     amp: bool = True
+    amp_cpu: bool = False
     name: str = "adam"
     lr_mult: dict = dataclasses.field(default_factory=dict)
     no_decay_norm_bias: bool = False
@@ -94,7 +97,8 @@ class Solver(BaseSolver):
         self.test_ks = tuple(test_ks)
         self.test_batch_size = test_batch_size
         self.frozen = tuple(frozen)
-        self.amp = optim.amp and self.device.type == "cuda"
+        self.amp_dtype = autocast_dtype(self.device, cuda=optim.amp, cpu=optim.amp and optim.amp_cpu)
+        self.amp = self.amp_dtype is not None
         for name, param in self.model.named_parameters():
             if any(name == f or name.startswith(f + ".") for f in self.frozen):
                 param.requires_grad_(False)
@@ -189,9 +193,7 @@ class Solver(BaseSolver):
             persistent_workers=False, pin_memory=self.device.type == "cuda")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.amp_dtype)
 
     def _terms(self, batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
         with self._autocast():

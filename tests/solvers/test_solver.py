@@ -58,3 +58,30 @@ def test_best_metric_must_be_a_validation_metric(array_recording, tmp_path):
     solver.train_stage()
     with pytest.raises(KeyError, match="not a validation metric"):
         solver.valid_stage()
+
+
+def test_bf16_autocast_only_where_native_and_losses_stay_float32(array_recording, tmp_path, monkeypatch):
+    import torch
+
+    from bm2.utils import precision
+
+    datasets = _datasets(array_recording, tmp_path, seed=0)
+    datasets.valid = datasets.train
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert _solver(tmp_path / "a", datasets, amp_cpu=True).amp_dtype is None  # not assumed: fp32
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert _solver(tmp_path / "b", datasets).amp_dtype is None  # off unless asked (optim.amp_cpu)
+    solver = _solver(tmp_path / "c", datasets, amp_cpu=True)
+    assert solver.amp_dtype == torch.bfloat16
+    batch = next(iter(solver._loader("train", shuffle=False)))
+    seen = {}
+    def record(module, inputs, output):
+        seen["dtype"] = output.dtype
+
+    hook = solver.model.head.register_forward_hook(record)
+    terms = solver._terms(batch, solver.model)
+    hook.remove()
+    assert seen["dtype"] == torch.bfloat16  # the forward ran in bf16
+    assert all(v.dtype == torch.float32 for v in terms.values())  # the loss in float32
+    assert precision.autocast_dtype("cuda", cuda=True) == torch.bfloat16
+    assert precision.autocast_dtype("cpu", cpu=False) is None
