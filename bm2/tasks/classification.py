@@ -320,7 +320,7 @@ def classification_table(metrics: dict[str, float]) -> str:
     lines.append(f"| adjusted chance (binomial, p < 0.05) | – | {pct('chance_adjusted')} |")
     n = int(metrics.get("n_scored", 0))
     note = (f"\n{n} windows, {int(metrics.get('n_classes', 0))} classes ({int(metrics.get('n_classes_present', 0))} "
-            f"in the test set), {int(metrics.get('n_unseen', 0))} windows with a class unseen in training left out")
+            f"in the test set); left out: {int(metrics.get('n_unseen', 0))} windows of a class unseen in training")
     return "\n".join(lines) + note
 
 

@@ -192,6 +192,9 @@ class RetrievalTask(Task):
     def evaluate(self, model: torch.nn.Module, dataset: tp.Any, scorer: tp.Callable | None = None,
                  **kwargs: tp.Any) -> RetrievalResult:
         kwargs.pop("objective", None)
+        kwargs.pop("train", None)  # the other tasks take the training split (priors); retrieval needs none
+        if kwargs.pop("quick", False):
+            raise ValueError("retrieval has no quick validation metrics: select the best epoch on the valid loss")
         return evaluate_model(model, dataset, scorer, **kwargs)
 
     def table(self, metrics: dict[str, float]) -> str:

@@ -69,6 +69,9 @@ class FakeDataset(torch.utils.data.Dataset):
         assert self.timelines is not None
         return np.asarray(self.timelines[recording], dtype=np.float32)
 
+    def feature_window(self, index: int) -> np.ndarray:
+        return np.asarray(self.targets["features"][index], dtype=np.float32)
+
     def reference_audio(self, index: int) -> tuple[np.ndarray, float] | None:
         return None if self.audio is None else self.audio.get(index)
 
