@@ -29,6 +29,10 @@ REQUIRES = [
     "tqdm>=4.60",
     "requests>=2.28",
     "matplotlib>=3.7",
+    # evaluation tasks: classification / detection metrics, streaming Pearson r, STOI of decoded audio
+    "scikit-learn>=1.3",
+    "torchmetrics>=1.3",
+    "pystoi>=0.4",
 ]
 EXTRAS = {
     # Lexical features (word_embedding, word_frequency, word_phonemes): the MiniLM weights ship inside the

@@ -3,10 +3,13 @@
     python -m scripts.figures synthetic --out figures
     python -m scripts.figures SIG1 SIG2 --metric top1_segment --kmax 20
 
-Writes to ``--out``: ``topk_segment.png`` and ``topk_word.png`` (top-k accuracy for k = 1..kmax of every XP,
-one panel per study, against chance k / n_candidates and the word-frequency prior), ``subjects_<metric>.png``
-(per-subject accuracy, mean ± sd over seeds per configuration) and ``training.png`` (train / valid loss per
-epoch, one panel per configuration). XPs must have been evaluated first (``python -m scripts.run_eval_probs``).
+Writes to ``--out``: for retrieval XPs ``topk_segment.png`` and ``topk_word.png`` (top-k accuracy for
+k = 1..kmax of every XP, one panel per study, against chance k / n_candidates and the word-frequency prior);
+``subjects_<metric>.png`` (per-subject ``--metric``, default the main metric of the XPs' task, mean ± sd over
+seeds per configuration); ``confusion.png`` (classification: row-normalised confusion matrices),
+``timelines.png`` (detection: speech probability against the truth) and ``bins.png`` (reconstruction: r per
+feature bin against the shuffled null); and ``training.png`` (train / valid loss per epoch, one panel per
+configuration). XPs must have been evaluated first (``python -m scripts.run_eval_probs``).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from bm2 import results as R  # noqa: E402
 from scripts.make_tables import add_common_arguments  # noqa: E402
 
 
-def write_figures(results: list[R.Result], out: Path, metric: str = "top10_segment", kmax: int = 50,
+def write_figures(results: list[R.Result], out: Path, metric: str | None = None, kmax: int = 50,
                   label: list[str] | None = None, dpi: int = 100) -> dict[str, Path]:
     """Save :func:`bm2.results.make_figures` as ``<out>/<name>.png``; returns the paths by name."""
+    metric = R.resolve_metric(results, metric)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, fig in R.make_figures(results, metric, kmax, label).items():
@@ -44,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dpi", type=int, default=100)
     args = parser.parse_args(argv)
     try:
-        R.parse_metric(args.metric)
         paths = write_figures(R.load_all(args.targets), Path(args.out), args.metric, args.kmax, args.label,
                               args.dpi)
     except R.ResultsError as exc:

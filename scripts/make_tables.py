@@ -5,10 +5,13 @@
     python -m scripts.make_tables synthetic --label loss optim.lr      # rows labelled by these keys
 
 Rows are the model / objective (``--rows``, default the label of each XP), columns the study (``--cols``), and
-cells the mean ± sd over seeds of ``--metric`` in percent, with a last row of chance levels. Every XP must have
-been evaluated first (``python -m scripts.run_eval_probs SIG``). Writes ``table.md``, ``table.csv``,
-``table.tex`` and ``xps.csv`` (one row per XP, every metric) to ``--out``; with ``--compare A B`` also
-``wilcoxon.md``: a paired Wilcoxon signed-rank test across subjects between the XPs labelled A and B.
+cells the mean ± sd over seeds of ``--metric`` (fractions in percent; correlations and STOI as they are), with a
+last row of chance levels. The default metric is the main one of the XPs' task (retrieval ``top10_segment``,
+classification ``top1``, detection ``f1_macro``, reconstruction ``pcc``); XPs without the metric (another
+task) are left out. Every XP must have been evaluated first (``python -m scripts.run_eval_probs SIG``).
+Writes ``table.md``, ``table.csv``, ``table.tex`` and ``xps.csv`` (one row per XP, every metric) to
+``--out``; with ``--compare A B`` also ``wilcoxon.md``: a paired Wilcoxon signed-rank test across subjects
+between the XPs labelled A and B.
 """
 
 from __future__ import annotations
@@ -26,18 +29,20 @@ logger = logging.getLogger("scripts.make_tables")
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by make_tables, figures and report."""
     parser.add_argument("targets", nargs="+", help="grid names, XP signatures and / or XP folders")
-    parser.add_argument("--metric", default="top10_segment", help="top<k>_<segment|word> (default top10_segment)")
+    parser.add_argument("--metric", default=None,
+                        help="a metric of the XPs' summaries, e.g. top10_segment, top1, f1_macro, pcc (default: the "
+                             "main metric of their task)")
     parser.add_argument("--label", nargs="+", default=None, metavar="KEY",
                         help="label XPs by these summary / config keys (e.g. loss optim.lr) instead of the "
                              "model / objective name")
 
 
-def write_tables(df, out: Path, metric: str, rows: str = "model", cols: str = "study", decimals: int = 1,
+def write_tables(df, out: Path, metric: str, rows: str = "model", cols: str = "study", decimals: int | None = None,
                  chance: bool = True) -> dict[str, Path]:
     """Write table.md / table.csv / table.tex / xps.csv of the collected ``df`` to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     table = R.aggregate(df, rows, cols, metric, decimals=decimals, chance=chance)
-    caption = f"{metric} (%), mean ± sd over seeds"
+    caption = f"{metric}{' (%)' if R.is_percent(metric) else ''}, mean ± sd over seeds"
     paths = {"md": out / "table.md", "csv": out / "table.csv", "tex": out / "table.tex", "xps": out / "xps.csv"}
     paths["md"].write_text(f"{caption}\n\n{R.to_markdown(table)}", encoding="utf-8")
     R.to_csv(table, paths["csv"])
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="model", help="column of the XP table for rows (default model)")
     parser.add_argument("--cols", default="study", help="column of the XP table for columns (default study)")
     parser.add_argument("--out", default="tables", help="output folder (default ./tables)")
-    parser.add_argument("--decimals", type=int, default=1)
+    parser.add_argument("--decimals", type=int, default=None, help="default 1 for percentages, 3 otherwise")
     parser.add_argument("--no-chance", action="store_true", help="leave out the chance row")
     parser.add_argument("--compare", nargs=2, metavar=("LABEL_A", "LABEL_B"),
                         help="paired Wilcoxon test across subjects between two labels (-> wilcoxon.md)")
@@ -61,15 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     try:
-        R.parse_metric(args.metric)
         results = R.load_all(args.targets)
+        metric = R.resolve_metric(results, args.metric)
         df = R.collect(results, args.label)
-        paths = write_tables(df, out, args.metric, args.rows, args.cols, args.decimals, not args.no_chance)
+        paths = write_tables(df, out, metric, args.rows, args.cols, args.decimals, not args.no_chance)
         print(paths["md"].read_text(encoding="utf-8"))
         if args.compare:
             label_a, label_b = args.compare
-            tests = R.compare(R.subject_table(results, args.metric, args.label), label_a, label_b)
-            text = R.wilcoxon_markdown(tests, label_a, label_b, args.metric)
+            scored = [r for r in results if metric in r["metrics"]]
+            tests = R.compare(R.subject_table(scored, metric, args.label), label_a, label_b)
+            text = R.wilcoxon_markdown(tests, label_a, label_b, metric)
             (out / "wilcoxon.md").write_text(text, encoding="utf-8")
             print(text)
     except R.ResultsError as exc:

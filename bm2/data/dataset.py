@@ -453,12 +453,12 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
         segments["label"] = encode_labels(segments.label_name, vocabulary)
         out_of_task = (segments.label == UNKNOWN) & (segments.split == "train")
         if label.top_n is not None or label.min_count > 1:
-            # The task is defined on the kept classes: windows of other labels leave every split (counted).
-            seen = set(segments.label_name[segments.split == "train"])
-            out_of_task = (segments.label == UNKNOWN) & segments.label_name.isin(seen)
+            # The task is defined on the kept classes: windows of any other label leave every split (counted).
+            out_of_task = segments.label == UNKNOWN
         if out_of_task.any():
-            logger.info("%d windows of labels outside the %d kept classes are left out (dset.label)",
-                        int(out_of_task.sum()), len(vocabulary))
+            counts = segments[out_of_task.to_numpy()].split.value_counts().to_dict()
+            logger.info("windows of labels outside the %d kept classes are left out (dset.label): %s",
+                        len(vocabulary), counts)
         segments = segments[~out_of_task.to_numpy()].reset_index(drop=True)
     elif split.window_level:
         raise ValueError(f"dset.split.strategy={split.strategy!r} stratifies windows by class: it needs a task with "

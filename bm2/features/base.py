@@ -90,7 +90,7 @@ class SoundFeature(Feature):
         """
         path = self._existing(path)
         # content, not size + mtime: an edited sound is recomputed, a touched or copied one is not
-        key = {"file": str(path.resolve()), "content": file_fingerprint(path),
+        key: dict[str, tp.Any] = {"file": str(path.resolve()), "content": file_fingerprint(path),
                "feature": self.name, "params": self.params()}
         segment = start is not None or stop is not None
         if segment:

@@ -78,7 +78,7 @@ class FeatureObjective(Objective):
 
     def __getattr__(self, attr: str) -> tp.Any:
         if attr == "scores":
-            return self._modules["loss"].scores
+            return getattr(self._modules["loss"], "scores")  # noqa: B009  (AttributeError when absent)
         return super().__getattr__(attr)
 
     def forward(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

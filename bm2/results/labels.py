@@ -40,13 +40,18 @@ def _feature_label(features: tp.Sequence[str]) -> str:
 
 
 def default_label(result: Result) -> str:
-    """Model / objective label of the paper's main table, e.g. ``mel regression`` or ``mel + contrastive``."""
+    """Model / objective label of the paper's main table, e.g. ``mel regression`` or ``mel + contrastive``;
+    ``<task> (<loss>)`` for the tasks other than retrieval, e.g. ``classification (cross_entropy)``."""
     meta = result["meta"]
     if is_random(meta):
         return "random"
     feats = _feature_label(meta.get("features") or [])
     loss = str(meta.get("loss", "?"))
-    label = {"mse": f"{feats} regression", "clip": f"{feats} + contrastive"}.get(loss, f"{feats} + {loss}")
+    task = str(result.get("task", "retrieval"))
+    if task != "retrieval":
+        label = f"{task} ({loss})"
+    else:
+        label = {"mse": f"{feats} regression", "clip": f"{feats} + contrastive"}.get(loss, f"{feats} + {loss}")
     model = meta.get("model")
     if model and model != "simpleconv":  # the paper's model needs no mention; others do
         label += f" ({model})"

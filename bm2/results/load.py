@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import typing as tp
 from pathlib import Path
 
@@ -18,7 +17,7 @@ Labeler = tp.Callable[[Result], str]
 KNOWN_LABELS = ("random", "mel regression", "mel + contrastive", "wav2vec 2.0 + contrastive")
 CHANCE_ROW = "chance"
 MISSING = "–"
-STANDARD_METRICS = ("top1_segment", "top10_segment", "top1_word", "top10_word")
+STANDARD_METRICS = ("top1_segment", "top10_segment", "top1_word", "top10_word")  # retrieval's headline
 _METRIC = re.compile(r"^top(\d+)_(segment|word)$")
 
 
@@ -34,6 +33,47 @@ class MissingEvalError(ResultsError):
         self.sig = sig
 
 
+# ------------------------------------------------------------------------------------------------ metrics
+
+def headline_metrics(task: str) -> tuple[str, ...]:
+    """The headline metrics of ``task`` (:attr:`bm2.tasks.Task.headline`); none for an unknown task."""
+    from ..tasks import TASKS
+
+    return tuple(TASKS[task].headline) if task in TASKS else ()
+
+
+def main_metric(task: str) -> str | None:
+    """The metric of ``task``'s main table (:attr:`bm2.tasks.Task.main_metric`, else its first headline one)."""
+    from ..tasks import TASKS
+
+    if task not in TASKS:
+        return None
+    return TASKS[task].main_metric or (TASKS[task].headline[0] if TASKS[task].headline else None)
+
+
+def is_percent(key: str) -> bool:
+    """True for metrics shown in percent (fractions of windows / samples); False for counts (``n_*``),
+    correlations (``*pcc*``), STOI, p-values and the detection threshold, shown as they are."""
+    return not (key.startswith("n_") or "pcc" in key or "stoi" in key or key.endswith("p_value")
+                or key == "threshold")
+
+
+def resolve_metric(results: tp.Sequence[Result], metric: str | None = None) -> str:
+    """``metric``, checked against the metrics of ``results``; by default the main metric of their first task."""
+    available = sorted({k for r in results for k in r["metrics"]})
+    if metric is None:
+        tasks = list(dict.fromkeys(r.get("task", "retrieval") for r in results))
+        metric = main_metric(tasks[0]) if tasks else None
+        if metric is None:
+            raise ResultsError(f"no default metric for task {tasks[0] if tasks else '?'}: choose one with --metric "
+                               f"among {available}")
+    if metric not in available:
+        tasks = sorted({str(r.get("task", "retrieval")) for r in results})
+        raise ResultsError(f"metric {metric!r} is in no summary of these XPs (tasks {tasks}); available: "
+                           f"{available}")
+    return metric
+
+
 # ----------------------------------------------------------------------------------------------- loading
 
 def _eval_hint(sig: str) -> str:
@@ -43,8 +83,10 @@ def _eval_hint(sig: str) -> str:
 def load_xp_results(xp_folder: str | Path) -> Result:
     """Summary, per-segment table and training history of one evaluated XP folder.
 
-    Returns a dict with ``sig``, ``folder``, ``summary``, ``meta``, ``metrics`` (fractions), ``groups``,
-    ``segments`` (DataFrame, or None when ``segments.csv`` is absent) and ``history`` (list of epochs).
+    Returns a dict with ``sig``, ``folder``, ``task`` (the ``task`` of the summary: retrieval,
+    classification, detection, reconstruction), ``summary``, ``meta``, ``metrics`` (fractions), ``groups``,
+    ``segments`` (retrieval's ``segments.csv`` as a DataFrame, else None), ``items`` (the other tasks'
+    ``items.csv``, else None) and ``history`` (list of epochs).
     """
     folder = Path(xp_folder)
     if folder.name == "eval" and (folder / "summary.json").exists():
@@ -59,8 +101,7 @@ def load_xp_results(xp_folder: str | Path) -> Result:
         summary = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path} is unreadable ({exc}): {_eval_hint(sig)} again") from exc
-    if summary.get("task", "retrieval") != "retrieval":
-        raise ResultsError(f"XP {sig}: task {summary.get('task')!r} is not supported (only retrieval)")
+    task = str(summary.get("task", "retrieval"))
     meta = dict(summary.get("meta") or {})
     sig = str(meta.get("sig") or sig)
     segments = None
@@ -71,11 +112,17 @@ def load_xp_results(xp_folder: str | Path) -> Result:
                         "sentence_id", "segment_uid")
         segments = pd.read_csv(seg_path, dtype={c: str for c in text_columns}, keep_default_na=False,
                                na_values={"anchor": [""], "start": [""]})
+    items = None
+    items_path = folder / "eval" / "items.csv"
+    if items_path.exists():
+        items = pd.read_csv(items_path, dtype={c: str for c in ("study", "subject", "recording_uid", "label_name",
+                                                               "prediction_name")}, keep_default_na=False,
+                            na_values={c: [""] for c in ("p_true", "stoi", "pcc_window", "prob_mean")})
     history_path = folder / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
-    return {"sig": sig, "folder": folder, "summary": summary, "meta": meta,
+    return {"sig": sig, "folder": folder, "task": task, "summary": summary, "meta": meta,
             "metrics": dict(summary.get("metrics") or {}), "groups": dict(summary.get("groups") or {}),
-            "segments": segments, "history": history}
+            "segments": segments, "items": items, "history": history}
 
 
 def _is_xp_path(target: str) -> bool:
@@ -83,18 +130,10 @@ def _is_xp_path(target: str) -> bool:
 
 
 def _dora_finder() -> tuple[type[Exception], tp.Callable[[tp.Sequence[str]], list[tp.Any]]]:
-    """``scripts.run_eval_probs``' error class and ``find_xps`` (imported lazily: Dora loads the Hydra config)."""
-    try:
-        from scripts import run_eval_probs
-    except ModuleNotFoundError:
-        # An editable install made before scripts/ was packaged exposes bm2 only: use the source checkout's.
-        root = Path(__file__).resolve().parents[2]
-        if not (root / "scripts" / "run_eval_probs.py").exists():
-            raise ResultsError("signatures and grid names need bm2's scripts package: reinstall bm2 "
-                               "(`pip install -e .`) or pass XP folders instead") from None
-        sys.path.insert(0, str(root))
-        from scripts import run_eval_probs
-    return run_eval_probs.EvalError, run_eval_probs.find_xps
+    """:mod:`bm2.tasks.evaluate`'s error class and ``find_xps`` (imported lazily: Dora loads the Hydra config)."""
+    from ..tasks.evaluate import EvalError, find_xps
+
+    return EvalError, find_xps
 
 
 def resolve_folders(targets: tp.Sequence[str | Path]) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import typing as tp
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pandas as pd
 if tp.TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from .load import Labeler, Result
+from .load import Labeler, Result, is_percent
 from .labels import _labeler, order_labels
 from .tables import collect
 from .stats import chance_curve, prior_curve, subject_table, topk_curve
@@ -75,10 +76,11 @@ def plot_topk(results: tp.Sequence[Result], level: str = "segment", kmax: int = 
 
 def plot_subjects(subjects: pd.DataFrame, metric: str = "top10_segment",
                   chance: dict[str, float] | None = None) -> Figure:
-    """Per-subject accuracy bars (mean ± sd over seeds) per configuration, one panel per study.
+    """Per-subject bars of ``metric`` (mean ± sd over seeds) per configuration, one panel per study.
 
-    ``subjects`` is a :func:`subject_table`; ``chance`` maps a study to its chance level in percent.
+    ``subjects`` is a :func:`subject_table`; ``chance`` maps a study to its chance level (in the table's units).
     """
+    percent = is_percent(metric)
     studies = sorted(subjects["study"].unique())
     colors = _colors(list(subjects["model"]))
     labels = order_labels(subjects["model"])
@@ -99,7 +101,9 @@ def plot_subjects(subjects: pd.DataFrame, metric: str = "top10_segment",
             ax.axhline(chance[study], color="k", ls="--", lw=1, label="chance")
         ax.set_xticks(x, subj, rotation=90 if len(subj) > 12 else 0)
         ax.set(title=f"{study}: {metric} per subject", xlabel="subject",
-               ylabel=f"{metric} (%, mean ± sd over seeds)", ylim=(0, 101))
+               ylabel=f"{metric} ({'%, ' if percent else ''}mean ± sd over seeds)")
+        if percent:
+            ax.set_ylim(0, 101)
         ax.legend(fontsize=8)
     return fig
 
@@ -133,17 +137,109 @@ def plot_training(results: tp.Sequence[Result], label: Labeler | tp.Sequence[str
     return fig
 
 
+def _panels(results: tp.Sequence[Result], labeler: Labeler, limit: int = 6) -> list[tuple[str, Result]]:
+    """One result per label (the lowest seed), at most ``limit``, in label order."""
+    first: dict[str, Result] = {}
+    for res in sorted(results, key=lambda r: (r["meta"].get("seed", 0), r["sig"])):
+        first.setdefault(labeler(res), res)
+    return [(lab, first[lab]) for lab in order_labels(first)][:limit]
+
+
+def plot_confusion(results: tp.Sequence[Result], label: Labeler | tp.Sequence[str] | None = None) -> Figure:
+    """Row-normalised confusion matrices (``eval/confusion.csv``) of classification XPs, one panel per label."""
+    labeler = _labeler(label)
+    panels = _panels(results, labeler)
+    fig, axes = _new_figure(len(panels), width=4.5, height=4.2)
+    for ax, (lab, res) in zip(axes, panels):
+        confusion = pd.read_csv(Path(res["folder"]) / "eval" / "confusion.csv", index_col=0)
+        counts = confusion.to_numpy(dtype=np.float64)
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(100 * rates, vmin=0, vmax=100, cmap="viridis", aspect="auto", interpolation="nearest")
+        if len(confusion) <= 20:
+            ax.set_xticks(range(len(confusion)), confusion.columns, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(confusion)), confusion.index, fontsize=7)
+        ax.set(title=f"{lab} ({res['sig']})", xlabel="predicted", ylabel="true")
+        fig.colorbar(image, ax=ax, label="% of the true class")
+    return fig
+
+
+def plot_timelines(results: tp.Sequence[Result], label: Labeler | tp.Sequence[str] | None = None,
+                   seconds: float = 30.0) -> Figure:
+    """Speech probability (averaged windows) against the truth on the first covered ``seconds`` of the first
+    test recording of detection XPs (``eval/timelines.npz``), one panel per label."""
+    labeler = _labeler(label)
+    panels = _panels(results, labeler)
+    fig, axes = _new_figure(len(panels), width=7.0, height=3.0)
+    for ax, (lab, res) in zip(axes, panels):
+        folder = Path(res["folder"]) / "eval"
+        recordings = pd.read_csv(folder / "recordings.csv", dtype={"recording_uid": str})
+        uid, rate = str(recordings["recording_uid"].iloc[0]), float(recordings["sample_rate"].iloc[0])
+        with np.load(folder / "timelines.npz") as data:
+            prob, truth = data[f"prob_{uid}"], data[f"truth_{uid}"]
+        covered = np.flatnonzero(~np.isnan(prob))
+        start = int(covered[0]) if len(covered) else 0
+        stop = min(len(prob), start + int(seconds * (rate if rate == rate else 1.0)))
+        t = np.arange(start, stop) / (rate if rate == rate else 1.0)
+        ax.fill_between(t, 0, truth[start:stop], step="mid", color="0.85", label="speech (truth)")
+        ax.plot(t, prob[start:stop], color="C0", lw=1, label="P(speech)")
+        ax.axhline(float(res["metrics"].get("threshold", 0.5)), color="k", ls="--", lw=0.8, label="threshold")
+        ax.set(title=f"{lab} ({res['sig']}), recording {uid[:12]}", xlabel="time (s)", ylabel="probability",
+               ylim=(-0.02, 1.02))
+        ax.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+def plot_bins(results: tp.Sequence[Result], label: Labeler | tp.Sequence[str] | None = None) -> Figure:
+    """Pearson r per feature bin (``eval/per_bin.csv``) of reconstruction XPs against the shuffled null's 95th
+    percentile, one line per XP."""
+    labeler = _labeler(label)
+    labels = [labeler(r) for r in results]
+    colors = _colors(labels)
+    fig, axes = _new_figure(1, width=7.0)
+    ax = axes[0]
+    seen: set[str] = set()
+    for res, lab in zip(results, labels):
+        bins = pd.read_csv(Path(res["folder"]) / "eval" / "per_bin.csv")
+        ax.plot(bins["bin"], bins["pcc"], color=colors[lab], lw=1.5, label=None if lab in seen else lab)
+        if "null_p95" in bins.columns:
+            ax.plot(bins["bin"], bins["null_p95"], color=colors[lab], ls=":", lw=1,
+                    label=None if lab in seen else f"{lab}: null 95th pct")
+        seen.add(lab)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(title="Pearson r per feature bin", xlabel="feature bin", ylabel="r")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def make_figures(results: tp.Sequence[Result], metric: str = "top10_segment", kmax: int = 50,
                  label: Labeler | tp.Sequence[str] | None = None) -> dict[str, Figure]:
-    """The standard figures by file stem: ``topk_segment``, ``topk_word``, ``subjects_<metric>``, ``training``."""
+    """The standard figures by file stem: ``topk_segment``, ``topk_word`` (retrieval), ``subjects_<metric>``,
+    ``confusion`` (classification), ``timelines`` (detection), ``bins`` (reconstruction) and ``training``."""
     labeler = _labeler(label)
-    figures = {"topk_segment": plot_topk(results, "segment", kmax, labeler)}
-    if any(r["segments"] is not None and "better_word" in r["segments"].columns for r in results):
-        figures["topk_word"] = plot_topk(results, "word", kmax, labeler)
-    subjects = subject_table(results, metric, labeler)
-    df = collect(results, labeler)
-    chance = df.groupby("study")[f"chance_{metric}"].mean().to_dict() if f"chance_{metric}" in df else None
-    figures[f"subjects_{metric}"] = plot_subjects(subjects, metric, chance)
+    figures = {}
+
+    def of(task: str) -> list[Result]:
+        return [r for r in results if r.get("task", "retrieval") == task]
+
+    retrieval = [r for r in of("retrieval") if r["segments"] is not None]
+    if retrieval:
+        figures["topk_segment"] = plot_topk(retrieval, "segment", kmax, labeler)
+        if any("better_word" in r["segments"].columns for r in retrieval):
+            figures["topk_word"] = plot_topk(retrieval, "word", kmax, labeler)
+    scored = [r for r in results if metric in r["metrics"]]
+    if scored:
+        subjects = subject_table(scored, metric, labeler)
+        df = collect(scored, labeler)
+        chance = df.groupby("study")[f"chance_{metric}"].mean().to_dict() if f"chance_{metric}" in df else None
+        figures[f"subjects_{metric}"] = plot_subjects(subjects, metric, chance)
+    tasks = {"confusion": ("classification", "confusion.csv", plot_confusion),
+             "timelines": ("detection", "timelines.npz", plot_timelines),
+             "bins": ("reconstruction", "per_bin.csv", plot_bins)}
+    for name, (task, needed, plot) in tasks.items():
+        members = [r for r in of(task) if (Path(r["folder"]) / "eval" / needed).exists()]
+        if members:
+            figures[name] = plot(members, labeler)
     if any(r["history"] for r in results):
         figures["training"] = plot_training(results, labeler)
     return figures

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import Ranks
-from .load import Labeler, MISSING, Result, ResultsError, _METRIC, _eval_hint
+from .load import Labeler, MISSING, Result, ResultsError, _METRIC, _eval_hint, is_percent
 from .labels import _labeler, order_labels
 from .tables import _as_results, to_markdown
 
@@ -27,33 +27,48 @@ def parse_metric(metric: str) -> tuple[int, str]:
 
 def subject_table(targets: tp.Sequence[Result | str | Path], metric: str = "top10_segment",
                   label: Labeler | tp.Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per (XP, study, subject): ``sig``, ``model``, ``seed``, ``study``, ``subject``, ``value`` (%).
+    """One row per (XP, study, subject): ``sig``, ``model``, ``seed``, ``study``, ``subject``, ``value``.
 
-    Computed from ``segments.csv`` (so subjects of different studies never mix); XPs without it fall back on
-    the per-subject groups of ``summary.json``.
+    ``value`` is in percent for fractions (:func:`bm2.results.is_percent`). Retrieval top-k comes from
+    ``segments.csv`` and classification top-1 from ``items.csv`` (so subjects of different studies never
+    mix); other metrics and XPs without those files use the per-subject groups of ``summary.json``.
     """
-    k, level = parse_metric(metric)
+    match = _METRIC.match(metric)
     labeler = _labeler(label)
+    scale = 100.0 if is_percent(metric) else 1.0
     rows = []
     for res in _as_results(targets):
         base = {"sig": res["sig"], "model": labeler(res), "seed": int(res["meta"].get("seed", 0))}
-        seg = res["segments"]
-        if seg is not None and f"better_{level}" in seg.columns:
+        seg, items = res["segments"], res.get("items")
+        frame = None
+        if match and seg is not None and f"better_{match.group(2)}" in seg.columns:
+            k, level = int(match.group(1)), match.group(2)
             hits = Ranks(seg[f"better_{level}"].to_numpy(), seg[f"ties_{level}"].to_numpy()).hits(k)
             frame = pd.DataFrame({"study": seg["study"].astype(str), "subject": seg["subject"].astype(str),
                                   "hit": hits})
+        elif (metric in ("top1", "accuracy") and items is not None and "correct" in items.columns
+              and {"study", "subject"} <= set(items.columns)):
+            scored = items[items["correct"].astype(str).isin(["True", "False"])]
+            frame = pd.DataFrame({"study": scored["study"].astype(str), "subject": scored["subject"].astype(str),
+                                  "hit": (scored["correct"].astype(str) == "True").astype(float)})
+        if frame is not None:
             for (study, subject), part in frame.groupby(["study", "subject"], sort=True):
-                rows.append({**base, "study": study, "subject": subject, "value": 100.0 * part["hit"].mean(),
+                rows.append({**base, "study": study, "subject": subject, "value": scale * part["hit"].mean(),
                              "n_segments": len(part)})
-        else:
-            groups = res["groups"].get("subject") or {}
-            if not groups:
-                raise ResultsError(f"XP {res['sig']} has neither segments.csv nor per-subject groups: "
-                                   f"{_eval_hint(res['sig'])} again")
-            study = "+".join(map(str, res["meta"].get("selections") or ["?"]))
-            for subject, values in groups.items():
-                rows.append({**base, "study": study, "subject": str(subject), "value": 100.0 * values[metric],
-                             "n_segments": float("nan")})
+            continue
+        groups = res["groups"].get("subject") or {}
+        if not groups:
+            raise ResultsError(f"XP {res['sig']} has no per-subject results (segments.csv, items.csv or groups): "
+                               f"{_eval_hint(res['sig'])} again")
+        study = "+".join(map(str, res["meta"].get("selections") or ["?"]))
+        for subject, values in groups.items():
+            if metric not in values:
+                raise ResultsError(f"XP {res['sig']} has no per-subject {metric!r}; per-subject metrics: "
+                                   f"{sorted(values)}")
+            value = values[metric]
+            rows.append({**base, "study": study, "subject": str(subject),
+                         "value": float("nan") if value is None else scale * float(value),
+                         "n_segments": float("nan")})
     return pd.DataFrame(rows)
 
 

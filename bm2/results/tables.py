@@ -10,15 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .load import CHANCE_ROW, Labeler, MISSING, Result, ResultsError, load_all
+from .load import CHANCE_ROW, Labeler, MISSING, Result, ResultsError, is_percent, load_all
 from .labels import _labeler, order_labels
 
 
 # ---------------------------------------------------------------------------------------------- tables
-
-def _is_percent(key: str) -> bool:
-    return not key.startswith("n_")  # every metric but the counts is a fraction
-
 
 def _as_results(items: tp.Sequence[Result | str | Path]) -> list[Result]:
     if items and all(isinstance(x, dict) for x in items):
@@ -28,7 +24,8 @@ def _as_results(items: tp.Sequence[Result | str | Path]) -> list[Result]:
 
 def collect(targets: tp.Sequence[Result | str | Path], label: Labeler | tp.Sequence[str] | None = None
             ) -> pd.DataFrame:
-    """One row per XP: ``sig``, ``model`` (label), ``study``, ``seed``, ... and every metric in percent.
+    """One row per XP: ``sig``, ``task``, ``model`` (label), ``study``, ``seed``, ... and every metric (fractions
+    in percent, see :func:`bm2.results.is_percent`).
 
     ``targets`` are results of :func:`load_all` or anything it accepts; ``label`` is a labeler or a list of
     keys for :func:`label_from_keys` (default :func:`default_label`).
@@ -38,22 +35,28 @@ def collect(targets: tp.Sequence[Result | str | Path], label: Labeler | tp.Seque
     for res in _as_results(targets):
         meta = res["meta"]
         row: dict[str, tp.Any] = {
-            "sig": res["sig"], "model": labeler(res), "study": "+".join(map(str, meta.get("selections") or ["?"])),
+            "sig": res["sig"], "task": res.get("task", "retrieval"), "model": labeler(res),
+            "study": "+".join(map(str, meta.get("selections") or ["?"])),
             "seed": int(meta.get("seed", 0)), "loss": meta.get("loss"),
             "features": "+".join(map(str, meta.get("features") or [])), "architecture": meta.get("model"),
             "epochs_trained": int(meta.get("epochs_trained", len(res["history"]))), "folder": str(res["folder"])}
         for key, value in res["metrics"].items():
-            row[key] = 100.0 * float(value) if _is_percent(key) else float(value)
+            value = float("nan") if value is None else float(value)
+            row[key] = 100.0 * value if is_percent(key) else value
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def aggregate_stats(df: pd.DataFrame, rows: str = "model", cols: str = "study", metric: str = "top10_segment"
                     ) -> pd.DataFrame:
-    """Long table of ``mean``, ``sd`` (sample, ddof=1) and ``n`` of ``metric`` over seeds per (rows, cols)."""
+    """Long table of ``mean``, ``sd`` (sample, ddof=1) and ``n`` of ``metric`` over seeds per (rows, cols).
+
+    XPs without ``metric`` (XPs of another task) are left out.
+    """
     for key in (rows, cols, metric):
         if key not in df.columns:
             raise ResultsError(f"no column {key!r}; available: {sorted(df.columns)}")
+    df = df[df[metric].notna()]
     keys = list(dict.fromkeys([rows, cols, "seed"]))
     dup = df[df.duplicated(keys, keep=False)]
     if len(dup):
@@ -78,11 +81,15 @@ def format_mean_sd(mean: float, sd: float, decimals: int = 1) -> str:
 
 
 def aggregate(df: pd.DataFrame, rows: str = "model", cols: str = "study", metric: str = "top10_segment",
-              decimals: int = 1, chance: bool = True) -> pd.DataFrame:
-    """Table of ``"mean ± sd"`` strings (percent, over seeds): ``rows`` values as index, ``cols`` as columns.
+              decimals: int | None = None, chance: bool = True) -> pd.DataFrame:
+    """Table of ``"mean ± sd"`` strings (over seeds): ``rows`` values as index, ``cols`` as columns.
 
-    With ``chance``, a last row gives the chance level of ``metric`` (uniform over candidates / words).
+    Fractions are in percent with one decimal, correlations and STOI as they are with three (``decimals``
+    overrides). With ``chance``, a last row gives ``chance_<metric>`` (retrieval: uniform over candidates /
+    words; classification, detection: the task's chance level; reconstruction: the shuffled null's mean).
     """
+    if decimals is None:
+        decimals = 1 if is_percent(metric) else 3
     stats = aggregate_stats(df, rows, cols, metric)
     row_order = order_labels(stats[rows].astype(str))
     col_order = sorted(stats[cols].astype(str).unique())
@@ -92,11 +99,16 @@ def aggregate(df: pd.DataFrame, rows: str = "model", cols: str = "study", metric
         table.loc[str(getattr(rec, rows)), str(getattr(rec, cols))] = format_mean_sd(rec.mean, rec.sd, decimals)
     chance_key = f"chance_{metric}"
     if chance and chance_key in df.columns and rows != CHANCE_ROW:
-        levels = df.groupby(df[cols].astype(str))[chance_key]
-        # the chance level is a property of the test set, the same for every seed: show its sd only if it varies
-        cells = {c: format_mean_sd(v.mean(), float(np.std(v, ddof=1)) if v.nunique() > 1 else float("nan"),
-                                   decimals) for c, v in levels}
-        table.loc[CHANCE_ROW] = [cells.get(c, MISSING) for c in col_order]
+        scored = df[df[metric].notna()]
+        tasks = scored["task"] if "task" in scored.columns else pd.Series("", index=scored.index)
+        for task in sorted(tasks.unique()):
+            # one chance row per task when tasks share a metric name (F1-macro of classes vs of speech samples)
+            levels = scored[tasks == task].groupby(scored[cols].astype(str))[chance_key]
+            # the chance level is a property of the test set, the same for every seed: show its sd only if it varies
+            cells = {c: format_mean_sd(v.mean(), float(np.std(v, ddof=1)) if v.nunique() > 1 else float("nan"),
+                                       decimals) for c, v in levels}
+            name = CHANCE_ROW if tasks.nunique() == 1 else f"{CHANCE_ROW} ({task})"
+            table.loc[name] = [cells.get(c, MISSING) for c in col_order]
     return table
 
 
@@ -144,9 +156,11 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
         lines.append(rf"\label{{{label}}}")
     lines += [rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
               " & ".join(latex_escape(x) for x in [table.index.name or "", *table.columns]) + r" \\", r"\midrule"]
+    previous: tp.Any = None
     for idx, row in table.iterrows():
-        if idx == CHANCE_ROW:
+        if str(idx).startswith(CHANCE_ROW) and not str(previous).startswith(CHANCE_ROW):
             lines.append(r"\midrule")
+        previous = idx
         lines.append(" & ".join(latex_escape(x) for x in [idx, *row.tolist()]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -174,14 +188,20 @@ def to_html(table: pd.DataFrame, css_class: str = "results") -> str:
 
 
 def chance_table(df: pd.DataFrame, cols: str = "study") -> pd.DataFrame:
-    """Per study: test-set sizes and chance / word-prior top-k in percent (mean over XPs)."""
-    keys = [k for k in ("n_segments", "n_candidates", "n_words", "chance_top1_segment", "chance_top10_segment",
-                        "chance_top1_word", "chance_top10_word", "prior_top1_word", "prior_top10_word")
-            if k in df.columns]
-    out = df.groupby(cols)[keys].mean()
-    for k in keys:
-        fmt = "{:.0f}" if k.startswith("n_") else "{:.1f}"
-        out[k] = out[k].map(fmt.format)
+    """Per study (and task, when XPs of several tasks are shown): test-set sizes and chance levels (mean over
+    XPs; fractions in percent)."""
+    retrieval = ["n_segments", "n_candidates", "n_words", "chance_top1_segment", "chance_top10_segment",
+                 "chance_top1_word", "chance_top10_word", "prior_top1_word", "prior_top10_word"]
+    tasks = df["task"] if "task" in df.columns else pd.Series("retrieval", index=df.index)
+    rest = df[tasks != "retrieval"].dropna(axis=1, how="all")
+    others = sorted(k for k in rest.columns if k.startswith(("n_", "chance_")) and not k.startswith("n_bins_"))
+    keys = [k for k in (retrieval if (tasks == "retrieval").any() else []) + others if k in df.columns]
+    by = [cols] if "task" not in df.columns or df["task"].nunique() <= 1 else [cols, "task"]
+    out = df.groupby(by)[keys].mean()
+    out = out.dropna(axis=1, how="all")
+    if len(by) == 2:
+        out.index = pd.Index([f"{study} ({task})" for study, task in out.index], name=f"{cols} (task)")
+    for k in out.columns:
+        fmt = "{:.0f}" if k.startswith("n_") else "{:.1f}" if is_percent(k) else "{:.3f}"
+        out[k] = out[k].map(lambda v, f=fmt: MISSING if v != v else f.format(v))
     return out
-
-

@@ -104,7 +104,8 @@ class Solver(BaseSolver):
                 param.requires_grad_(False)
         groups = param_groups({"": self.model, "objective": self.objective}, optim.lr, optim.weight_decay,
                               optim.lr_mult, optim.no_decay_norm_bias)
-        self.optimizer = build_optimizer(groups, optim.name, optim.lr, tuple(optim.betas), optim.weight_decay)
+        betas = (float(optim.betas[0]), float(optim.betas[1]))
+        self.optimizer = build_optimizer(groups, optim.name, optim.lr, betas, optim.weight_decay)
         steps = self._steps_per_epoch()
         self.scheduler = build_scheduler(self.optimizer, optim.scheduler, optim.epochs, steps,
                                          optim.scheduler_per_step, optim.warmup, optim.min_lr_ratio)
@@ -246,22 +247,39 @@ class Solver(BaseSolver):
             metrics["grad_norm"] = grad_norm / max(count, 1)
         return distrib.average_metrics(metrics, count)
 
+    def _accumulator(self, split: str) -> tp.Any:
+        """The task's streaming validation metrics (None for tasks without: retrieval)."""
+        try:
+            return self.task.accumulator(self.datasets[split])
+        except NotImplementedError:
+            return None
+
     @torch.no_grad()
     def valid_stage(self) -> dict[str, float]:
         model = self.eval_model()
         model.eval()
         sums: dict[str, float] = {}
         count = 0
+        accumulator = self._accumulator("valid")
         for batch in self._loader("valid", shuffle=False):
-            terms = self._terms(batch, model)
+            with self._autocast():
+                outputs = run_model(model, batch, self.device)
+            terms = self.objective(batch, outputs)
+            if accumulator is not None:
+                accumulator.update(batch, outputs)  # the task's metrics from the same forward pass
             n = len(batch["brain"])
             sums["loss"] = sums.get("loss", 0.0) + self.objective.total(terms).item() * n
             for name, value in terms.items():
                 if len(terms) > 1:
                     sums[name] = sums.get(name, 0.0) + float(value) * n
             count += n
-        metrics = distrib.average_metrics({k: v / max(count, 1) for k, v in sums.items()}, count)
-        if self.best_metric[1] not in metrics or self.task.name != "retrieval":
+        metrics = {k: v / max(count, 1) for k, v in sums.items()}
+        if accumulator is not None:
+            # Computed on this process's share of the split (under DDP, averaged across processes below).
+            metrics.update({k: float(v) for k, v in accumulator.compute().items() if isinstance(v, (int, float))})
+        metrics = distrib.average_metrics(metrics, count)
+        if self.best_metric[1] not in metrics and accumulator is None:
+            # retrieval: its test metrics on the valid split, when the best epoch is selected on them
             metrics.update(self.task_metrics("valid", quick=True))
         if self.best_metric[1] not in metrics:
             raise KeyError(f"optim.best_metric={self.best_metric[1]!r} is not a validation metric of task "
@@ -269,11 +287,11 @@ class Solver(BaseSolver):
         return metrics
 
     def task_metrics(self, split: str, **kwargs: tp.Any) -> dict[str, float]:
-        """The task's metrics of the evaluated model on ``split`` (rank 0 computes; others get the same dict)."""
-        result = self.task.evaluate(self.eval_model(), self.datasets[split], objective=self.objective,
-                                    scorer=getattr(self.objective, "scores", None), ks=self.test_ks,
+        """The task's metrics of the evaluated model on ``split``."""
+        result = self.task.evaluate(self.eval_model(), self.datasets[split],
+                                    getattr(self.objective, "scores", None), ks=self.test_ks,
                                     batch_size=self.test_batch_size, device=self.device,
-                                    num_workers=self.num_workers, **kwargs)
+                                    num_workers=self.num_workers, train=self.datasets.train, **kwargs)
         return {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
     def test_stage(self) -> dict[str, float]:

@@ -7,7 +7,11 @@ Tasks are looked up by name (``test.task`` in the config, :data:`TASKS`): ``retr
 
 from __future__ import annotations
 
-from .base import DEFAULT_INPUTS, OUTPUT, Task, TaskResult, model_inputs, run_model
+from .base import (DEFAULT_INPUTS, OUTPUT, Accumulator, QuickResult, Task, TaskResult, model_inputs, model_outputs,
+                   run_model)
+from .classification import ClassificationResult, ClassificationTask
+from .detection import DetectionResult, DetectionTask
+from .reconstruction import ReconstructionResult, ReconstructionTask
 from .retrieval import RetrievalResult, RetrievalTask
 
 TASKS: dict[str, Task] = {}
@@ -19,7 +23,7 @@ def register_task(task: Task) -> Task:
     return task
 
 
-for _task in (RetrievalTask(),):
+for _task in (RetrievalTask(), ClassificationTask(), DetectionTask(), ReconstructionTask()):
     register_task(_task)
 
 
@@ -31,5 +35,7 @@ def get_task(name: str) -> Task:
         raise KeyError(f"unknown task {name!r}; valid tasks are {sorted(TASKS)}") from None
 
 
-__all__ = ["DEFAULT_INPUTS", "OUTPUT", "RetrievalResult", "RetrievalTask", "TASKS", "Task", "TaskResult",
-           "get_task", "model_inputs", "register_task", "run_model"]
+__all__ = ["Accumulator", "ClassificationResult", "ClassificationTask", "DEFAULT_INPUTS", "DetectionResult",
+           "DetectionTask", "OUTPUT", "QuickResult", "ReconstructionResult", "ReconstructionTask", "RetrievalResult",
+           "RetrievalTask", "TASKS", "Task", "TaskResult", "get_task", "model_inputs", "model_outputs",
+           "register_task", "run_model"]

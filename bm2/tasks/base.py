@@ -17,10 +17,19 @@ Models
 A model declares the batch keys its ``forward`` takes as keyword arguments in a class attribute ``inputs``
 (default :data:`DEFAULT_INPUTS`), and returns a tensor or a dict of named tensors; :func:`run_model` calls it
 and always returns a dict (a tensor becomes ``{"output": tensor}``).
+
+Evaluation
+----------
+:meth:`Task.evaluate` scores a model on a split and returns a result whose ``save`` writes per-item outputs and
+``summary.json`` (``task``, ``meta``, ``metrics``, ``groups``) atomically. ``evaluate(..., quick=True)`` runs the
+same pass but keeps only the cheap metrics and writes nothing (for the validation stage); a solver that already
+runs the model on its validation batches feeds them to :meth:`Task.accumulator` instead, at no extra cost.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import typing as tp
 from pathlib import Path
 
@@ -57,10 +66,78 @@ def run_model(model: torch.nn.Module, batch: dict[str, torch.Tensor],
     return out
 
 
+def atomic_write(path: str | Path, write: tp.Callable[[tp.BinaryIO], object]) -> None:
+    """Write ``path`` through ``write(binary file)`` into a temporary file renamed into place (no torn file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def write_summary(folder: str | Path, task: str, meta: dict[str, tp.Any] | None, metrics: dict[str, float],
+                  groups: dict[str, tp.Any]) -> None:
+    """Write ``summary.json`` (``task``, ``meta``, ``metrics``, ``groups``) atomically (NaN as ``NaN``, like
+    Python's json module, which reads it back)."""
+    summary = {"task": task, "meta": meta or {}, "metrics": metrics, "groups": groups}
+    atomic_write(Path(folder) / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+
+
+def model_outputs(model: torch.nn.Module, dataset: tp.Any, batch_size: int = 128,
+                  device: str | torch.device = "cpu", num_workers: int = 0
+                  ) -> tp.Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """``(batch, outputs)`` for every batch of ``dataset`` in order, the model in eval mode without gradients.
+
+    The model's train / eval mode is restored when the iteration ends (or is abandoned).
+    """
+    from ..data import collate
+
+    if len(dataset) == 0:
+        raise ValueError("the split is empty: nothing to evaluate (check dset.split and the selections)")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                                         num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                yield batch, run_model(model, batch, device)
+    finally:
+        model.train(was_training)
+
+
+class Accumulator(tp.Protocol):
+    """Streaming metrics: fed ``(batch, outputs)`` batch by batch, then :meth:`compute` gives the metrics."""
+
+    def update(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
+        """Add one batch (outputs may be on any device and in any float dtype)."""
+
+    def compute(self) -> dict[str, float]:
+        """The metrics of everything added so far."""
+
+
+class QuickResult:
+    """The result of ``evaluate(..., quick=True)``: metrics only, nothing to save."""
+
+    def __init__(self, task: str, metrics: dict[str, float]) -> None:
+        self.task = task
+        self.metrics = metrics
+
+    def save(self, folder: str | Path, meta: dict[str, tp.Any] | None = None) -> None:
+        """Always fails: a quick evaluation keeps no per-item outputs."""
+        raise ValueError(f"a quick {self.task} evaluation has no per-item outputs to save: evaluate with "
+                         "quick=False")
+
+
 class TaskResult(tp.Protocol):
-    """What :meth:`Task.evaluate` returns: headline ``metrics`` and a ``save`` that writes per-item outputs."""
+    """What :meth:`Task.evaluate` returns: the ``task`` name, ``metrics`` and a ``save`` that writes per-item
+    outputs."""
 
     metrics: dict[str, float]
+
+    @property
+    def task(self) -> str:
+        """The task's name (the ``task`` of ``summary.json``)."""
 
     def save(self, folder: str | Path, meta: dict[str, tp.Any] | None = None) -> None:
         """Write per-item outputs and ``summary.json`` (with ``task``, ``meta``, ``metrics``) into ``folder``."""
@@ -70,8 +147,10 @@ class Task:
     """A task family: which targets its batches carry, how a trained model is scored, and its headline metrics.
 
     Subclasses set :attr:`name`, :attr:`targets` (batch keys the dataset must provide), :attr:`headline`
-    (metrics shown in tables), :attr:`best` (default ``(metric, "min" | "max")`` used to select the best
-    epoch when the configuration does not choose) and implement :meth:`evaluate` and :meth:`table`.
+    (metrics shown in tables; :attr:`main_metric`, the first by default, is the one of the main results
+    table), :attr:`best` (default ``(metric, "min" | "max")`` used to select the best epoch when the
+    configuration does not choose) and implement :meth:`evaluate` and :meth:`table`; tasks with cheap
+    validation metrics also implement :meth:`accumulator`.
     """
 
     name: tp.ClassVar[str]
@@ -79,8 +158,31 @@ class Task:
     headline: tp.ClassVar[tuple[str, ...]] = ()
     best: tp.ClassVar[tuple[str, str]] = ("loss", "min")
 
-    def evaluate(self, model: torch.nn.Module, dataset: tp.Any, **kwargs: tp.Any) -> TaskResult:
-        """Evaluate ``model`` on ``dataset`` (a split); returns a result with ``metrics`` and ``save``."""
+    #: the metric of the main results table (``scripts.make_tables``' default); empty: the first headline metric
+    main_metric: tp.ClassVar[str] = ""
+
+    def accumulator(self, dataset: tp.Any, **kwargs: tp.Any) -> Accumulator:
+        """A streaming accumulator of this task's cheap metrics over batches of ``dataset``."""
+        raise NotImplementedError(f"the {self.name} task has no streaming validation metrics")
+
+    def quick_metrics(self, model: torch.nn.Module, dataset: tp.Any, batch_size: int = 128,
+                      device: str | torch.device = "cpu", num_workers: int = 0, **kwargs: tp.Any
+                      ) -> dict[str, float]:
+        """The :meth:`accumulator` metrics of ``model`` on ``dataset`` (one pass, nothing written)."""
+        acc = self.accumulator(dataset, **kwargs)
+        for batch, outputs in model_outputs(model, dataset, batch_size, device, num_workers):
+            acc.update(batch, outputs)
+        return acc.compute()
+
+    def evaluate(self, model: torch.nn.Module, dataset: tp.Any, scorer: tp.Callable | None = None,
+                 **kwargs: tp.Any) -> TaskResult:
+        """Evaluate ``model`` on ``dataset`` (a split); returns a result with ``metrics`` and ``save``.
+
+        ``scorer`` is the trained objective's scoring function (retrieval ranks candidates with it; the other
+        tasks ignore it). Every task takes the keywords ``ks``, ``keep_probs``, ``batch_size``, ``device``,
+        ``num_workers`` and ``n_boot``; all but retrieval also ``quick`` (metrics only, nothing to save) and
+        ``train`` (the training split, for priors).
+        """
         raise NotImplementedError
 
     def table(self, metrics: dict[str, float]) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import typing as tp
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 
 from ..data import SegmentDataset, collate
 from ..metrics import Ranks, bootstrap_ci, chance_levels, target_ranks
-from .base import Task, run_model
+from .base import Task, atomic_write, run_model
 
 
 def candidate_table(segments: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -50,6 +49,8 @@ class RetrievalResult:
     ``candidates`` one row per unique candidate; ``probs`` the ``[N, O]`` softmax over candidates.
     """
 
+    task: tp.ClassVar[str] = "retrieval"
+
     metrics: dict[str, float]
     groups: dict[str, dict[str, dict[str, float]]]
     segments: pd.DataFrame
@@ -69,11 +70,7 @@ class RetrievalResult:
         _atomic(folder / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
 
 
-def _atomic(path: Path, write: tp.Callable[[tp.Any], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+_atomic = atomic_write  # the name this module used before the helper moved to .base
 
 
 def _summarise(ranks: dict[str, Ranks], ks: tp.Sequence[int], rows: np.ndarray | None = None) -> dict[str, float]:
@@ -189,12 +186,14 @@ class RetrievalTask(Task):
     name = "retrieval"
     targets = ("features",)
     headline = ("top1_segment", "top10_segment", "top1_word", "top10_word")
+    main_metric = "top10_segment"
     best = ("loss", "min")
 
     def evaluate(self, model: torch.nn.Module, dataset: tp.Any, scorer: tp.Callable | None = None,
                  **kwargs: tp.Any) -> RetrievalResult:
         kwargs.pop("objective", None)
-        if kwargs.pop("quick", False):  # validation metrics: no bootstrap intervals worth their cost
+        kwargs.pop("train", None)  # the other tasks take the training split (priors); retrieval needs none
+        if kwargs.pop("quick", False):  # validation metrics: bootstrap intervals are not worth their cost
             kwargs.setdefault("n_boot", 20)
         return evaluate_model(model, dataset, scorer, **kwargs)
 

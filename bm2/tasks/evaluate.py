@@ -1,0 +1,164 @@
+"""Evaluate trained XPs from their checkpoints: rebuild the model and the test split, run the XP's task, save.
+
+``python -m scripts.run_eval_probs`` is the command line of this module; :mod:`bm2.results` finds XPs through
+:func:`find_xps`. For each XP the model is rebuilt from its self-describing checkpoint (best state), the splits
+from the checkpoint's config (data paths from the current environment), and the task named by the config's
+``test.task`` writes its per-item outputs and ``summary.json`` into ``<xp folder>/eval/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import typing as tp
+from pathlib import Path
+
+import torch
+
+from . import get_task
+
+if tp.TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+logger = logging.getLogger(__name__)
+
+
+class EvalError(RuntimeError):
+    """An XP cannot be evaluated; the message says why and what to do."""
+
+
+def get_main() -> tp.Any:
+    """bm2's Dora main (the decorated ``bm2.train.main``)."""
+    from ..train import main
+
+    return main
+
+
+def find_xps(targets: tp.Sequence[str]) -> list[tp.Any]:
+    """Dora XPs for signatures and / or grid names, in order, without duplicates."""
+    main = get_main()
+    sigs: list[str] = []
+    for target in targets:
+        grid = main.dora.dir / main.dora._grids / target
+        if grid.is_dir():
+            children = sorted(p.name for p in grid.iterdir())
+            if not children:
+                raise EvalError(f"grid {target!r} has no XP in {grid}; run `dora grid {target}` first")
+            sigs.extend(children)
+        elif (main.dora.dir / main.dora.xps / target).is_dir():
+            sigs.append(target)
+        else:
+            raise EvalError(f"{target!r} is neither an XP signature nor a grid name under {main.dora.dir} "
+                            "(check `dora info -f SIG`, the grid name, or $BM2_XP_DIR)")
+    unique = list(dict.fromkeys(sigs))
+    return [main.get_xp_from_sig(sig) for sig in unique]
+
+
+@dataclasses.dataclass
+class Rebuilt:
+    """What :func:`rebuild` makes of a checkpoint: the trained model, the splits and the task's extra arguments."""
+
+    model: torch.nn.Module
+    datasets: tp.Any
+    options: dict[str, tp.Any]
+
+
+def rebuild(ckpt: dict[str, tp.Any], cfg: DictConfig, device: str) -> Rebuilt:
+    """The model (best state, on ``device``), the datasets and the task's options of a checkpoint.
+
+    The only place of the evaluation that calls the builders: when the way a config becomes objects changes,
+    this is the function to adapt. ``options`` are keyword arguments of the task's ``evaluate``: the trained
+    objective's ``scorer`` for retrieval, the training split (class prior) for the other tasks.
+    """
+    from ..builders import build_all_datasets
+    from ..models import model_from_spec
+    from ..objectives import build_objective
+
+    datasets = build_all_datasets(cfg)
+    model = model_from_spec(ckpt["model_spec"])
+    model.load_state_dict(ckpt["best_state"] or ckpt["states"]["model"])
+    task = str(cfg.test.get("task", "retrieval"))
+    if task == "retrieval":
+        spec = ckpt["loss_spec"]
+        objective = build_objective(spec["name"], weights=spec.get("weights") or None, **spec["kwargs"])
+        objective.load_state_dict(ckpt["states"]["loss"])
+        options: dict[str, tp.Any] = {"scorer": getattr(objective.to(device), "scores", None)}
+    else:
+        options = {"train": datasets.train}
+    return Rebuilt(model.to(device), datasets, options)
+
+
+def xp_meta(sig: str, argv: tp.Sequence[str], cfg: DictConfig, ckpt: dict[str, tp.Any]) -> dict[str, tp.Any]:
+    """The ``meta`` of ``summary.json``: what the result tables label and group XPs by."""
+    return {"sig": sig, "argv": list(argv), "selections": list(cfg.dset.selections),
+            "features": list(cfg.dset.features), "loss": cfg.loss.name, "model": cfg.model.name,
+            "seed": int(cfg.seed), "epochs_trained": len(ckpt["history"])}
+
+
+def _xp_identity(xp: tp.Any) -> tuple[str, Path, list[str], tp.Any]:
+    """Signature, folder, argv and current ``paths`` config (or None) of a Dora XP or an XP folder."""
+    if isinstance(xp, (str, Path)):
+        folder = Path(xp)
+        argv_path = folder / ".argv.json"
+        argv = json.loads(argv_path.read_text()) if argv_path.exists() else []
+        return folder.name, folder, list(argv), None
+    return str(xp.sig), Path(xp.folder), list(xp.argv), xp.cfg.paths
+
+
+def evaluate_checkpoint(xp: tp.Any, device: str = "auto", keep_probs: bool = True, batch_size: int = 128,
+                        num_workers: int = 0) -> tp.Any:
+    """Evaluate one XP (a Dora XP or an XP folder) on its test split with its task; returns the task's result,
+    also saved in ``<xp folder>/eval/``."""
+    from omegaconf import OmegaConf
+
+    from ..builders import resolve_device
+    from ..solvers.base import CheckpointError, load_checkpoint
+
+    sig, folder, argv, paths = _xp_identity(xp)
+    try:
+        ckpt = load_checkpoint(folder / "checkpoint.th")
+    except CheckpointError as exc:
+        raise EvalError(f"XP {sig}: {exc}. Train it first (`dora run -f {sig}`)") from exc
+    if not ckpt.get("model_spec"):
+        raise EvalError(f"XP {sig}: the checkpoint does not describe its model (written by an older bm2)")
+    cfg = OmegaConf.create(ckpt["config"])
+    if paths is not None:
+        cfg.paths = paths  # data may have moved: take paths from the current environment
+    else:
+        for key, var in (("data", "BM2_DATA"), ("cache", "BM2_CACHE")):
+            if os.environ.get(var) and "paths" in cfg:
+                cfg.paths[key] = os.environ[var]
+    dev = resolve_device(device)
+    rebuilt = rebuild(ckpt, cfg, dev)
+    if len(rebuilt.datasets.test) == 0:
+        raise EvalError(f"XP {sig}: its test split is empty (selections {list(cfg.dset.selections)}, "
+                        f"split {OmegaConf.to_container(cfg.dset.split)}); select more recordings or raise "
+                        "dset.split.test")
+    task = get_task(str(cfg.test.get("task", "retrieval")))
+    result = task.evaluate(rebuilt.model, rebuilt.datasets.test, ks=tuple(cfg.test.ks), keep_probs=keep_probs,
+                           batch_size=batch_size, device=dev, num_workers=num_workers, **rebuilt.options)
+    result.save(folder / "eval", xp_meta(sig, argv, cfg, ckpt))
+    return result
+
+
+def describe(task: str, metrics: dict[str, float]) -> str:
+    """One log line of a task's headline test metrics (retrieval keeps its historical wording)."""
+    m = metrics
+    if task == "retrieval":
+        return (f"top-1 {100 * m['top1_segment']:.1f}% / top-10 {100 * m['top10_segment']:.1f}% (segment), "
+                f"top-1 {100 * m['top1_word']:.1f}% / top-10 {100 * m['top10_word']:.1f}% (word), "
+                f"chance top-10 {100 * m['chance_top10_segment']:.1f}%, {m['n_segments']:.0f} segments, "
+                f"{m['n_candidates']:.0f} candidates")
+    parts = []
+    for key in get_task(task).headline:
+        if key not in m:
+            continue
+        value = m[key]
+        text = f"{value:.3f}" if key.startswith(("pcc", "stoi")) else f"{100 * value:.1f}%"
+        chance = m.get(f"chance_{key}")
+        if chance is not None:
+            text += f" (chance {chance:.3f})" if key.startswith("pcc") else f" (chance {100 * chance:.1f}%)"
+        parts.append(f"{key} {text}")
+    return f"{task}: " + ", ".join(parts)
