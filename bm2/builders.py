@@ -128,6 +128,9 @@ def build_model_for(cfg: DictConfig, datasets: Datasets) -> torch.nn.Module:
 
 def parent_sig(parent: tp.Any) -> str:
     """The signature of a parent XP named by signature or by its overrides (a list, signed as `dora run` would)."""
+    if isinstance(parent, (int, float)):
+        raise ChainError(f"chain.parent={parent!r} was read as a number: quote the signature, "
+                         f"e.g. chain.parent=\"'{parent}'\"")
     if isinstance(parent, str):
         return parent
     from .train import main

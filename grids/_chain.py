@@ -35,8 +35,8 @@ def stage(launcher: tp.Any, overrides: dict | None = None, parent: str | None = 
     start from it (``chain`` keys: ``modules``, ``exclude``, ``freeze``). Returns the stage's signature."""
     sub = launcher.bind(overrides or {})
     if parent is not None:
-        # Quoted: an all-digit or exponent-looking signature (e.g. 1e456789) would otherwise parse as a number.
-        sub = sub.bind({"chain.parent": f"'{parent}'", **{f"chain.{k}": v for k, v in chain.items()}})
+        # Dora writes string values JSON-quoted, so an all-digit signature stays a string.
+        sub = sub.bind({"chain.parent": parent, **{f"chain.{k}": v for k, v in chain.items()}})
     sub()
     main = sub._shepherd.main
     sig = str(main.get_xp(sub._argv).sig)

@@ -42,7 +42,8 @@ def _rows(output: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
-@pytest.mark.parametrize("grid, expected", [("nmi.main_table", 48), ("nmi.ablations", 24), ("synthetic", 4)])
+@pytest.mark.parametrize("grid, expected", [("nmi.main_table", 48), ("nmi.ablations", 24), ("synthetic", 4),
+                                            ("chain", 3)])
 def test_grids_sign_distinct_xps_without_a_scheduler(grid, expected, tmp_path):
     env = dict(os.environ, BM2_XP_DIR=str(tmp_path))
     out = _run([str(BIN / "dora"), "grid", grid, "--dry_run", "--init"], env, timeout=120)
@@ -178,3 +179,54 @@ def test_smoke_grid_on_slurm(grid_env):
     _run([sys.executable, "-m", "scripts.dashboard", "smoke", "-o", str(out)], env)
     html = out.read_text()
     assert long_sig in html and "test_top10_segment" in html
+
+
+def _chain_sigs(env, rows) -> tuple[str, str, str]:
+    """(parent, child, scratch) signatures of the chain grid."""
+    by_kind = {}
+    for sig in rows:
+        argv = " ".join(_argv(env, sig))
+        by_kind["child" if "chain.parent" in argv else "scratch" if "recipe" in argv else "parent"] = sig
+    return by_kind["parent"], by_kind["child"], by_kind["scratch"]
+
+
+@pytest.mark.slow
+def test_chain_grid_runs_locally_child_after_parent(tmp_path):
+    """``dora grid chain --dry_run --init`` then ``dora run -f``: a child before its parent fails naming it."""
+    env = dict(os.environ, BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
+               BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1")
+    dora = str(BIN / "dora")
+    rows = _rows(_run([dora, "grid", "chain", "--dry_run", "--init"], env, timeout=120))
+    parent, child, _ = _chain_sigs(env, rows)
+    early = _run([dora, "run", "-f", child], env, check=False, timeout=600)
+    assert f"parent XP {parent}" in early and f"dora run -f {parent}" in early
+    _run([dora, "run", "-f", parent], env, timeout=600)
+    out = _run([dora, "run", "-f", child], env, timeout=600)
+    assert f"started from parent XP {parent}" in out and "Test results of XP" in out
+    ckpt = __import__("torch").load(_xp_folder(env, child) / "checkpoint.th", weights_only=True)
+    assert ckpt["parent"]["sig"] == parent and ckpt["parent"]["exclude"] == ["head"]
+    assert "balanced_accuracy" in _history(env, child)[-1]["test"]
+
+
+@pytest.mark.slow
+def test_chain_grid_on_slurm_child_waits_for_parent(grid_env):
+    env = grid_env
+    dora = str(BIN / "dora")
+    rows = _rows(_run([dora, "grid", "chain", "--no_monitoring"], env))
+    assert len(rows) == 3 and all(sid for _, sid in rows.values()), rows
+    parent, child, scratch = _chain_sigs(env, rows)
+    # the child's job was submitted with a dependency on the parent's job
+    script = next((_xp_folder(env, child) / "submitit").glob(f"{rows[child][1]}_submission.sh")).read_text()
+    assert f"--dependency=afterok:{rows[parent][1]}" in script
+    assert "--dependency" not in next((_xp_folder(env, scratch) / "submitit").glob("*_submission.sh")).read_text()
+    final = _rows(_run([dora, "grid", "chain", "--interval", "0.02"], env, timeout=900))
+    assert {state for state, _ in final.values()} == {"COM"}, final
+    log = (_xp_folder(env, child) / "train.log").read_text()
+    assert f"started from parent XP {parent}" in log
+    # the child started after its parent had finished: its first epoch is logged after the parent's test
+    parent_done = (_xp_folder(env, parent) / "checkpoint.th").stat().st_mtime
+    child_started = (_xp_folder(env, child) / "split.csv").stat().st_mtime
+    assert child_started >= parent_done
+    # running the grid again picks up the finished stages: nothing is resubmitted
+    again = _rows(_run([dora, "grid", "chain", "--no_monitoring"], env))
+    assert {sig: sid for sig, (_, sid) in again.items()} == {sig: sid for sig, (_, sid) in final.items()}
