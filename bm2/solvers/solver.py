@@ -236,7 +236,7 @@ class Solver(BaseSolver):
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
             for name, value in terms.items():
                 if name != "loss" and len(terms) > 1:
-                    sums[name] = sums.get(name, 0.0) + float(value)
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
             count += 1
             bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
         if self.scheduler is not None and not self.optim.scheduler_per_step:

@@ -33,3 +33,18 @@ def test_one_epoch_on_a_neuromag_bids_dataset(tmp_path):
     assert "Test results of XP" in proc.stdout
     history = json.loads(next((tmp_path / "xps" / "xps").glob("*/history.json")).read_text())
     assert len(history) == 1 and history[-1]["test"]["n_candidates"] > 0
+
+    # The same overrides on another dataset (paths do not enter signatures) must not resume the first XP.
+    other = tmp_path / "data" / "words-meg-copy"
+    write_neuromag_bids(other)
+    again = subprocess.run([DORA, "run", *[a if not a.startswith("paths.studies.bids=") else
+                                           f"paths.studies.bids={other}" for a in args]],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=500)
+    assert again.returncode != 0 and "trained on other data" in again.stdout, again.stdout[-3000:]
+    assert "studies.bids.name" in again.stdout
+    # Named, it is its own XP and trains.
+    named = subprocess.run([DORA, "run", *[a if not a.startswith("paths.studies.bids=") else
+                                           f"paths.studies.bids={other}" for a in args], "studies.bids.name=copy"],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=500)
+    assert named.returncode == 0, named.stdout[-3000:]
+    assert len(list((tmp_path / "xps" / "xps").glob("*/history.json"))) == 2
