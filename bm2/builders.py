@@ -185,4 +185,6 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
         loss_spec={"name": cfg.loss.name, "kwargs": _section(cfg, "loss", cfg.loss.name),
                    "weights": _section(cfg, "loss", "weights")},
         parent=parent, config=OmegaConf.to_container(cfg, resolve=True))
+    # keys that do not change results may differ on resume (paths, devices, workers ...: dora.exclude)
+    solver.ignore_config = ("dora", "slurm", *[str(k) for k in cfg.dora.get("exclude", [])])
     return solver

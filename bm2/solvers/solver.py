@@ -63,6 +63,23 @@ class OptimParams:
     best_mode: str | None = None
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict[str, tp.Any]:
+    out: dict[str, tp.Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _ignored(key: str, patterns: tp.Sequence[str]) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatch(key, p) or key.startswith(p + ".") for p in patterns)
+
+
 class Solver(BaseSolver):
     """Trains ``model`` with ``objective`` on ``datasets`` and evaluates it with ``task``.
 
@@ -97,6 +114,7 @@ class Solver(BaseSolver):
         self.test_ks = tuple(test_ks)
         self.test_batch_size = test_batch_size
         self.frozen = tuple(frozen)
+        self.ignore_config: tuple[str, ...] = ("dora", "slurm")  # plus dora.exclude (set by the builder)
         self.amp_dtype = autocast_dtype(self.device, cuda=optim.amp, cpu=optim.amp and optim.amp_cpu)
         self.amp = self.amp_dtype is not None
         for name, param in self.model.named_parameters():
@@ -135,6 +153,25 @@ class Solver(BaseSolver):
                 "resumes on other data. Run it as its own XP by giving the dataset a name that enters the signature "
                 "(e.g. `studies.bids.name=MYDATA`, or `dset.name=MYDATA`), or start this one over with "
                 "`dora run --clear`")
+
+        self._check_config(state)
+
+    def _check_config(self, state: dict[str, tp.Any]) -> None:
+        """Refuse to resume when the configuration that trained the checkpoint differs from today's (a default or a
+        recipe changed under the same signature): keys in ``ignore_config`` (paths, devices ...) may differ."""
+        saved, mine = state.get("config"), self.extra_checkpoint.get("config")
+        if not isinstance(saved, dict) or not isinstance(mine, dict):
+            return
+        old, new = _flatten(saved), _flatten(mine)
+        # Keys added since (new keys default to the old behaviour) are not a change; a changed value is.
+        changed = sorted(k for k in set(old) & set(new) if old[k] != new[k] and not _ignored(k, self.ignore_config))
+        if changed:
+            show = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed[:5])
+            raise CheckpointError(
+                f"{self.checkpoint_path} was trained with another configuration under the same signature ({show}"
+                f"{' ...' if len(changed) > 5 else ''}): a default or a recipe changed since. Resuming would mix "
+                "both; start this XP over with `dora run --clear ...`, or keep the old behaviour with explicit "
+                "overrides")
 
     def eval_model(self) -> torch.nn.Module:
         """The weights evaluated and kept as best: the EMA when enabled, else the model."""

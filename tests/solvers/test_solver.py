@@ -85,3 +85,23 @@ def test_bf16_autocast_only_where_native_and_losses_stay_float32(array_recording
     assert all(v.dtype == torch.float32 for v in terms.values())  # the loss in float32
     assert precision.autocast_dtype("cuda", cuda=True) == torch.bfloat16
     assert precision.autocast_dtype("cpu", cpu=False) is None
+
+
+def test_resume_refused_when_a_default_or_recipe_changed_under_the_same_signature(array_recording, tmp_path,
+                                                                                  monkeypatch):
+    datasets = _datasets(array_recording, tmp_path, seed=0)
+    datasets.valid = datasets.train
+    monkeypatch.setattr(Solver, "test_stage", lambda self: {"done": 1.0})
+    config = {"optim": {"lr": 3e-4, "epochs": 2}, "paths": {"data": "/a"}, "dset": {"label": {"top_n": 10}}}
+    solver = _solver(tmp_path / "xp", datasets)
+    solver.extra_checkpoint["config"] = config
+    solver.run()
+    moved = _solver(tmp_path / "xp", datasets)  # data elsewhere, a key added since: same XP
+    moved.ignore_config = ("paths.*",)
+    moved.extra_checkpoint["config"] = {**config, "paths": {"data": "/b"}, "optim": {**config["optim"], "ema": 0.0}}
+    assert moved.restore()
+    changed = _solver(tmp_path / "xp", datasets)
+    changed.ignore_config = ("paths.*",)
+    changed.extra_checkpoint["config"] = {**config, "optim": {"lr": 1e-3, "epochs": 2}}
+    with pytest.raises(CheckpointError, match=r"another configuration.*optim.lr: 0.0003 -> 0.001.*--clear"):
+        changed.restore()
