@@ -33,6 +33,7 @@ import os
 import typing as tp
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DEFAULT_INPUTS = ("brain", "subject_index", "positions", "mask")
@@ -73,6 +74,13 @@ def atomic_write(path: str | Path, write: tp.Callable[[tp.BinaryIO], object]) ->
     with open(tmp, "wb") as f:
         write(f)
     os.replace(tmp, path)
+
+
+def write_probs(folder: str | Path, probs: np.ndarray | None) -> None:
+    """Write ``probs.npy`` (float32) atomically when ``probs`` is given."""
+    if probs is not None:
+        values = probs.astype(np.float32)
+        atomic_write(Path(folder) / "probs.npy", lambda f: np.save(f, values))
 
 
 def write_summary(folder: str | Path, task: str, meta: dict[str, tp.Any] | None, metrics: dict[str, float],

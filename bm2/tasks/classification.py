@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from ..metrics import bootstrap_ci
-from .base import OUTPUT, QuickResult, Task, atomic_write, model_outputs, write_summary
+from .base import OUTPUT, QuickResult, Task, atomic_write, model_outputs, write_probs, write_summary
 
 
 def pooled_logits(output: torch.Tensor) -> torch.Tensor:
@@ -197,9 +197,7 @@ class ClassificationResult:
         """Write ``items.csv``, ``probs.npy``, ``confusion.csv``, ``per_class.csv`` and ``summary.json``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if self.probs is not None:
-            probs = self.probs.astype(np.float32)
-            atomic_write(folder / "probs.npy", lambda f: np.save(f, probs))
+        write_probs(folder, self.probs)
         atomic_write(folder / "items.csv", lambda f: self.items.to_csv(f, index=False))
         atomic_write(folder / "confusion.csv", lambda f: self.confusion.to_csv(f))
         atomic_write(folder / "per_class.csv", lambda f: self.per_class.to_csv(f, index=False))

@@ -8,7 +8,6 @@ subjects, sessions and recordings); each test segment is scored against all cand
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing as tp
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from ..data import SegmentDataset, collate
 from ..metrics import Ranks, bootstrap_ci, chance_levels, target_ranks
-from .base import Task, atomic_write, run_model
+from .base import Task, atomic_write, run_model, write_probs, write_summary
 
 
 def candidate_table(segments: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -61,16 +60,12 @@ class RetrievalResult:
         """Write ``probs.npy``, ``candidates.csv``, ``segments.csv`` and ``summary.json`` (atomically)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if self.probs is not None:
-            probs = self.probs.astype(np.float32)
-            _atomic(folder / "probs.npy", lambda f: np.save(f, probs))
-        _atomic(folder / "candidates.csv", lambda f: self.candidates.to_csv(f, index=False))
-        _atomic(folder / "segments.csv", lambda f: self.segments.to_csv(f, index=False))
-        summary = {"task": "retrieval", "meta": meta or {}, "metrics": self.metrics, "groups": self.groups}
-        _atomic(folder / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+        write_probs(folder, self.probs)
+        atomic_write(folder / "candidates.csv", lambda f: self.candidates.to_csv(f, index=False))
+        atomic_write(folder / "segments.csv", lambda f: self.segments.to_csv(f, index=False))
+        write_summary(folder, "retrieval", meta, self.metrics, self.groups)
 
 
-_atomic = atomic_write  # the name this module used before the helper moved to .base
 
 
 def _summarise(ranks: dict[str, Ranks], ks: tp.Sequence[int], rows: np.ndarray | None = None) -> dict[str, float]:
