@@ -126,6 +126,26 @@ def build_model_for(cfg: DictConfig, datasets: Datasets) -> torch.nn.Module:
     return build_model(name, **data_kwargs_for(name, available), **_section(cfg, "model", name))
 
 
+def check_model_task(name: str, task: Task) -> None:
+    """Raise ``ValueError`` when model ``name`` gives one vector per window but ``task`` needs per-sample outputs."""
+    if task.per_sample and not getattr(MODELS[name], "per_sample", True):
+        per_sample = sorted(n for n, cls in MODELS.items() if getattr(cls, "per_sample", True))
+        raise ValueError(f"model={name} outputs one vector per window (a window classifier), but test.task="
+                         f"{task.name} needs an output per brain sample: use it with test.task=classification "
+                         f"(e.g. recipe=word_classification), or pick one of {per_sample} for {task.name}")
+
+
+def check_best_metric(metric: str | None, objective: Objective, task: Task, ks: tp.Sequence[int]) -> None:
+    """Raise ``KeyError`` listing the valid names when ``optim.best_metric`` cannot select epochs (before any data
+    is prepared, so that a typo costs no epoch)."""
+    if metric is None:
+        return
+    allowed = ["loss", *objective.weights, *task.selection_metrics(ks)]
+    if metric not in allowed:
+        raise KeyError(f"optim.best_metric={metric!r} is not a validation metric of test.task={task.name} with "
+                       f"loss.name={objective.terms[0]}; valid names: {allowed}")
+
+
 def parent_sig(parent: tp.Any) -> str:
     """The signature of a parent XP named by signature or by its overrides (a list, signed as `dora run` would)."""
     if isinstance(parent, (int, float)):
@@ -152,6 +172,8 @@ def apply_chain(cfg: DictConfig, model: torch.nn.Module, folder: Path) -> dict[s
     ckpt = parent_state(parent_folder, sig)
     modules = chain.get("modules")
     loaded = load_from_parent(model, ckpt, sig, modules=modules, exclude=chain.get("exclude") or ())
+    if chain.get("freeze"):
+        logger.info("frozen (not trained, kept in eval mode): %s", ", ".join(chain["freeze"]))
     return {"sig": sig, "modules": modules, "exclude": chain.get("exclude") or [], "freeze": chain.get("freeze") or [],
             "n_tensors": len(loaded), "parent_data": (ckpt.get("data") or {}).get("fingerprint")}
 
@@ -170,6 +192,8 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
     task = build_task(cfg)
     if cfg.model.name not in MODELS:
         raise KeyError(f"unknown model {cfg.model.name!r}; valid names: {sorted(MODELS)}")
+    check_model_task(str(cfg.model.name), task)
+    check_best_metric(cfg.optim.get("best_metric"), objective, task, tuple(cfg.test.ks))
     optim = _section(cfg, "optim")
     optim["betas"] = tuple(optim.get("betas", (0.9, 0.999)))
     params = OptimParams(**optim)

@@ -1,6 +1,6 @@
 """A tiny setting shared by the CPU grids and the integration tests (a few seconds per XP)."""
 
-# A small synthetic study: 2 subjects x 1 session of 20 sentences at 200 Hz.
+# A small synthetic study: 2 subjects x 1 session, 20 sentences each from a corpus of 30, at 200 Hz.
 TINY_STUDY = {
     "studies.synthetic.n_subjects": 2,
     "studies.synthetic.n_sessions": 1,
@@ -8,7 +8,7 @@ TINY_STUDY = {
     "studies.synthetic.sentences_per_recording": 20,
     "studies.synthetic.sfreq": 200,
 }
-# A small model and batch, on one thread, for any study.
+# A small SimpleConv and batch, on one thread, for any study (model.simpleconv.* keys: SimpleConv models only).
 TINY_MODEL = {
     "model.simpleconv.hidden": 16,
     "model.simpleconv.merger_channels": 16,

@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = R.load_all(args.targets)
         metric = R.resolve_metric(results, args.metric)
+        left_out = [r["sig"] for r in results if metric not in r["metrics"]]
+        if left_out:
+            logger.warning("left out %d XP(s) without %s (another task): %s; tabulate them with --metric",
+                           len(left_out), metric, " ".join(left_out))
         df = R.collect(results, args.label)
         paths = write_tables(df, out, metric, args.rows, args.cols, args.decimals, not args.no_chance)
         print(paths["md"].read_text(encoding="utf-8"))

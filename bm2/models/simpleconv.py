@@ -83,6 +83,7 @@ class SimpleConv(nn.Module):
     # beside the always-passed out_channels and n_subjects (see bm2.models.data_kwargs_for).
     inputs: tuple[str, ...] = ("brain", "subject_index", "positions", "mask")
     data_kwargs: tuple[str, ...] = ()
+    per_sample = True  # [B, out_channels, T]: any task
 
     def __init__(
         self,

@@ -73,6 +73,7 @@ class BraindecodeModel(nn.Module):
     # Batch keys forward takes (bm2.tasks.base.run_model) and sizes the builder fills in from the data.
     inputs: tuple[str, ...] = ("brain", "mask")
     data_kwargs: tuple[str, ...] = ("n_channels", "n_times", "sample_rate")
+    per_sample = False  # one vector per window [B, K]: classification only
     # bm2 name -> braindecode name, filled in by the adapter; passing the braindecode name too is an error.
     _RENAMED: tp.ClassVar[dict[str, str]] = {"out_channels": "n_outputs", "n_channels": "n_chans",
                                              "n_times": "n_times", "sample_rate": "sfreq"}

@@ -72,8 +72,9 @@ def load_from_parent(model: torch.nn.Module, ckpt: dict[str, tp.Any], sig: str,
     with torch.no_grad():
         for k in wanted:
             target[k].copy_(source[k])
-    logger.info("started from parent XP %s: %d tensors loaded (%s)", sig, len(wanted),
-                "all modules" if modules is None else ", ".join(modules))
+    logger.info("started from parent XP %s: %d tensors loaded (%s%s)", sig, len(wanted),
+                "all modules" if modules is None else ", ".join(modules),
+                f" except {', '.join(exclude)}" if exclude else "")
     return wanted
 
 

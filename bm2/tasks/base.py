@@ -162,6 +162,15 @@ class Task:
     """
 
     name: tp.ClassVar[str]
+    # Whether the task needs an output per brain sample ([B, D, T]); window classifiers ([B, K]) cannot serve it.
+    per_sample: tp.ClassVar[bool] = True
+    # Validation metrics the best epoch can be selected on (besides ``loss`` and the objective's terms).
+    valid_metrics: tp.ClassVar[tuple[str, ...]] = ()
+
+    def selection_metrics(self, ks: tp.Sequence[int] = (1, 5, 10)) -> tuple[str, ...]:
+        """Names ``optim.best_metric`` may take for this task (``ks``: the configured top-k)."""
+        return self.valid_metrics
+
     targets: tp.ClassVar[tuple[str, ...]] = ()
     headline: tp.ClassVar[tuple[str, ...]] = ()
     best: tp.ClassVar[tuple[str, str]] = ("loss", "min")

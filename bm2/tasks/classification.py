@@ -331,6 +331,8 @@ class ClassificationTask(Task):
 
     name = "classification"
     targets = ("label",)
+    per_sample = False
+    valid_metrics = ("accuracy", "top1", "balanced_accuracy", "f1_macro")
     headline = ("top1", "top5", "balanced_accuracy", "f1_macro")
     main_metric = "top1"
     best = ("f1_macro", "max")

@@ -267,6 +267,7 @@ class DetectionTask(Task):
 
     name = "detection"
     targets = ("speech",)
+    valid_metrics = ("f1_macro", "f1_speech", "accuracy", "balanced_accuracy", "roc_auc")
     headline = ("f1_macro", "balanced_accuracy", "roc_auc")
     main_metric = "f1_macro"
     best = ("f1_macro", "max")

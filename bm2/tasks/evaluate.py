@@ -45,7 +45,9 @@ def find_xps(targets: tp.Sequence[str]) -> list[tp.Any]:
         if grid.is_dir():
             children = sorted(p.name for p in grid.iterdir())
             if not children:
-                raise EvalError(f"grid {target!r} has no XP in {grid}; run `dora grid {target}` first")
+                raise EvalError(f"grid {target!r} has no XP in {grid}: `dora grid {target}` links its XPs there "
+                               "when it schedules them; after `--dry_run --init` (no scheduler) pass the XPs' "
+                               "signatures instead (the dry run prints them)")
             sigs.extend(children)
         elif (main.dora.dir / main.dora.xps / target).is_dir():
             sigs.append(target)

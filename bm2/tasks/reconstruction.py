@@ -301,6 +301,7 @@ class ReconstructionTask(Task):
 
     name = "reconstruction"
     targets = ("features",)
+    valid_metrics = ("pcc",)
     headline = ("pcc", "stoi")
     main_metric = "pcc"
     best = ("pcc", "max")

@@ -194,3 +194,6 @@ class RetrievalTask(Task):
 
     def table(self, metrics: dict[str, float]) -> str:
         return results_table(metrics)
+
+    def selection_metrics(self, ks: tp.Sequence[int] = (1, 5, 10)) -> tuple[str, ...]:
+        return tuple(f"top{k}_{level}" for k in ks for level in ("segment", "word"))
