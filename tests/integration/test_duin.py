@@ -42,3 +42,20 @@ def test_duin_classifier_recipe_runs_one_epoch(tmp_path):
     split = [r[header.index("split")] for r in rows]
     # 2 subjects x 60 trials, one window each: per subject and word 10 trials -> 8 / 1 / 1 (stratified pooled)
     assert len(rows) == 120 and split.count("valid") == split.count("test") == 12 and split.count("train") == 96
+
+
+def test_duin_model_trains_through_the_recipe(tmp_path):
+    """``model=duin`` (one block; 10-sample patches at the tiny study's 100 Hz) builds from the data and trains."""
+    env = dict(os.environ, BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
+               BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([DORA, "run", "num_threads=1", "recipe=duin_classifier", "model=duin", "model.duin.depth=1",
+                           "model.duin.patch=10", "optim.batch_size=16", *TINY_SEEG], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "| top-1 |" in proc.stdout
+    sig = proc.stdout.split("Test results of XP ")[1].split()[0]
+    import torch
+
+    spec = torch.load(Path(env["BM2_XP_DIR"]) / "xps" / sig / "checkpoint.th", weights_only=True)["model_spec"]
+    assert spec["name"] == "duin" and spec["kwargs"]["n_channels"] == 6 and spec["kwargs"]["n_times"] == 300
