@@ -17,10 +17,11 @@ from typing import Any
 from torch import nn
 
 from .common import ChannelDropout, ChannelMerger, FourierEmb, SubjectLayers
+from .duin import DuinClassifier
 from .simpleconv import SimpleConv
 from .zoo import ZOO, BraindecodeModel
 
-MODELS: dict[str, type[nn.Module]] = {"simpleconv": SimpleConv, **ZOO}
+MODELS: dict[str, type[nn.Module]] = {"simpleconv": SimpleConv, "duin": DuinClassifier, **ZOO}
 
 # Always passed to a model constructor, and the data-dependent sizes a model may declare in ``data_kwargs``:
 # number of sensors, window length in samples, sampling rate in Hz, number of frequencies of [B, C, F, T] inputs.
@@ -34,6 +35,7 @@ __all__ = [
     "MODELS",
     "ChannelDropout",
     "ChannelMerger",
+    "DuinClassifier",
     "FourierEmb",
     "SimpleConv",
     "SubjectLayers",
