@@ -47,6 +47,7 @@ class NormParams:
     n_fit_windows: int = 200
     scale_features: bool = True
     instance: bool = False  # per window and channel: median / IQR over time (after the recording scaler)
+    pooled: bool = False  # per channel mean / std pooled over every sample of the training recordings (LibriBrain)
 
 
 class LazyArray:
@@ -353,6 +354,60 @@ def _fit_scaler(dataset: SegmentDataset, rec_index: int, rows: np.ndarray, norm:
     return RobustScaler(np.array(entry["center"]), np.array(entry["scale"]), norm.max_scale)
 
 
+def pooled_statistics(arrays: tp.Sequence[np.ndarray], chunk: int = 1 << 16) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(n, mean, std)`` per channel over every sample of ``arrays`` (each ``(C, T)``), pooled exactly: run means
+    weighted by length, variance = within-run plus between-run sums of squares over the total count (population
+    std, float64 accumulation, chunks of ``chunk`` samples)."""
+    total, mean, m2 = 0, None, None
+    for array in arrays:
+        n = array.shape[-1]
+        sums = np.zeros(array.shape[:-1])
+        for start in range(0, n, chunk):
+            sums += np.asarray(array[..., start:start + chunk], dtype=np.float64).sum(axis=-1)
+        run_mean = sums / max(n, 1)
+        run_m2 = np.zeros_like(run_mean)
+        for start in range(0, n, chunk):
+            part = np.asarray(array[..., start:start + chunk], dtype=np.float64) - run_mean[..., None]
+            run_m2 += (part * part).sum(axis=-1)
+        if mean is None or m2 is None:
+            total, mean, m2 = n, run_mean, run_m2
+            continue
+        new_total = total + n
+        delta = run_mean - mean
+        mean = mean + delta * n / new_total
+        m2 = m2 + run_m2 + delta ** 2 * total * n / new_total
+        total = new_total
+    if mean is None or m2 is None or total == 0:
+        raise ValueError("no samples to pool statistics over")
+    return total, mean, np.sqrt(m2 / total)
+
+
+def _pooled_scaler(prepared: list[PreparedRecording], by_split: dict[str, pd.DataFrame], norm: NormParams,
+                   cache: Cache, preprocess_params: PreprocessParams) -> RobustScaler:
+    """``norm.pooled``: one per-channel mean / std for every recording, pooled over every sample of the
+    **training recordings** (those with training windows and none of valid / test: whole runs under a ``named``
+    split), then clamped at ``max_scale`` (LibriBrain: ±10). Unlike pnpl, which fits each partition on its own
+    runs, validation and test recordings never enter the statistics."""
+    train = set(by_split["train"].recording.tolist())
+    held = set(by_split["valid"].recording.tolist()) | set(by_split["test"].recording.tolist())
+    chosen = sorted(train - held)
+    if not chosen:
+        raise ValueError("norm.pooled fits statistics on whole training recordings, but every recording also holds "
+                         "valid / test windows: use a recording-level split (dset.split.strategy=named) or "
+                         "norm.pooled=false")
+    key = {"preprocess": preprocess_params.key(), "recordings": [prepared[i].uid for i in chosen]}
+
+    def build(writer: EntryWriter) -> None:
+        n, mean, std = pooled_statistics([prepared[i].brain.array for i in chosen])
+        writer.save("center", mean.astype(np.float32))
+        writer.save("scale", np.where(std > 0, std, 1.0).astype(np.float32))
+        writer.meta.update(n_samples=int(n), n_recordings=len(chosen))
+
+    entry = cache.get("pooled-scaler", key, SCALER_VERSION, build)
+    logger.info("norm.pooled: per-channel mean / std from %d training recordings", len(chosen))
+    return RobustScaler(np.array(entry["center"]), np.array(entry["scale"]), norm.max_scale)
+
+
 def _explain_empty(segments: pd.DataFrame, blocks: pd.DataFrame, window: WindowParams, split: SplitParams,
                    name: str) -> str:
     """Why split ``name`` is empty, and what to change."""
@@ -474,7 +529,11 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
     rng = np.random.default_rng(seed)
     scaler_key = {"preprocess": preprocess_params.key(), "window": dataclasses.asdict(window),
                   "split": dataclasses.asdict(split)}
-    if norm.robust:
+    if norm.pooled:
+        pooled = _pooled_scaler(prepared, by_split, norm, cache, preprocess_params)
+        for rec in prepared:
+            rec.scaler = pooled
+    elif norm.robust:
         for i in range(len(prepared)):
             rows = np.flatnonzero(train._rec == i)
             if len(rows) == 0:

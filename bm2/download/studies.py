@@ -72,7 +72,8 @@ DEFAULTS: dict[str, tp.Any] = {
     },
 }
 
-NOTHING_TO_DOWNLOAD = {"synthetic": "it is generated locally by its prepare()"}
+NOTHING_TO_DOWNLOAD = {"synthetic": "it is generated locally by its prepare()",
+                       "libribrain_synthetic": "it is generated locally by its prepare()"}
 
 MOUS_HELP = (
     "study 'schoffelen2019' (MOUS) is shared under a data-use agreement, so it needs your own credentials:\n"

@@ -1,0 +1,45 @@
+"""The LibriBrain recipes run through the real ``dora run`` on a tiny synthetic LibriBrain-like study (1 epoch):
+each trains, evaluates with its task on the named 2025 test run and prints its table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ._cli import DORA, ROOT, TINY_MODEL_ARGS
+
+pytestmark = pytest.mark.slow
+TINY_LIBRI = ["studies.libribrain_synthetic.n_train_runs=2", "studies.libribrain_synthetic.run_seconds=30"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("libribrain")
+    return dict(os.environ, BM2_DATA=str(base / "data"), BM2_CACHE=str(base / "cache"), BM2_XP_DIR=str(base / "xps"),
+                BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1",
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.mark.parametrize("recipe, keys, table", [
+    ("libribrain_phoneme", ("top1", "balanced_accuracy", "f1_macro"), "| F1-macro |"),
+    ("libribrain_speech", ("f1_macro", "roc_auc"), "| F1-macro |"),
+])
+def test_libribrain_recipe_trains_and_evaluates(env, recipe, keys, table):
+    proc = subprocess.run([DORA, "run", *TINY_MODEL_ARGS, *TINY_LIBRI, "optim.epochs=1", f"recipe={recipe}"],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert table in proc.stdout and "norm.pooled: per-channel mean / std from 2 training recordings" in proc.stdout
+    sig = proc.stdout.split("Test results of XP ")[1].split()[0]
+    folder = Path(env["BM2_XP_DIR"]) / "xps" / sig
+    test = json.loads((folder / "history.json").read_text())[-1]["test"]
+    for key in keys:
+        assert key in test and 0.0 <= test[key] <= 1.0, (key, test)
+    manifest = (folder / "split.csv").read_text().splitlines()
+    header = manifest[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in manifest[1:]]
+    by_split = {(r["split"], r["session"]) for r in rows}
+    assert by_split == {("train", "1"), ("train", "2"), ("valid", "11"), ("test", "12")}
