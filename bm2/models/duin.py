@@ -135,6 +135,7 @@ class DuinClassifier(nn.Module):
     """Du-IN's classifier: :class:`DuinEncoder`, flatten -> ``hidden`` -> ReLU -> ``out_channels`` classes."""
 
     inputs: tuple[str, ...] = ("brain", "subject_index", "mask")
+    per_sample = False  # one vector per window [B, K]: classification only
     data_kwargs: tuple[str, ...] = ("n_channels", "n_times")
 
     def __init__(self, out_channels: int, n_subjects: int, n_channels: int, n_times: int, hidden: int = 128,

@@ -209,24 +209,32 @@ def test_chain_grid_runs_locally_child_after_parent(tmp_path):
 
 
 @pytest.mark.slow
-def test_chain_grid_on_slurm_child_waits_for_parent(grid_env):
-    env = grid_env
+def test_chain_grid_on_slurm_child_waits_for_parent(local_slurm, tmp_path):
+    # its own XP folder: the smoke grid's XPs include the same parent, already finished (then no wait is needed)
+    env = dict(os.environ, BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
+               BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1", **local_slurm.env())
     dora = str(BIN / "dora")
-    rows = _rows(_run([dora, "grid", "chain", "--no_monitoring"], env))
-    assert len(rows) == 3 and all(sid for _, sid in rows.values()), rows
-    parent, child, scratch = _chain_sigs(env, rows)
-    # the child's job was submitted with a dependency on the parent's job
-    script = next((_xp_folder(env, child) / "submitit").glob(f"{rows[child][1]}_submission.sh")).read_text()
-    assert f"--dependency=afterok:{rows[parent][1]}" in script
-    assert "--dependency" not in next((_xp_folder(env, scratch) / "submitit").glob("*_submission.sh")).read_text()
-    final = _rows(_run([dora, "grid", "chain", "--interval", "0.02"], env, timeout=900))
-    assert {state for state, _ in final.values()} == {"COM"}, final
-    log = (_xp_folder(env, child) / "train.log").read_text()
-    assert f"started from parent XP {parent}" in log
-    # the child started after its parent had finished: its first epoch is logged after the parent's test
-    parent_done = (_xp_folder(env, parent) / "checkpoint.th").stat().st_mtime
-    child_started = (_xp_folder(env, child) / "split.csv").stat().st_mtime
-    assert child_started >= parent_done
-    # running the grid again picks up the finished stages: nothing is resubmitted
-    again = _rows(_run([dora, "grid", "chain", "--no_monitoring"], env))
-    assert {sig: sid for sig, (_, sid) in again.items()} == {sig: sid for sig, (_, sid) in final.items()}
+    rows: dict[str, tuple[str, str]] = {}
+    try:
+        rows = _rows(_run([dora, "grid", "chain", "--no_monitoring"], env))
+        assert len(rows) == 3 and all(sid for _, sid in rows.values()), rows
+        parent, child, scratch = _chain_sigs(env, rows)
+        # the child's job was submitted with a dependency on the parent's job
+        script = next((_xp_folder(env, child) / "submitit").glob(f"{rows[child][1]}_submission.sh")).read_text()
+        assert f"--dependency=afterok:{rows[parent][1]}" in script
+        assert "--dependency" not in next((_xp_folder(env, scratch) / "submitit").glob("*_submission.sh")).read_text()
+        final = _rows(_run([dora, "grid", "chain", "--interval", "0.02"], env, timeout=900))
+        assert {state for state, _ in final.values()} == {"COM"}, final
+        log = (_xp_folder(env, child) / "train.log").read_text()
+        assert f"started from parent XP {parent}" in log
+        # the child started after its parent had finished: its first epoch is logged after the parent's test
+        parent_done = (_xp_folder(env, parent) / "checkpoint.th").stat().st_mtime
+        child_started = (_xp_folder(env, child) / "split.csv").stat().st_mtime
+        assert child_started >= parent_done
+        # running the grid again picks up the finished stages: nothing is resubmitted
+        again = _rows(_run([dora, "grid", "chain", "--no_monitoring"], env))
+        assert {sig: sid for sig, (_, sid) in again.items()} == {sig: sid for sig, (_, sid) in final.items()}
+    finally:  # a failed check must not leave jobs holding the node for the next tests
+        jobs = [sid for _, sid in rows.values() if sid]
+        if jobs:
+            subprocess.run(["scancel", *jobs], env=env, check=False)
