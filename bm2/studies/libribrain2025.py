@@ -337,7 +337,7 @@ class LibriBrain2025(Study):
     device = "MEGIN Neuromag (Vectorview / Triux) 306 sensors: 102 magnetometers + 204 planar gradiometers, 250 Hz"
     language = "en"
     paradigm = "passive listening to the Sherlock Holmes audiobooks (one deep-sampled listener)"
-    licence = "CC BY-NC 4.0 (check the dataset card of pnpl/LibriBrain)"
+    licence = "CC BY-NC 4.0"  # the dataset card of pnpl/LibriBrain on the Hugging Face hub
     url = "https://huggingface.co/datasets/pnpl/LibriBrain"
     doi = "10.48550/arXiv.2506.02098"
     description = ("LibriBrain: ~52 h of within-subject MEG while listening to Sherlock Holmes audiobooks, with word "
