@@ -1,6 +1,7 @@
 """Window datasets for every task: windows and anchors, split strategies, targets, scaling and batching."""
 
-from .dataset import (TARGETS, Datasets, LazyArray, NormParams, PreparedRecording, SegmentDataset, build_datasets,
+from .build import build_datasets
+from .dataset import (TARGETS, Datasets, LazyArray, NormParams, PreparedRecording, SegmentDataset,
                       collate)
 from .segments import WindowParams, make_segments, segment_uid
 from .splits import SPLITS, STRATEGIES, SplitParams, assign_split

@@ -92,7 +92,7 @@ def test_signals_with_a_frequency_axis_go_through_scaling_and_batching(array_rec
     path = tmp_path / "tf.npy"
     np.save(path, spectra)
     from bm2.data import LazyArray, SegmentDataset
-    from bm2.data.dataset import _fit_scaler
+    from bm2.data.build import _fit_scaler
 
     tf_rec = dataclasses.replace(rec, brain=LazyArray(str(path)), uid="f" * 40, scaler=None)
     train = SegmentDataset([tf_rec], ds.train.segments.assign(recording=0), ds.train.window, NormParams(), None,

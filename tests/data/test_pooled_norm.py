@@ -9,7 +9,7 @@ import pytest
 
 from bm2.cache import Cache
 from bm2.data import NormParams, SplitParams, WindowParams, build_datasets
-from bm2.data.dataset import pooled_statistics
+from bm2.data.build import pooled_statistics
 from bm2.features import FeatureStack, WordOnset
 from bm2.preprocessing import PreprocessParams
 from bm2.studies.libribrain2025 import selectors
