@@ -59,6 +59,8 @@ class OptimParams:
     warmup: float = 0.0
     min_lr_ratio: float = 0.0
     ema: float = 0.0
+    swa: bool = False
+    swa_start: int = 1
     best_metric: str | None = None
     best_mode: str | None = None
 
@@ -128,11 +130,18 @@ class Solver(BaseSolver):
         self.scheduler = build_scheduler(self.optimizer, optim.scheduler, optim.epochs, steps,
                                          optim.scheduler_per_step, optim.warmup, optim.min_lr_ratio)
         self.ema = build_ema(self.model, optim.ema)
+        if optim.swa and self.ema is not None:
+            raise ValueError("optim.swa and optim.ema both average the weights: choose one")
+        # SWA: a uniform average of the weights at the end of each epoch from optim.swa_start (BatchNorm statistics
+        # averaged alongside, use_buffers=True, rather than recomputed with a pass over the data)
+        self.swa = torch.optim.swa_utils.AveragedModel(self.model, use_buffers=True) if optim.swa else None
         self.register_stateful(model=self.model, loss=self.objective, optimizer=self.optimizer)
         if self.scheduler is not None:
             self.register_stateful(scheduler=self.scheduler)
         if self.ema is not None:
             self.register_stateful(ema=self.ema)
+        if self.swa is not None:
+            self.register_stateful(swa=self.swa)
         if distrib.is_distributed():
             self.ddp_model: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(self.model)
         else:
@@ -174,16 +183,22 @@ class Solver(BaseSolver):
                 "overrides")
 
     def eval_model(self) -> torch.nn.Module:
-        """The weights evaluated and kept as best: the EMA when enabled, else the model."""
-        return self.ema.module if self.ema is not None else self.model
+        """The weights evaluated and kept as best: the EMA or the SWA average when enabled (SWA once it has
+        averaged an epoch), else the model."""
+        if self.ema is not None:
+            return self.ema.module
+        if self.swa is not None and int(self.swa.n_averaged) > 0:
+            return self.swa.module
+        return self.model
 
     def copy_best_state(self) -> dict[str, tp.Any]:
         return {k: v.detach().cpu().clone() for k, v in self.eval_model().state_dict().items()}
 
     def load_best_state(self, state: dict[str, tp.Any]) -> None:
         self.model.load_state_dict(state)
-        if self.ema is not None:
-            self.ema.module.load_state_dict(state)
+        for average in (self.ema, self.swa):
+            if average is not None:
+                average.module.load_state_dict(state)
 
     def write_manifest(self) -> None:
         """Write the split manifest (``split.csv``: which recording / block / window went where) and the label
@@ -278,6 +293,8 @@ class Solver(BaseSolver):
             bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
         if self.scheduler is not None and not self.optim.scheduler_per_step:
             self.scheduler.step()
+        if self.swa is not None and self.epoch >= self.optim.swa_start:
+            self.swa.update_parameters(self.model)
         metrics = {k: v / max(count, 1) for k, v in sums.items()}
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.optim.clip_grad:

@@ -105,3 +105,31 @@ def test_resume_refused_when_a_default_or_recipe_changed_under_the_same_signatur
     changed.extra_checkpoint["config"] = {**config, "optim": {"lr": 1e-3, "epochs": 2}}
     with pytest.raises(CheckpointError, match=r"another configuration.*optim.lr: 0.0003 -> 0.001.*--clear"):
         changed.restore()
+
+
+def test_swa_averages_epoch_end_weights_and_is_evaluated(array_recording, tmp_path, monkeypatch):
+    import torch
+
+    datasets = _datasets(array_recording, tmp_path, seed=0)
+    datasets.valid = datasets.train
+    monkeypatch.setattr(Solver, "test_stage", lambda self: {"done": 1.0})
+    solver = _solver(tmp_path / "swa", datasets, swa=True, swa_start=1)
+    assert solver.eval_model() is solver.model  # nothing averaged yet
+    snapshots = []
+    original = solver.train_stage
+
+    def train_and_snapshot():
+        out = original()
+        snapshots.append({k: v.detach().clone() for k, v in solver.model.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(solver, "train_stage", train_and_snapshot)
+    monkeypatch.setattr(solver, "load_best_state", lambda state: None)  # keep the final average to check it
+    solver.run()
+    assert int(solver.swa.n_averaged) == 2 and solver.eval_model() is solver.swa.module
+    key = "head.0.weight"
+    # the average of the two epoch-end weights, exactly
+    average = (snapshots[0][key] + snapshots[1][key]) / 2
+    torch.testing.assert_close(solver.swa.module.state_dict()[key], average)
+    with pytest.raises(ValueError, match="choose one"):
+        _solver(tmp_path / "both", datasets, swa=True, ema=0.9)
