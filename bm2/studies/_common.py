@@ -6,8 +6,11 @@ from __future__ import annotations
 import ast
 import contextlib
 import logging
+import json
 import math
+import os
 import re
+import shutil
 import typing as tp
 import warnings
 from pathlib import Path
@@ -287,3 +290,32 @@ def read_textgrid(path: str | Path) -> dict[str, list[tuple[float, float, str]]]
         if klass == "IntervalTier":
             tiers[name] = items
     return tiers
+
+
+def generate_once(final: Path, generate: tp.Callable[[Path], None], marker: str, record: dict[str, tp.Any]) -> None:
+    """Generate a dataset into ``final`` exactly once, safely: under a file lock (concurrent callers wait for one
+    generator), into a temporary sibling folder renamed into place when complete, with ``marker`` (a JSON file of
+    ``record``) written last. Leftovers of a crashed generation are removed first; a failure leaves nothing behind.
+
+    ``generate(folder)`` writes the dataset into ``folder`` (which exists and is empty).
+    """
+    import filelock
+
+    if (final / marker).is_file():
+        return
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(parent / f".{final.name}.lock")):
+        if (final / marker).is_file():  # another process finished while we waited
+            return
+        for stale in [final, *parent.glob(f".{final.name}.tmp-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = parent / f".{final.name}.tmp-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            generate(tmp)
+            (tmp / marker).write_text(json.dumps(record, indent=2))
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

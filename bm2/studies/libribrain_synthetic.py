@@ -18,9 +18,6 @@ Generation takes seconds; the data live in ``root/<GEN_VERSION>-<hash of the opt
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import typing as tp
 from pathlib import Path
 
@@ -29,6 +26,7 @@ import pandas as pd
 
 from ..events import ARPABET
 from ..utils.hashing import content_hash
+from ._common import generate_once
 from .base import StudyError
 from .libribrain2025 import N_CHANNELS, PREPROC, LibriBrain2025, events_path, h5_path
 
@@ -180,25 +178,7 @@ class LibriBrainSynthetic(LibriBrain2025):
 
     def prepare(self) -> None:
         """Generate the runs unless they are complete; concurrent callers wait for one generator."""
-        if self.is_prepared():
-            return
-        import filelock
-
-        self.base.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(str(self.base / f".{self.root.name}.lock")):
-            if self.is_prepared():
-                return
-            tmp = self.base / f".{self.root.name}.tmp-{os.getpid()}"
-            for stale in [self.root, tmp]:
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp.mkdir()
-            try:
-                self.generate(tmp)
-                (tmp / MARKER).write_text(json.dumps({"version": GEN_VERSION, **self.options}, indent=2))
-                os.replace(tmp, self.root)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        generate_once(self.root, self.generate, MARKER, {"version": GEN_VERSION, **self.options})
 
     def generate(self, out: Path) -> None:
         """Write every run (h5 + events TSV) under ``out`` in the serialised layout."""

@@ -21,10 +21,7 @@ The model, per subject (everything seeded by ``seed``):
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import shutil
 import typing as tp
 from pathlib import Path
 
@@ -33,6 +30,7 @@ import numpy as np
 from ..utils.hashing import content_hash
 from ..utils.safe_pickle import AttrDict
 from .duin2024 import DATASET, RELEASE_CLASSES, SFREQ, TASK, TMIN, Duin2024
+from ._common import generate_once
 from .base import StudyError
 
 GEN_VERSION = "v1"  # bump whenever generation changes: old folders are then ignored
@@ -128,26 +126,8 @@ class SyntheticSeegStudy(Duin2024):
 
     def prepare(self) -> None:
         """Generate the dataset unless it is complete; concurrent callers wait for one generator."""
-        if self.is_prepared():
-            return
-        import filelock
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.dataset
-        with filelock.FileLock(str(self.root / f".{final.name}.lock")):
-            if self.is_prepared():
-                return
-            for stale in [final, *self.root.glob(f".{final.name}.tmp-*")]:
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
-            tmp.mkdir()
-            try:
-                self._generate(tmp / "data" / DATASET)
-                (tmp / MARKER).write_text(json.dumps({"version": GEN_VERSION, **self.options}, indent=2))
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        generate_once(self.dataset, lambda out: self._generate(out / "data" / DATASET), MARKER,
+                      {"version": GEN_VERSION, **self.options})
 
     def iter_recordings(self) -> tp.Iterator[tp.Any]:
         if not self.is_prepared():

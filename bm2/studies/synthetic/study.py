@@ -6,7 +6,6 @@ import datetime
 import io
 import json
 import os
-import shutil
 import typing as tp
 import warnings
 from pathlib import Path
@@ -16,7 +15,7 @@ import pandas as pd
 
 from ...utils.hashing import content_hash
 from ...utils.text import read_text
-from .._common import bids_inputs
+from .._common import bids_inputs, generate_once
 from ..base import Recording, Study, StudyError
 from . import brain, speech
 
@@ -141,26 +140,7 @@ class SyntheticStudy(Study):
 
     def prepare(self) -> None:
         """Generate the dataset unless it is complete; concurrent callers wait for one generator."""
-        if self.is_prepared():
-            return
-        import filelock
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.dataset
-        with filelock.FileLock(str(self.root / f".{final.name}.lock")):
-            if self.is_prepared():  # another process finished while we waited
-                return
-            for stale in [final, *self.root.glob(f".{final.name}.tmp-*")]:  # leftovers of a crash
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
-            tmp.mkdir()
-            try:
-                self._generate(tmp)
-                (tmp / MARKER).write_text(json.dumps({"version": GEN_VERSION, **self.options}, indent=2))
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        generate_once(self.dataset, self._generate, MARKER, {"version": GEN_VERSION, **self.options})
 
     def iter_recordings(self) -> tp.Iterator[SyntheticRecording]:
         """Yield the recordings, sorted by subject then session, enumerated with mne-bids."""
