@@ -199,6 +199,9 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
     params = OptimParams(**optim)
     datasets = build_all_datasets(cfg, task.targets)
     model = build_model_for(cfg, datasets)
+    set_vocabulary = getattr(objective, "set_vocabulary", None)  # objectives that need the class names (DeMEGa)
+    if datasets.vocabulary is not None and callable(set_vocabulary):
+        set_vocabulary(datasets.vocabulary)
     parent = apply_chain(cfg, model, Path(folder))
     solver = Solver(folder, link, model, objective, datasets, task, params, num_workers=int(cfg.num_workers),
                     device=resolve_device(cfg.device), seed=int(cfg.seed), test_ks=tuple(cfg.test.ks),

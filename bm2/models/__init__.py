@@ -16,12 +16,14 @@ from typing import Any
 
 from torch import nn
 
+from .demega import DeMEGa
 from .common import ChannelDropout, ChannelMerger, FourierEmb, SubjectLayers
 from .duin import DuinClassifier
 from .simpleconv import SimpleConv
 from .zoo import ZOO, BraindecodeModel
 
 MODELS: dict[str, type[nn.Module]] = {"simpleconv": SimpleConv, "duin": DuinClassifier, **ZOO}
+MODELS["demega"] = DeMEGa
 
 # Always passed to a model constructor, and the data-dependent sizes a model may declare in ``data_kwargs``:
 # number of sensors, window length in samples, sampling rate in Hz, number of frequencies of [B, C, F, T] inputs.

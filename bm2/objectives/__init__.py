@@ -147,3 +147,7 @@ OBJECTIVES: dict[str, type[Objective]] = {"cross_entropy": CrossEntropyObjective
 
 __all__ = ["BCEObjective", "CrossEntropyObjective", "FeatureObjective", "OBJECTIVES", "Objective", "build_objective",
            "class_logits", "sample_logits"]
+
+from .demega import DeMEGaObjective  # noqa: E402  (it imports the names above)
+
+OBJECTIVES["demega"] = DeMEGaObjective
