@@ -147,3 +147,4 @@ OBJECTIVES: dict[str, type[Objective]] = {"cross_entropy": CrossEntropyObjective
 
 __all__ = ["BCEObjective", "CrossEntropyObjective", "FeatureObjective", "OBJECTIVES", "Objective", "build_objective",
            "class_logits", "sample_logits"]
+from . import duin as _duin  # noqa: E402,F401  (registers duin_vqvae and duin_mae)
