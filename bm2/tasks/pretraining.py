@@ -1,7 +1,8 @@
 """Self-supervised pre-training (e.g. Du-IN's VQ-VAE and MAE stages): no decoding target, the model is judged by its
 own objective.
 
-The batches carry no target (``targets`` is empty); the best epoch is chosen on the validation loss, and the test
+The models read no target (the batches carry the window's class label only so that a stratified split puts the
+same trials in each split as the classifier that follows, see :attr:`PretrainingTask.targets`); the best epoch is chosen on the validation loss, and the test
 metrics are the objective's terms and weighted ``loss`` averaged over the test windows (the model in eval mode).
 """
 
@@ -50,7 +51,9 @@ class PretrainingTask(Task):
 
     name = "pretraining"
     per_sample = False
-    targets = ()
+    # The labels only let the window-level split (stratified, as the classifier's) put the same trials in each
+    # split as the stage that follows; pre-training models never read them (their ``inputs`` exclude ``label``).
+    targets = ("label",)
     headline = ("loss",)
     best = ("loss", "min")
 
