@@ -2,8 +2,9 @@
 own objective.
 
 The models read no target (the batches carry the window's class label only so that a stratified split puts the
-same trials in each split as the classifier that follows, see :attr:`PretrainingTask.targets`); the best epoch is chosen on the validation loss, and the test
-metrics are the objective's terms and weighted ``loss`` averaged over the test windows (the model in eval mode).
+same trials in each split as the classifier that follows, see :attr:`PretrainingTask.targets`); the best epoch is
+chosen on the validation loss, and the test metrics are the objective's terms and weighted ``loss`` averaged over
+the test windows (the model in eval mode).
 """
 
 from __future__ import annotations
