@@ -135,3 +135,34 @@ def test_vqvae_at_the_papers_sizes_reconstructs_3_s_at_1_khz():
     assert sum(p.numel() for p in vq.project.parameters()) + vq.codebook.embed.numel() == 167_136
     out = model.eval()(torch.randn(2, 10, 3000), torch.zeros(2, dtype=torch.long))
     assert out["output"].shape == (2, 10, 3000) and out["codes"].shape == (2, 30)
+
+
+def _ddp_worker(rank: int, world: int, init: str, queue) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        book = _codebook()
+        z = torch.tensor([[1.0, 0.1], [1.0, -0.1], [2.0, 0.2], [0.0, 3.0]])
+        book(z[:2] if rank == 0 else z[2:])  # each process sees half of the batch
+        queue.put((rank, book.cluster_size.clone(), book.embed.clone()))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_codebook_counts_and_sums_are_synchronised_across_processes(tmp_path):
+    """Two processes (gloo), each with half of the batch, end with the codebook of one process given all of it."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [ctx.Process(target=_ddp_worker, args=(rank, 2, init, queue)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((rank, (size, embed)) for rank, size, embed in (queue.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    single = _codebook()
+    single(torch.tensor([[1.0, 0.1], [1.0, -0.1], [2.0, 0.2], [0.0, 3.0]]))
+    for size, embed in results.values():
+        assert torch.allclose(size, single.cluster_size) and torch.allclose(embed, single.embed, atol=1e-6)
