@@ -201,6 +201,7 @@ class DuinVQVAE(nn.Module):
 
     inputs: tuple[str, ...] = ("brain", "subject_index", "mask")
     per_sample = False  # reconstructs the brain signal, not speech features
+    pretraining = True  # its output is not a decoding output (task ``pretraining``)
     data_kwargs: tuple[str, ...] = ("n_channels", "n_times")
 
     def __init__(self, out_channels: int, n_subjects: int, n_channels: int, n_times: int, **kwargs: tp.Any) -> None:
@@ -225,13 +226,18 @@ def complementary_masks(batch: int, n_tokens: int, device: torch.device | str | 
 class DuinMAE(nn.Module):
     """Stage 2 (``duin_mae``): masked code prediction with two complementary views and a frozen ``vqvae``.
 
-    ``vqvae`` holds the keyword arguments of the stage-1 tokenizer that differ from this encoder's (e.g.
-    ``n_codes``, ``d_code``, ``decoder_depth``); it must match the parent XP that ``chain.modules=[vqvae]`` loads.
+    Training draws new masks at each step; in eval mode they come from :attr:`eval_seed`, so that the validation
+    loss that selects the best epoch does not depend on the draw. ``vqvae`` holds the keyword arguments of the
+    stage-1 tokenizer that differ from this encoder's (e.g. ``n_codes``, ``d_code``, ``decoder_depth``); it must
+    match the parent XP that ``chain.modules=[vqvae]`` loads.
     """
 
     inputs: tuple[str, ...] = ("brain", "subject_index", "mask")
     per_sample = False
+    pretraining = True  # its output is not a decoding output (task ``pretraining``)
     data_kwargs: tuple[str, ...] = ("n_channels", "n_times")
+    #: seed of the masks in eval mode (validation and test losses are then deterministic)
+    eval_seed = 0
 
     def __init__(self, out_channels: int, n_subjects: int, n_channels: int, n_times: int, d_subject: int = 16,
                  patch: int = 100, depth: int = 8, n_heads: int = 8, d_head: int = 64, d_ff: int = 320,
@@ -257,7 +263,8 @@ class DuinMAE(nn.Module):
             codes = self.vqvae.quantize(brain, subject_index, mask)["codes"]
         tokens = self.encoder.tokens(brain, subject_index, mask)
         batch, n_tokens, _ = tokens.shape
-        first, second = complementary_masks(batch, n_tokens, tokens.device)
+        generator = None if self.training else torch.Generator().manual_seed(self.eval_seed)
+        first, second = complementary_masks(batch, n_tokens, tokens.device, generator)
         views = torch.cat([first, second])[..., None]
         x = torch.where(views, self.mask_token.to(tokens.dtype), torch.cat([tokens, tokens]))
         logits = self.head(self.encoder.contextualise(x))
