@@ -55,7 +55,9 @@ class PretrainingTask(Task):
     # The labels only let the window-level split (stratified, as the classifier's) put the same trials in each
     # split as the stage that follows; pre-training models never read them (their ``inputs`` exclude ``label``).
     targets = ("label",)
-    headline = ("loss",)
+    # The objective's terms are neither percentages nor comparable across methods: no headline metric, so the
+    # report's tables (bm2.results) leave pre-training XPs out; their stage-3 classifiers carry the results.
+    headline = ()
     best = ("loss", "min")
 
     def evaluate(self, model: torch.nn.Module, dataset: tp.Any, scorer: tp.Callable | None = None, *,
