@@ -131,3 +131,24 @@ def test_duin_tiny_chain_runs_stage_by_stage(tmp_path):
     assert ckpt["parent"]["sig"] == mae and ckpt["parent"]["modules"] == ["encoder"]
     test = json.loads((folder / cls / "history.json").read_text())[-1]["test"]
     assert abs(test["chance_top1"] - 1 / 6) < 1e-6 and test["n_items"] == 12
+
+
+def test_duin_vqvae_stage_trains_with_two_ddp_workers_on_cpu(tmp_path):
+    """The codebook's k-means start and moving averages all-reduce across processes (gloo): two workers finish."""
+    import torch
+
+    from grids.duin.tiny import TINY_ENCODER, TINY_SEEG, TINY_VQ
+
+    env = dict(os.environ, BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
+               BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    args = ["recipe=duin_vqvae", *(f"{k}={v}" for k, v in TINY_SEEG.items()),
+            *(f"model.duin_vqvae.{k}={v}" for k, v in {**TINY_ENCODER, **TINY_VQ}.items())]
+    out = _dora(["run", "-d", "--ddp_workers", "2", *args], env)
+    assert "Distributed init: 0/2" in out and out.count("Test results of XP") == 1
+    sig = out.split("Test results of XP ")[1].split()[0]
+    folder = Path(env["BM2_XP_DIR"]) / "xps" / sig
+    assert "Distributed init: 1/2" in (folder / "worker_1.log").read_text()
+    state = torch.load(folder / "checkpoint.th", weights_only=True)["best_state"]
+    assert bool(state["vqvae.codebook.initialised"]) and float(state["vqvae.codebook.cluster_size"].sum()) > 0
+    assert len(json.loads((folder / "history.json").read_text())) == 2
