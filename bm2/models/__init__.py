@@ -19,11 +19,13 @@ from torch import nn
 from .demega import DeMEGa
 from .common import ChannelDropout, ChannelMerger, FourierEmb, SubjectLayers
 from .duin import DuinClassifier
+from .duin_vq import DuinMAE, DuinVQVAE
 from .simpleconv import SimpleConv
 from .zoo import ZOO, BraindecodeModel
 
 MODELS: dict[str, type[nn.Module]] = {"simpleconv": SimpleConv, "duin": DuinClassifier, **ZOO}
 MODELS["demega"] = DeMEGa
+MODELS.update(duin_vqvae=DuinVQVAE, duin_mae=DuinMAE)  # Du-IN pre-training stages 1 and 2
 
 # Always passed to a model constructor, and the data-dependent sizes a model may declare in ``data_kwargs``:
 # number of sensors, window length in samples, sampling rate in Hz, number of frequencies of [B, C, F, T] inputs.

@@ -108,6 +108,8 @@ class PostLNBlock(nn.Module):
 class DuinEncoder(nn.Module):
     """Subject layer -> patch tokenizer -> + time embedding -> post-LN Transformer: ``[B, N, d_token]``."""
 
+    time_embedding: torch.Tensor
+
     def __init__(self, n_channels: int, n_subjects: int, n_times: int, d_subject: int = 16, patch: int = 100,
                  depth: int = 8, n_heads: int = 8, d_head: int = 64, d_ff: int = 320, attn_dropout: float = 0.2,
                  ff_dropout: float = 0.2) -> None:
@@ -120,15 +122,24 @@ class DuinEncoder(nn.Module):
         self.blocks = nn.ModuleList([PostLNBlock(dim, n_heads, d_head, d_ff, attn_dropout, ff_dropout)
                                      for _ in range(depth)])
 
-    def forward(self, brain: torch.Tensor, subject_index: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def tokens(self, brain: torch.Tensor, subject_index: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The patch tokens ``[B, N, d_token]`` before the time embedding and the Transformer."""
         tokens = self.tokenizer(self.subject(brain, subject_index, mask))
         if tokens.shape[1] != self.n_tokens:
             raise ValueError(f"built for {self.n_tokens} tokens, got {tokens.shape[1]} (window length changed?)")
+        return tokens
+
+    def contextualise(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Time embedding then the Transformer blocks: ``[B, N, d_token]`` -> ``[B, N, d_token]``."""
         x = tokens + self.time_embedding.to(tokens.dtype)
         for block in self.blocks:
             x = block(x)
         return x
+
+    def forward(self, brain: torch.Tensor, subject_index: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.contextualise(self.tokens(brain, subject_index, mask))
 
 
 class DuinClassifier(nn.Module):

@@ -345,7 +345,8 @@ class Solver(BaseSolver):
         result = self.task.evaluate(self.eval_model(), self.datasets[split],
                                     getattr(self.objective, "scores", None), ks=self.test_ks,
                                     batch_size=self.test_batch_size, device=self.device,
-                                    num_workers=self.num_workers, train=self.datasets.train, **kwargs)
+                                    num_workers=self.num_workers, train=self.datasets.train,
+                                    objective=self.objective, **kwargs)
         return {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
     def test_stage(self) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Tasks are looked up by name (``test.task`` in the config, :data:`TASKS`): ``retrieval`` (brainmagick),
 ``classification`` (one class per window), ``detection`` (speech vs silence per sample) and
-``reconstruction`` (dense speech features, and audio where it exists).
+``reconstruction`` (dense speech features, and audio where it exists), ``pretraining`` (self-supervised stages
+judged by their own objective).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from .base import (DEFAULT_INPUTS, OUTPUT, Accumulator, QuickResult, Task, TaskR
                    run_model)
 from .classification import ClassificationResult, ClassificationTask
 from .detection import DetectionResult, DetectionTask
+from .pretraining import PretrainingTask
 from .reconstruction import ReconstructionResult, ReconstructionTask
 from .retrieval import RetrievalResult, RetrievalTask
 
@@ -23,7 +25,7 @@ def register_task(task: Task) -> Task:
     return task
 
 
-for _task in (RetrievalTask(), ClassificationTask(), DetectionTask(), ReconstructionTask()):
+for _task in (RetrievalTask(), ClassificationTask(), DetectionTask(), ReconstructionTask(), PretrainingTask()):
     register_task(_task)
 
 

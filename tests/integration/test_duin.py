@@ -59,3 +59,96 @@ def test_duin_model_trains_through_the_recipe(tmp_path):
 
     spec = torch.load(Path(env["BM2_XP_DIR"]) / "xps" / sig / "checkpoint.th", weights_only=True)["model_spec"]
     assert spec["name"] == "duin" and spec["kwargs"]["n_channels"] == 6 and spec["kwargs"]["n_times"] == 300
+
+
+def _dora(args, env, check=True):
+    import re
+
+    proc = subprocess.run([DORA, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=600)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+    if check:
+        assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _grid_rows(out: str) -> list[tuple[str, str]]:
+    """``(name, sig)`` of each row of the table printed by ``dora grid`` (in grid order)."""
+    import re
+
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"^\d+\s+(.*?)\s+N/A\s+([0-9a-f]{8})\s", out, re.M)]
+
+
+def test_duin_chain_grids_sign_the_three_stages(tmp_path):
+    env = dict(os.environ, BM2_XP_DIR=str(tmp_path / "xps"),
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    rows = _grid_rows(_dora(["grid", "duin.synthetic", "--dry_run", "--init"], env))
+    assert len(rows) == 4 and len({sig for _, sig in rows}) == 4, rows
+    (vq_name, vq), (mae_name, mae), (cls_name, _), (scratch_name, _) = rows
+    assert vq_name == "recipe=duin_vqvae" and scratch_name == "recipe=duin_classifier model=duin"
+    assert mae_name.startswith("recipe=duin_mae") and f"cha.parent={vq}" in mae_name
+    assert "cha.freeze=['vqvae']" in mae_name and "cha.modules=['vqvae']" in mae_name
+    assert f"cha.parent={mae}" in cls_name and "cha.modules=['encoder']" in cls_name
+
+
+def test_duin_tiny_chain_runs_stage_by_stage(tmp_path):
+    """``dora grid duin.tiny --dry_run --init``, then ``dora run -f`` VQ-VAE, MAE and classifier in order: each
+    finishes, and each child starts from its parent (the MAE's frozen tokenizer is the VQ-VAE's, exactly)."""
+    import torch
+
+    env = dict(os.environ, BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
+               BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    rows = _grid_rows(_dora(["grid", "duin.tiny", "--dry_run", "--init"], env))
+    assert len(rows) == 4, rows
+    vq, mae, cls, _ = (sig for _, sig in rows)
+    folder = Path(env["BM2_XP_DIR"]) / "xps"
+    early = _dora(["run", "-f", mae], env, check=False)
+    assert f"parent XP {vq}" in early and f"dora run -f {vq}" in early
+
+    out = _dora(["run", "-f", vq], env)
+    assert "task pretraining" in out and "| reconstruction |" in out
+    history = json.loads((folder / vq / "history.json").read_text())
+    assert len(history) == 2
+    assert {"reconstruction", "commitment", "perplexity", "dead_codes"} <= set(history[-1]["test"])
+    assert 1.0 <= history[-1]["test"]["perplexity"] <= 32.0 and history[-1]["test"]["reconstruction"] > 0
+    vq_state = torch.load(folder / vq / "checkpoint.th", weights_only=True)["best_state"]
+    assert bool(vq_state["vqvae.codebook.initialised"])
+    assert torch.allclose(vq_state["vqvae.codebook.embed"].norm(dim=1), torch.ones(32), atol=1e-5)
+
+    out = _dora(["run", "-f", mae], env)
+    assert f"started from parent XP {vq}" in out and "| cross_entropy |" in out
+    ckpt = torch.load(folder / mae / "checkpoint.th", weights_only=True)
+    assert ckpt["parent"]["sig"] == vq and ckpt["parent"]["freeze"] == ["vqvae"]
+    for key, value in vq_state.items():  # frozen: the tokenizer (weights and codebook) is the parent's, unchanged
+        assert torch.equal(ckpt["best_state"][key], value), key
+    test = json.loads((folder / mae / "history.json").read_text())[-1]["test"]
+    assert test["cross_entropy"] > 0 and 0.0 <= test["accuracy"] <= 1.0
+
+    out = _dora(["run", "-f", cls], env)
+    assert f"started from parent XP {mae}" in out and "| top-1 |" in out
+    ckpt = torch.load(folder / cls / "checkpoint.th", weights_only=True)
+    assert ckpt["parent"]["sig"] == mae and ckpt["parent"]["modules"] == ["encoder"]
+    test = json.loads((folder / cls / "history.json").read_text())[-1]["test"]
+    assert abs(test["chance_top1"] - 1 / 6) < 1e-6 and test["n_items"] == 12
+
+
+def test_duin_vqvae_stage_trains_with_two_ddp_workers_on_cpu(tmp_path):
+    """The codebook's k-means start and moving averages all-reduce across processes (gloo): two workers finish."""
+    import torch
+
+    from grids.duin.tiny import TINY_ENCODER, TINY_SEEG, TINY_VQ
+
+    env = dict(os.environ, BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
+               BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    args = ["recipe=duin_vqvae", *(f"{k}={v}" for k, v in TINY_SEEG.items()),
+            *(f"model.duin_vqvae.{k}={v}" for k, v in {**TINY_ENCODER, **TINY_VQ}.items())]
+    out = _dora(["run", "-d", "--ddp_workers", "2", *args], env)
+    assert "Distributed init: 0/2" in out and out.count("Test results of XP") == 1
+    sig = out.split("Test results of XP ")[1].split()[0]
+    folder = Path(env["BM2_XP_DIR"]) / "xps" / sig
+    assert "Distributed init: 1/2" in (folder / "worker_1.log").read_text()
+    state = torch.load(folder / "checkpoint.th", weights_only=True)["best_state"]
+    assert bool(state["vqvae.codebook.initialised"]) and float(state["vqvae.codebook.cluster_size"].sum()) > 0
+    assert len(json.loads((folder / "history.json").read_text())) == 2

@@ -1,0 +1,25 @@
+"""Du-IN's chain at tiny sizes on a tiny synthetic sEEG study, on CPU in seconds per stage (integration test):
+2 subjects x 2 runs x 6 words x 5 repeats, 6 contacts, 100 Hz (10-sample patches: 30 tokens of 16), one block,
+a 32 x 8 codebook, 2 epochs per stage.
+
+    dora grid duin.tiny --dry_run --init           # sign; then `dora run -f SIG` for stage 1, 2, 3 in order
+"""
+
+from .._explorers import TaskExplorer
+from .._tiny import SMALL_JOB
+from . import duin_chain
+
+TINY_SEEG = {"studies.synthetic_seeg.n_subjects": 2, "studies.synthetic_seeg.n_runs": 2,
+             "studies.synthetic_seeg.n_words": 6, "studies.synthetic_seeg.repeats": 5,
+             "studies.synthetic_seeg.n_channels": 6, "studies.synthetic_seeg.n_responsive": 3,
+             "preprocess.sample_rate": 100, "optim.epochs": 2, "optim.warmup": 0, "optim.batch_size": 16,
+             "num_threads": 1}
+TINY_ENCODER = {"patch": 10, "depth": 1, "n_heads": 2, "d_head": 8, "d_ff": 32}
+TINY_VQ = {"n_codes": 32, "d_code": 8, "decoder_depth": 1}
+
+
+@TaskExplorer
+def explorer(launcher):
+    launcher.slurm_(**SMALL_JOB)
+    launcher.bind_(TINY_SEEG)
+    duin_chain(launcher, TINY_ENCODER, TINY_VQ)
