@@ -80,105 +80,111 @@ def _history(env, sig) -> list[dict]:
 def test_smoke_grid_on_slurm(grid_env):
     env = grid_env
     dora = str(BIN / "dora")
-    rows = _rows(_run([dora, "grid", "smoke", "--no_monitoring"], env))
-    assert len(rows) == 5 and all(sid for _, sid in rows.values()), rows
-    by_kind = {}
-    for sig in rows:
-        argv = " ".join(_argv(env, sig))
-        kind = {"no_such_study": "fail", "seed=5": "long", "seed=9": "ddp"}
-        by_kind[next((v for k, v in kind.items() if k in argv), sig)] = sig
-    long_sig, fail_sig, ddp_sig = by_kind["long"], by_kind["fail"], by_kind["ddp"]
-
-    # Preemption: once the long XP has finished an epoch, send SIGUSR2 as SLURM does before preempting.
-    deadline = time.time() + 300
-    while time.time() < deadline and len(_history(env, long_sig)) < 1:
-        time.sleep(0.1)
-    done_before = len(_history(env, long_sig))
-    assert 1 <= done_before < 12, "the long XP finished before it could be preempted"
-    job = rows[long_sig][1]
-    subprocess.run(["scancel", "--signal=USR2", job], check=True, env=env)
-    # SLURM holds a requeued job for ~2 minutes (EligibleTime); release it so that the test does not wait.
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        reason = subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], env=env, capture_output=True,
-                                text=True).stdout.strip()
-        if reason == "BeginTime":
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, env=env)
-            break
-        time.sleep(0.2)
-
-    final = _rows(_run([dora, "grid", "smoke", "--interval", "0.02"], env, timeout=900))
-    states = {sig: state for sig, (state, _) in final.items()}
-    assert states[fail_sig] == "FAI"
-    assert all(state == "COM" for sig, state in states.items() if sig != fail_sig), states
-
-    # Every completed XP holds test metrics; the preempted one resumed without losing or repeating an epoch.
-    for sig in states:
-        if sig != fail_sig:
-            assert "top10_segment" in _history(env, sig)[-1]["test"]
-    history = _history(env, long_sig)
-    assert len(history) == 12
-    log = (_xp_folder(env, long_sig) / "train.log").read_text()
-    resumed = re.findall(r"resumed from .* after epoch (\d+)", log)
-    assert resumed, "the requeued job did not resume from its checkpoint"
-    k = int(resumed[-1])
-    after = [int(e) for e in re.findall(r" - epoch (\d+) \|", log.split("resumed from")[-1])]
-    assert after == list(range(k + 1, 13))
-
-    # The 2-task job trained with DDP: rank 1 joined the process group, only rank 0 reported.
-    job = final[ddp_sig][1]
-    logs = {task: (_xp_folder(env, ddp_sig) / "submitit" / f"{job}_{task}_log.out").read_text() for task in (0, 1)}
-    assert "Distributed init: 1/2" in logs[1] and "Test results of XP" not in logs[1]
-    assert "Test results of XP" in logs[0]
-
-    # The failed XP is resubmitted with -r (new job id) and fails again.
-    old_sid = final[fail_sig][1]
-    retried = _rows(_run([dora, "grid", "smoke", "-r", "--interval", "0.02"], env, timeout=600))
-    assert retried[fail_sig][1] != old_sid and retried[fail_sig][0] == "FAI"
-    assert "no_such_study" in (_xp_folder(env, fail_sig) / "submitit").joinpath(
-        f"{retried[fail_sig][1]}_0_log.out").read_text()
-
-    # Evaluation of the finished grid: the failed XP is reported, the others agree with their test stage.
-    proc = subprocess.run([sys.executable, "-m", "scripts.run_eval_probs", "smoke"], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-    assert proc.returncode == 1 and f"XP {fail_sig}" in proc.stdout and "dora run -f" in proc.stdout
-    for sig in states:
-        if sig != fail_sig:
-            summary = json.loads((_xp_folder(env, sig) / "eval" / "summary.json").read_text())
-            test = _history(env, sig)[-1]["test"]
-            for key in ("top1_segment", "top10_segment", "top1_word", "top10_word"):
-                assert summary["metrics"][key] == pytest.approx(test[key], abs=1e-6)
-
-    # hiplot: the served data lists the completed XPs with bm2's metric columns.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "hiplot", "dora.hiplot.load", "--host", "127.0.0.1", "--port",
-                               str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows: dict[str, tuple[str, str]] = {}
     try:
-        query = urllib.parse.urlencode({"uri": "smoke explorer=ClipHP"})
-        data = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data?{query}", timeout=60) as resp:
-                    data = json.loads(resp.read())
-                break
-            except OSError:
-                time.sleep(0.3)
-        assert data is not None, "the hiplot server did not answer"
-        points = data["experiment"]["datapoints"]
-        sigs = {p["values"]["sig"] for p in points}
-        assert sigs == {sig for sig in states if sig != fail_sig}
-        last = [p["values"] for p in points if p["values"]["last"]]
-        assert all("test_top10_segment" in v and "valid_loss" in v for v in last)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        rows = _rows(_run([dora, "grid", "smoke", "--no_monitoring"], env))
+        assert len(rows) == 5 and all(sid for _, sid in rows.values()), rows
+        by_kind = {}
+        for sig in rows:
+            argv = " ".join(_argv(env, sig))
+            kind = {"no_such_study": "fail", "seed=5": "long", "seed=9": "ddp"}
+            by_kind[next((v for k, v in kind.items() if k in argv), sig)] = sig
+        long_sig, fail_sig, ddp_sig = by_kind["long"], by_kind["fail"], by_kind["ddp"]
 
-    out = Path(env["BM2_XP_DIR"]) / "dashboard.html"
-    _run([sys.executable, "-m", "scripts.dashboard", "smoke", "-o", str(out)], env)
-    html = out.read_text()
-    assert long_sig in html and "test_top10_segment" in html
+        # Preemption: once the long XP has finished an epoch, send SIGUSR2 as SLURM does before preempting.
+        deadline = time.time() + 300
+        while time.time() < deadline and len(_history(env, long_sig)) < 1:
+            time.sleep(0.1)
+        done_before = len(_history(env, long_sig))
+        assert 1 <= done_before < 12, "the long XP finished before it could be preempted"
+        job = rows[long_sig][1]
+        subprocess.run(["scancel", "--signal=USR2", job], check=True, env=env)
+        # SLURM holds a requeued job for ~2 minutes (EligibleTime); release it so that the test does not wait.
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            reason = subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], env=env, capture_output=True,
+                                    text=True).stdout.strip()
+            if reason == "BeginTime":
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, env=env)
+                break
+            time.sleep(0.2)
+
+        final = _rows(_run([dora, "grid", "smoke", "--interval", "0.02"], env, timeout=900))
+        states = {sig: state for sig, (state, _) in final.items()}
+        assert states[fail_sig] == "FAI"
+        assert all(state == "COM" for sig, state in states.items() if sig != fail_sig), states
+
+        # Every completed XP holds test metrics; the preempted one resumed without losing or repeating an epoch.
+        for sig in states:
+            if sig != fail_sig:
+                assert "top10_segment" in _history(env, sig)[-1]["test"]
+        history = _history(env, long_sig)
+        assert len(history) == 12
+        log = (_xp_folder(env, long_sig) / "train.log").read_text()
+        resumed = re.findall(r"resumed from .* after epoch (\d+)", log)
+        assert resumed, "the requeued job did not resume from its checkpoint"
+        k = int(resumed[-1])
+        after = [int(e) for e in re.findall(r" - epoch (\d+) \|", log.split("resumed from")[-1])]
+        assert after == list(range(k + 1, 13))
+
+        # The 2-task job trained with DDP: rank 1 joined the process group, only rank 0 reported.
+        job = final[ddp_sig][1]
+        logs = {task: (_xp_folder(env, ddp_sig) / "submitit" / f"{job}_{task}_log.out").read_text() for task in (0, 1)}
+        assert "Distributed init: 1/2" in logs[1] and "Test results of XP" not in logs[1]
+        assert "Test results of XP" in logs[0]
+
+        # The failed XP is resubmitted with -r (new job id) and fails again.
+        old_sid = final[fail_sig][1]
+        retried = _rows(_run([dora, "grid", "smoke", "-r", "--interval", "0.02"], env, timeout=600))
+        assert retried[fail_sig][1] != old_sid and retried[fail_sig][0] == "FAI"
+        assert "no_such_study" in (_xp_folder(env, fail_sig) / "submitit").joinpath(
+            f"{retried[fail_sig][1]}_0_log.out").read_text()
+
+        # Evaluation of the finished grid: the failed XP is reported, the others agree with their test stage.
+        proc = subprocess.run([sys.executable, "-m", "scripts.run_eval_probs", "smoke"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        assert proc.returncode == 1 and f"XP {fail_sig}" in proc.stdout and "dora run -f" in proc.stdout
+        for sig in states:
+            if sig != fail_sig:
+                summary = json.loads((_xp_folder(env, sig) / "eval" / "summary.json").read_text())
+                test = _history(env, sig)[-1]["test"]
+                for key in ("top1_segment", "top10_segment", "top1_word", "top10_word"):
+                    assert summary["metrics"][key] == pytest.approx(test[key], abs=1e-6)
+
+        # hiplot: the served data lists the completed XPs with bm2's metric columns.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen([sys.executable, "-m", "hiplot", "dora.hiplot.load", "--host", "127.0.0.1", "--port",
+                                   str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            query = urllib.parse.urlencode({"uri": "smoke explorer=ClipHP"})
+            data = None
+            for _ in range(100):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/data?{query}", timeout=60) as resp:
+                        data = json.loads(resp.read())
+                    break
+                except OSError:
+                    time.sleep(0.3)
+            assert data is not None, "the hiplot server did not answer"
+            points = data["experiment"]["datapoints"]
+            sigs = {p["values"]["sig"] for p in points}
+            assert sigs == {sig for sig in states if sig != fail_sig}
+            last = [p["values"] for p in points if p["values"]["last"]]
+            assert all("test_top10_segment" in v and "valid_loss" in v for v in last)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+        out = Path(env["BM2_XP_DIR"]) / "dashboard.html"
+        _run([sys.executable, "-m", "scripts.dashboard", "smoke", "-o", str(out)], env)
+        html = out.read_text()
+        assert long_sig in html and "test_top10_segment" in html
+    finally:  # a failed check must not leave jobs holding the node for the next tests
+        jobs = [sid for _, sid in rows.values() if sid]
+        if jobs:
+            subprocess.run(["scancel", *jobs], env=env, check=False)
 
 
 def _chain_sigs(env, rows) -> tuple[str, str, str]:
