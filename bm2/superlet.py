@@ -83,7 +83,7 @@ def orders_for(n_freqs: int, order: float | tp.Sequence[float]) -> np.ndarray:
 
 def superlet(x: np.ndarray, fs: float, foi: tp.Sequence[float] | np.ndarray, c1: float = 3.0,
              order: float | tp.Sequence[float] = (1.0, 30.0), rule: CycleRule = "multiplicative",
-             phase: bool = False, dtype: tp.Any = np.float32) -> tp.Any:
+             phase: bool = False, dtype: tp.Any = np.float32, out: np.ndarray | None = None) -> tp.Any:
     """Superlet power of ``x`` (per trial, every leading axis kept).
 
     Parameters
@@ -97,6 +97,8 @@ def superlet(x: np.ndarray, fs: float, foi: tp.Sequence[float] | np.ndarray, c1:
     rule : ``"multiplicative"`` (``c_i = i c1``, the reference Python code) or ``"additive"`` (``c1 + i``).
     phase : also return the phase (radians, ``[..., n_freqs, n_times]``).
     dtype : dtype of the outputs (computed in float64).
+    out : optional array ``[..., n_freqs, n_times]`` (e.g. a slice of a memory map) the power is written
+        into and returned; it bounds memory to a few ``[..., n_fft]`` buffers whatever the number of frequencies.
 
     Returns
     -------
@@ -128,7 +130,9 @@ def superlet(x: np.ndarray, fs: float, foi: tp.Sequence[float] | np.ndarray, c1:
     nfft = fft.next_fast_len(n + longest - 1)
     spectrum = fft.fft(x, nfft, axis=-1)
     lead = x.shape[:-1]
-    power = np.empty(lead + (len(foi), n), dtype=dtype)
+    if out is not None and out.shape != lead + (len(foi), n):
+        raise ValueError(f"out has shape {out.shape}, expected {lead + (len(foi), n)}")
+    power = np.empty(lead + (len(foi), n), dtype=dtype) if out is None else out
     angle = np.empty(lead + (len(foi), n), dtype=dtype) if phase else None
     with np.errstate(divide="ignore", invalid="ignore"):
         for j, (f, o) in enumerate(zip(foi, orders)):

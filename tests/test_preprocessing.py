@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import signal
@@ -64,3 +66,32 @@ def test_robust_scaler_clamps_and_ignores_outliers():
 
 def test_resampled_length():
     assert resampled_length(1000, 1000.0, 120.0) == (3, 25, 120)
+
+
+def test_superlet_step_caches_c_f_t_equal_to_the_transform(array_recording, tmp_path):
+    from bm2.superlet import superlet
+
+    rec = array_recording(sfreq=200.0, seconds=4.0)
+    settings = {"foi": {"fmin": 4, "fmax": 40, "n": 10}, "c1": 3, "order": [1, 5]}
+    params = PreprocessParams(sample_rate=100.0, tf="superlet", superlet=settings)
+    plain = preprocess(rec, Cache(tmp_path), PreprocessParams(sample_rate=100.0))
+    entry = preprocess(rec, Cache(tmp_path), params)
+    brain = entry["brain"]
+    assert brain.shape == (12, 10, 400) and brain.dtype == np.float32
+    assert entry.meta["tf"] == "superlet" and entry.meta["foi"] == list(np.linspace(4, 40, 10))
+    expected = superlet(np.asarray(plain["brain"], dtype=np.float64), 100.0, np.linspace(4, 40, 10), 3, (1, 5))
+    np.testing.assert_allclose(brain, expected, rtol=1e-5, atol=1e-6 * expected.max())
+    # the TF settings enter the cache key; the default (tf=None) keeps today's key
+    assert params.key() != PreprocessParams(sample_rate=100.0).key()
+    assert "tf" not in PreprocessParams(sample_rate=100.0, superlet=settings).key()
+    other = PreprocessParams(sample_rate=100.0, tf="superlet", superlet={**settings, "c1": 4})
+    assert other.key() != params.key()
+    # chunking over channels does not change the result
+    chunked = preprocess(rec, Cache(tmp_path / "b"), dataclasses.replace(params, chunk_channels=5))
+    np.testing.assert_array_equal(chunked["brain"], brain)
+    with pytest.raises(ValueError, match="Nyquist"):
+        preprocess(rec, Cache(tmp_path), PreprocessParams(sample_rate=50.0, tf="superlet", superlet=settings))
+    with pytest.raises(ValueError, match="preprocess.tf"):
+        PreprocessParams(tf="stft")
+    with pytest.raises(ValueError, match="foi"):
+        PreprocessParams(tf="superlet", superlet={"c1": 3})
