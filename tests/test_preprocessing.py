@@ -95,3 +95,28 @@ def test_superlet_step_caches_c_f_t_equal_to_the_transform(array_recording, tmp_
         PreprocessParams(tf="stft")
     with pytest.raises(ValueError, match="foi"):
         PreprocessParams(tf="superlet", superlet={"c1": 3})
+
+
+def test_superlet_brain_goes_through_the_datasets(array_recording, tmp_path):
+    import pandas as pd
+
+    from bm2.data import NormParams, SplitParams, WindowParams, build_datasets, collate
+    from bm2.features import FeatureStack, WordOnset
+
+    rows = []
+    for b in range(12):
+        t = 1.0 + 4.0 * b
+        rows.append(dict(kind="block", onset=t - 0.5, duration=4.0, uid=f"sentence {b}"))
+        rows.append(dict(kind="sound", onset=t, duration=2.0, filepath=f"s{b}.wav", offset=0.0))
+        for w in range(3):
+            rows.append(dict(kind="word", onset=t + 0.6 * w, duration=0.4, text=("cat", "dog", "cow")[(b + w) % 3],
+                             sentence_id=f"s{b}", word_index=w))
+    rec = array_recording(seconds=50.0, sfreq=100.0, events=pd.DataFrame(rows))
+    params = PreprocessParams(sample_rate=50.0, tf="superlet",
+                              superlet={"foi": [5.0, 10.0, 20.0], "c1": 3, "order": [1, 3], "log": True})
+    ds = build_datasets([rec], Cache(tmp_path), params, FeatureStack([WordOnset()]),
+                        WindowParams(tmin=-0.2, tmax=0.8, anchor="word"), SplitParams(0.25, 0.25, seed=1),
+                        NormParams(), targets=("label",))
+    batch = collate(ds.train.__getitems__([0, 1]))
+    assert batch["brain"].shape == (2, 12, 3, 50)
+    assert np.isfinite(batch["brain"].numpy()).all()
