@@ -122,3 +122,13 @@ def test_errors() -> None:
     np.testing.assert_allclose(foi_from_config({"fmin": 2, "fmax": 10, "n": 5}), [2, 4, 6, 8, 10])
     with pytest.raises(ValueError, match="fmin"):
         foi_from_config({"fmin": 2})
+
+
+def test_out_array_receives_the_power() -> None:
+    x = np.random.default_rng(1).standard_normal((2, 300))
+    out = np.zeros((2, 4, 300), dtype=np.float32)
+    got = superlet(x, 100.0, [5.0, 10.0, 20.0, 40.0], 3, (1, 4), out=out)
+    assert got is out
+    np.testing.assert_allclose(out, superlet(x, 100.0, [5.0, 10.0, 20.0, 40.0], 3, (1, 4)), rtol=1e-6)
+    with pytest.raises(ValueError, match="out has shape"):
+        superlet(x, 100.0, [5.0], out=out)
