@@ -46,9 +46,10 @@ class PreprocessParams:
     tf : time-frequency step after resampling: None (the cached brain is ``[C, T]``) or ``"superlet"``
         (the cached brain is the superlet power ``[C, F, T]``, see :mod:`bm2.superlet`; meta ``foi`` in Hz).
     superlet : settings of the superlet step (used only when ``tf == "superlet"``): ``foi`` (a list of Hz,
-        or ``{fmin, fmax, n}`` evenly spaced), ``c1`` (base cycles, default 3), ``order`` (``[min, max]`` or
-        one number, default ``[1, 30]``), ``rule`` (``multiplicative`` default | ``additive``), ``log``
-        (store ``log10(power + eps)``, default false) and ``eps`` (default 1e-12, in the signal's unit^2).
+        or ``{fmin, fmax, n}``), else ``fmin``, ``fmax``, ``n_freqs`` (evenly spaced, Hz), ``c1`` (base
+        cycles, default 3), ``order`` (``[min, max]`` or one number, default ``[1, 30]``), ``rule``
+        (``multiplicative`` default | ``additive``), ``log`` (store ``log10(power + eps)``, default false)
+        and ``eps`` (default 1e-12, in the signal's unit^2).
     """
 
     sample_rate: float = 120.0
@@ -74,12 +75,17 @@ class PreprocessParams:
         from .superlet import foi_from_config
 
         given = dict(self.superlet or {})
-        unknown = set(given) - {"foi", "c1", "order", "rule", "log", "eps"}
+        unknown = set(given) - {"foi", "fmin", "fmax", "n_freqs", "c1", "order", "rule", "log", "eps"}
         if unknown:
             raise ValueError(f"unknown preprocess.superlet keys {sorted(unknown)} "
-                             "(foi, c1, order, rule, log, eps)")
-        if given.get("foi") is None:
-            raise ValueError("preprocess.tf=superlet needs preprocess.superlet.foi (a list of Hz or {fmin, fmax, n})")
+                             "(foi, fmin, fmax, n_freqs, c1, order, rule, log, eps)")
+        if given.get("foi") is not None:
+            foi = foi_from_config(given["foi"])
+        elif all(given.get(k) is not None for k in ("fmin", "fmax", "n_freqs")):
+            foi = foi_from_config({"fmin": given["fmin"], "fmax": given["fmax"], "n": given["n_freqs"]})
+        else:
+            raise ValueError("preprocess.tf=superlet needs preprocess.superlet.foi (a list of Hz) or "
+                             "fmin, fmax and n_freqs (evenly spaced)")
         order = given.get("order", (1.0, 30.0))
         order = [float(order)] * 2 if isinstance(order, (int, float)) else [float(o) for o in order]
         if len(order) != 2 or min(order) < 1:
@@ -90,7 +96,7 @@ class PreprocessParams:
         c1 = float(given.get("c1", 3.0))
         if not c1 > 0:
             raise ValueError(f"preprocess.superlet.c1 must be > 0, got {c1}")
-        return {"foi": [float(f) for f in foi_from_config(given["foi"])], "c1": c1, "order": order,
+        return {"foi": [float(f) for f in foi], "c1": c1, "order": order,
                 "rule": rule, "log": bool(given.get("log", False)), "eps": float(given.get("eps", 1e-12))}
 
     def key(self) -> dict[str, tp.Any]:

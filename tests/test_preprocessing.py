@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,26 @@ def test_superlet_step_caches_c_f_t_equal_to_the_transform(array_recording, tmp_
         PreprocessParams(tf="stft")
     with pytest.raises(ValueError, match="foi"):
         PreprocessParams(tf="superlet", superlet={"c1": 3})
+    # the config's spelling (fmin / fmax / n_freqs, foi null) gives the same key as foi {fmin, fmax, n}
+    flat = {"foi": None, "fmin": 4, "fmax": 40, "n_freqs": 10, "c1": 3, "order": [1, 5]}
+    assert PreprocessParams(sample_rate=100.0, tf="superlet", superlet=flat).key() == params.key()
+
+
+def test_superlet_config_overrides(tmp_path):
+    from omegaconf import OmegaConf
+
+    from bm2.builders import _section
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "config.yaml")
+    pre = _section(cfg, "preprocess")
+    assert pre["tf"] is None and "tf" not in PreprocessParams(**{**pre, "picks": tuple(pre["picks"]),
+                                                                   "notch": tuple(pre["notch"])}).key()
+    for over in (["preprocess.tf=superlet"], ["preprocess.tf=superlet", "preprocess.superlet.foi=[4,8,16]"]):
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(over))
+        pre = _section(merged, "preprocess")
+        params = PreprocessParams(**{**pre, "picks": tuple(pre["picks"]), "notch": tuple(pre["notch"])})
+        foi = params.superlet_settings()["foi"]
+        assert foi == ([4.0, 8.0, 16.0] if len(over) == 2 else list(np.linspace(2, 50, 49)))
 
 
 def test_superlet_brain_goes_through_the_datasets(array_recording, tmp_path):
