@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 PREPROCESS_VERSION = "2"  # 2: exact resampling ratios, effective rate recorded
 DATA_CHANNEL_TYPES = ("meg", "eeg", "ecog", "seeg")
+TF_STEPS = (None, "superlet")
+TF_CHUNK_CHANNELS = 4
+"""Channels transformed at a time by the TF step (its buffers are a few ``[chunk, n_fft]`` complex arrays)."""
 
 
 class RecordingDataError(ValueError):
@@ -40,6 +43,13 @@ class PreprocessParams:
     notch : line-noise frequencies to notch out (harmonics included if listed), or empty.
     highpass, lowpass : cut-offs in Hz (None = no filter); zero-phase 4th-order Butterworth.
     chunk_channels : channels filtered at a time (bounds memory; does not change results).
+    tf : time-frequency step after resampling: None (the cached brain is ``[C, T]``) or ``"superlet"``
+        (the cached brain is the superlet power ``[C, F, T]``, see :mod:`bm2.superlet`; meta ``foi`` in Hz).
+    superlet : settings of the superlet step (used only when ``tf == "superlet"``): ``foi`` (a list of Hz,
+        or ``{fmin, fmax, n}``), else ``fmin``, ``fmax``, ``n_freqs`` (evenly spaced, Hz), ``c1`` (base
+        cycles, default 3), ``order`` (``[min, max]`` or one number, default ``[1, 30]``), ``rule``
+        (``multiplicative`` default | ``additive``), ``log`` (store ``log10(power + eps)``, default false)
+        and ``eps`` (default 1e-12, in the signal's unit^2).
     """
 
     sample_rate: float = 120.0
@@ -48,13 +58,57 @@ class PreprocessParams:
     highpass: float | None = None
     lowpass: float | None = None
     chunk_channels: int = 32
+    tf: str | None = None
+    superlet: tp.Mapping[str, tp.Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.tf not in TF_STEPS:
+            raise ValueError(f"preprocess.tf must be one of {list(TF_STEPS)}, got {self.tf!r}")
+        if self.tf == "superlet":
+            self.superlet_settings()  # fail early on bad settings
+
+    def __hash__(self) -> int:
+        return hash(repr(self.key()))
+
+    def superlet_settings(self) -> dict[str, tp.Any]:
+        """The resolved ``preprocess.superlet`` settings (``foi`` as a list of Hz); ``ValueError`` if unusable."""
+        from .superlet import foi_from_config
+
+        given = dict(self.superlet or {})
+        unknown = set(given) - {"foi", "fmin", "fmax", "n_freqs", "c1", "order", "rule", "log", "eps"}
+        if unknown:
+            raise ValueError(f"unknown preprocess.superlet keys {sorted(unknown)} "
+                             "(foi, fmin, fmax, n_freqs, c1, order, rule, log, eps)")
+        if given.get("foi") is not None:
+            foi = foi_from_config(given["foi"])
+        elif all(given.get(k) is not None for k in ("fmin", "fmax", "n_freqs")):
+            foi = foi_from_config({"fmin": given["fmin"], "fmax": given["fmax"], "n": given["n_freqs"]})
+        else:
+            raise ValueError("preprocess.tf=superlet needs preprocess.superlet.foi (a list of Hz) or "
+                             "fmin, fmax and n_freqs (evenly spaced)")
+        order = given.get("order", (1.0, 30.0))
+        order = [float(order)] * 2 if isinstance(order, (int, float)) else [float(o) for o in order]
+        if len(order) != 2 or min(order) < 1:
+            raise ValueError(f"preprocess.superlet.order must be one order or [min, max], each >= 1, got {order}")
+        rule = str(given.get("rule", "multiplicative"))
+        if rule not in ("multiplicative", "additive"):
+            raise ValueError(f"preprocess.superlet.rule must be multiplicative or additive, got {rule!r}")
+        c1 = float(given.get("c1", 3.0))
+        if not c1 > 0:
+            raise ValueError(f"preprocess.superlet.c1 must be > 0, got {c1}")
+        return {"foi": [float(f) for f in foi], "c1": c1, "order": order,
+                "rule": rule, "log": bool(given.get("log", False)), "eps": float(given.get("eps", 1e-12))}
 
     def key(self) -> dict[str, tp.Any]:
-        """Parameters that change the output (chunking does not)."""
+        """Parameters that change the output (chunking does not; without a TF step, the key of version 2)."""
         out = dataclasses.asdict(self)
         out.pop("chunk_channels")
         out["picks"] = list(self.picks)
         out["notch"] = list(self.notch)
+        out.pop("tf")
+        out.pop("superlet")
+        if self.tf == "superlet":
+            out["tf"] = {"superlet": self.superlet_settings()}
         return out
 
 
@@ -139,6 +193,11 @@ def resampled_length(n_times: int, sfreq: float, sample_rate: float) -> tuple[in
 def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> CacheEntry:
     """The preprocessed signal of ``recording``: arrays ``brain`` (C, T) float32 and ``positions`` (C, 2).
 
+    With ``params.tf == "superlet"``, ``brain`` is the superlet power (C, F, T) float32 of the resampled
+    signal (in V^2 for EEG, or ``log10`` of it with ``superlet.log``; the transform sees the whole recording,
+    so only its two ends suffer edge effects), computed :data:`TF_CHUNK_CHANNELS` channels at a time, and
+    the meta holds ``foi`` (Hz) and ``tf``.
+
     The manifest meta holds ``ch_names``, ``sample_rate`` and ``n_times``. ``sample_rate`` is the effective
     rate of ``brain`` (sample k lies at k / sample_rate s from the start of the raw): ``params.sample_rate``
     itself when the resampling ratio is exact, else the rate the closest usable ratio gives (see
@@ -153,7 +212,15 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
         names = pick_channels(raw, params.picks)
         sfreq = float(raw.info["sfreq"])
         up, down, n_out = resampled_length(raw.n_times, sfreq, params.sample_rate)
-        out = writer.create("brain", (len(names), n_out), np.float32)
+        tf = params.superlet_settings() if params.tf == "superlet" else None
+        if tf is not None:
+            rate = effective_rate(sfreq, up, down)
+            if max(tf["foi"]) > rate / 2:
+                raise ValueError(f"preprocess.superlet.foi reaches {max(tf['foi'])} Hz, above the Nyquist "
+                                 f"frequency {rate / 2:g} Hz of preprocess.sample_rate; lower foi or raise the rate")
+            out = writer.create("brain", (len(names), len(tf["foi"]), n_out), np.float32)
+        else:
+            out = writer.create("brain", (len(names), n_out), np.float32)
         sos = _filters(params, sfreq)
         from scipy import signal
 
@@ -173,7 +240,10 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
                     data = signal.sosfiltfilt(s, data, axis=1)
                 if up != down:
                     data = signal.resample_poly(data, up, down, axis=1)
-                out[start:start + len(sub)] = data[:, :n_out].astype(np.float32)
+                if tf is None:
+                    out[start:start + len(sub)] = data[:, :n_out].astype(np.float32)
+                else:
+                    _superlet_into(out, start, data[:, :n_out], effective_rate(sfreq, up, down), tf)
                 bar.update(len(sub))
         writer.save("positions", recording.sensor_positions(names))
         rate = effective_rate(sfreq, up, down)
@@ -183,8 +253,22 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
                         up, down, rate)
         writer.meta.update(ch_names=names, sample_rate=rate, n_times=n_out, raw_sfreq=sfreq,
                            requested_sample_rate=params.sample_rate, resample_up=up, resample_down=down)
+        if tf is not None:
+            writer.meta.update(tf="superlet", foi=tf["foi"])
 
     return cache.get("preprocess", key, PREPROCESS_VERSION, build, desc=f"preprocess {recording!r}")
+
+
+def _superlet_into(out: np.ndarray, start: int, data: np.ndarray, rate: float, tf: dict[str, tp.Any]) -> None:
+    """Superlet power of ``data`` [c, T] into ``out[start:start + c]`` ([C, F, T]), a few channels at a time."""
+    from .superlet import superlet
+
+    for i in range(0, len(data), TF_CHUNK_CHANNELS):
+        block = data[i:i + TF_CHUNK_CHANNELS]
+        power = superlet(block, rate, tf["foi"], tf["c1"], tf["order"], rule=tf["rule"])
+        if tf["log"]:
+            power = np.log10(power + np.float32(tf["eps"]))
+        out[start + i:start + i + len(block)] = power
 
 
 @dataclasses.dataclass

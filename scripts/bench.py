@@ -16,6 +16,10 @@ Each measure runs side by side with its baseline in the same run and is reported
    cache empty) and warm (same data and cache); time from launch to the end of epoch 1, and from the log
    line ``preparing N recordings`` to ``epoch 1``; then the data preparation alone
    (:func:`bm2.builders.build_all_datasets`, in-process) with an empty cache and with a warm one.
+6. **superlet**: channel-seconds of signal per second of :func:`bm2.superlet.superlet` (fractional adaptive,
+   c1 = 3, orders 1 -> 30, 50 frequencies 2-100 Hz at 256 Hz, per trial) against mne's ``tfr_array_morlet``
+   (power, one Morlet per frequency with the superlet's base Gaussian: ``n_cycles = 3 * 2 pi / 5``) on the
+   same frequencies and data; the superlet convolves ~15 wavelets per frequency where mne convolves one.
 
 Writes ``DIR/bench.json`` and ``DIR/bench.md`` (measure, value, baseline, ratio, target, met?) and prints
 the table. Timings are measurements of this machine, never assertions: the tests only check that every
@@ -44,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("preprocessing", "dataloading", "training", "evaluation", "cache_reuse")
+SECTIONS = ("preprocessing", "dataloading", "training", "evaluation", "cache_reuse", "superlet")
 MB = 1e6  # bandwidths in MB/s (10^6 bytes)
 MIB = 2**20  # memory in MiB
 # The tiny XP of tests/integration/test_train_cli.py (the quick cache-reuse benchmark).
@@ -81,6 +85,8 @@ class Sizes:
     eval_repeats: int = 3
     # dora run of the cache-reuse benchmark: the default synthetic study with a tiny model and one short epoch
     dora_overrides: tuple[str, ...] = tuple(TINY_MODEL + ["optim.epochs=1", "optim.max_batches=2", "num_threads=1"])
+    superlet_channels: int = 16
+    superlet_seconds: float = 30.0  # per channel, at 256 Hz
 
 
 FULL = Sizes()
@@ -89,7 +95,8 @@ QUICK = Sizes(rec_seconds=120.0, block_seconds=10.0, loader_batch=32, loader_bat
               train_times=120, train_min_steps=1, train_min_seconds=0.0, eval_segments=1000, eval_candidates=200,
               eval_words=60, eval_repeats=1,
               dora_overrides=tuple(TINY_STUDY + TINY_MODEL + ["optim.epochs=1", "optim.max_batches=1",
-                                                             "num_threads=1"]))
+                                                             "num_threads=1"]),
+              superlet_channels=2, superlet_seconds=4.0)
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -617,9 +624,42 @@ def bench_cache_reuse(ws: Workspace) -> tuple[list[dict], dict]:
     return rows, details
 
 
+def bench_superlet(ws: Workspace) -> tuple[list[dict], dict]:
+    """Superlet throughput (channel-seconds per second) against mne's ``tfr_array_morlet`` on the same data."""
+    import mne
+
+    from bm2.superlet import SD_CYCLES, superlet
+
+    s = ws.sizes
+    fs, c1, order = 256.0, 3.0, (1.0, 30.0)
+    foi = np.linspace(2.0, 100.0, 50)
+    x = np.random.default_rng(0).standard_normal((s.superlet_channels, int(s.superlet_seconds * fs)))
+    n_cycles = c1 * 2 * math.pi / SD_CYCLES  # mne's sigma_t = n_cycles / (2 pi f) = the superlet's c1 / (5 f)
+    repeats = 1 if s.superlet_seconds < 10 else 2
+
+    def ours() -> None:
+        superlet(x, fs, foi, c1, order)
+
+    def theirs() -> None:
+        mne.time_frequency.tfr_array_morlet(x[None], fs, foi, n_cycles=n_cycles, output="power", zero_mean=False,
+                                            verbose="error")
+
+    ours_s, theirs_s = _best_time(ours, repeats), _best_time(theirs, repeats)
+    channel_seconds = s.superlet_channels * s.superlet_seconds
+    n_wavelets = int(sum(np.ceil(np.linspace(*order, len(foi)))))
+    rows = [row("superlet", f"superlet FASLT (c1 3, orders 1-30, {len(foi)} freqs 2-100 Hz, 256 Hz): "
+                            "throughput", channel_seconds / ours_s, "ch*s/s",
+                baseline=channel_seconds / theirs_s, baseline_label="mne tfr_array_morlet, same freqs",
+                ratio=theirs_s / ours_s, ratio_label="of mne's speed")]
+    details = {"channels": s.superlet_channels, "seconds_per_channel": s.superlet_seconds, "fs": fs,
+               "bm2_seconds": ours_s, "mne_seconds": theirs_s, "bm2_wavelets": n_wavelets,
+               "mne_wavelets": len(foi), "mne_n_cycles": n_cycles}
+    return rows, details
+
+
 BENCHES: dict[str, tp.Callable[[Workspace], tuple[list[dict], dict]]] = {
     "preprocessing": bench_preprocessing, "dataloading": bench_dataloading, "training": bench_training,
-    "evaluation": bench_evaluation, "cache_reuse": bench_cache_reuse}
+    "evaluation": bench_evaluation, "cache_reuse": bench_cache_reuse, "superlet": bench_superlet}
 
 
 def _loader_vs_training(details: dict[str, dict]) -> dict[str, tp.Any] | None:
