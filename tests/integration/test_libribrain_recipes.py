@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -73,3 +75,31 @@ def test_libribrain_phoneme_with_grouping(env, monkeypatch):
     n_test = int((manifest.split == "test").sum())
     assert sizes.sum() == n_test  # every test window is in exactly one group
     assert len(items) < n_test
+
+
+@pytest.mark.parametrize("recipe, columns", [
+    ("libribrain_phoneme", ["segment_idx"] + [f"phoneme_{i}" for i in range(1, 40)]),
+    ("libribrain_speech", ["idx", "speech_prob"]),
+])
+def test_submission_file_from_a_trained_xp(env, tmp_path, recipe, columns):
+    """``scripts/libribrain_submission.py`` on a trained tiny XP: the competition's columns, one row per test
+    segment (phonemes) or per sample of the test run (speech), probabilities in [0, 1]."""
+    proc = subprocess.run([DORA, "run", *TINY_MODEL_ARGS, *TINY_LIBRI, "optim.epochs=1", f"recipe={recipe}"],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    sig = proc.stdout.split("Test results of XP ")[1].split()[0]
+    folder = Path(env["BM2_XP_DIR"]) / "xps" / sig
+    out = tmp_path / "submission.csv"
+    proc = subprocess.run([sys.executable, "-m", "scripts.libribrain_submission", str(folder), "--out", str(out)],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    table = pd.read_csv(out)
+    assert list(table.columns) == columns
+    manifest = pd.read_csv(folder / "split.csv")
+    values = table[columns[1:]].to_numpy()
+    assert ((values >= 0) & (values <= 1)).all()
+    if recipe == "libribrain_phoneme":
+        assert len(table) == int((manifest.split == "test").sum())
+        np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-5)
+    else:
+        assert table.idx.tolist() == list(range(len(table))) and len(table) > 1000  # every sample of the run
