@@ -17,7 +17,8 @@ from bm2.utils.precision import cpu_has_native_bf16
 from scripts.bench import SECTIONS, format_row, markdown, row, run
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 7, "training": 2, "evaluation": 3, "cache_reuse": 3}
+ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 7, "training": 2, "evaluation": 3, "cache_reuse": 3,
+                    "libribrain": 1}
 
 
 def _positive(x: object) -> bool:
@@ -91,6 +92,15 @@ def test_quick_evaluation_and_training_in_process(tmp_path):
     assert result["quick"] is True
     _check_report(tmp_path, sections)
     assert not list(tmp_path.glob("bm2-bench-*")), "the temporary folder was not removed"
+
+
+def test_quick_libribrain_grouping_loader(tmp_path):
+    result = run(tmp_path, quick=True, only=("libribrain",), workdir=tmp_path)
+    _check_report(tmp_path, ("libribrain",))
+    (r,) = result["rows"]
+    assert "grouping K=10" in r["measure"] and r["baseline_label"] == "plain h5 slice read"
+    details = result["details"]["libribrain"]
+    assert details["windows"] == details["train_windows"] and details["groups"] < details["windows"]
 
 
 @pytest.mark.slow
