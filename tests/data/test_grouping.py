@@ -104,6 +104,12 @@ def test_dset_grouping_averages_k_windows_keeps_the_batch_spec_and_one_segments_
         assert seg[col][g] == first[col]
     assert seg.group_size.tolist() == [len(m) for m in train.groups]
     assert train._label.tolist() == seg.label.tolist() and train.vocabulary == plain.vocabulary
+    # DataLoader workers get a pickled copy: same groups, same items
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(train))
+    torch.testing.assert_close(copy[g]["brain"], expected)
+    assert [m.tolist() for m in copy.groups] == [m.tolist() for m in train.groups]
     # the split manifest still lists windows, not groups
     assert len(grouped.manifest()) == len(plain.manifest())
 
