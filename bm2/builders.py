@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .cache import Cache
 from .data import Datasets, NormParams, SplitParams, WindowParams, build_datasets
+from .data.grouping import GroupingParams, group_datasets
 from .features import FeatureStack, build_feature
 from .models import MODELS, build_model, data_kwargs_for
 from .objectives import Objective, build_objective
@@ -98,11 +99,12 @@ def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None)
         speech["kinds"] = tuple(speech["kinds"])
     if targets is None:
         targets = build_task(cfg).targets
-    return build_datasets(
+    datasets = build_datasets(
         select_recordings(cfg), build_cache(cfg), PreprocessParams(**pre), build_features(cfg),
         WindowParams(**_section(cfg, "dset", "window")), SplitParams(**split),
         NormParams(**_section(cfg, "norm")), seed=int(cfg.seed), targets=targets,
         label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech))
+    return group_datasets(datasets, GroupingParams(**_section(cfg, "dset", "grouping")), seed=int(cfg.seed))
 
 
 def model_out_channels(datasets: Datasets) -> int:

@@ -20,6 +20,10 @@ Each measure runs side by side with its baseline in the same run and is reported
    c1 = 3, orders 1 -> 30, 50 frequencies 2-100 Hz at 256 Hz, per trial) against mne's ``tfr_array_morlet``
    (power, one Morlet per frequency with the superlet's base Gaussian: ``n_cycles = 3 * 2 pi / 5``) on the
    same frequencies and data; the superlet convolves ~15 wavelets per frequency where mne convolves one.
+7. **LibriBrain phoneme windows with grouping**: windows / s that the phoneme-window dataset of the
+   ``libribrain_phoneme`` recipe (synthetic LibriBrain study, 306 channels at 250 Hz, windows of 125 samples) delivers
+   averaged into groups of ``dset.grouping.k`` = 100 same-phoneme windows (standardised, clipped, batched), against
+   a plain ``h5py`` slice read (``data[:, start:start + 125]``) of the same windows from the serialised h5 files.
 
 Writes ``DIR/bench.json`` and ``DIR/bench.md`` (measure, value, baseline, ratio, target, met?) and prints
 the table. Timings are measurements of this machine, never assertions: the tests only check that every
@@ -48,7 +52,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("preprocessing", "dataloading", "training", "evaluation", "cache_reuse", "superlet")
+SECTIONS = ("preprocessing", "dataloading", "training", "evaluation", "cache_reuse", "superlet",
+            "libribrain")
 MB = 1e6  # bandwidths in MB/s (10^6 bytes)
 MIB = 2**20  # memory in MiB
 # The tiny XP of tests/integration/test_train_cli.py (the quick cache-reuse benchmark).
@@ -83,6 +88,9 @@ class Sizes:
     eval_candidates: int = 2_000
     eval_words: int = 600
     eval_repeats: int = 3
+    libri_train_runs: int = 4  # synthetic LibriBrain runs of the grouping benchmark
+    libri_run_seconds: float = 90.0
+    libri_k: int = 100
     # dora run of the cache-reuse benchmark: the default synthetic study with a tiny model and one short epoch
     dora_overrides: tuple[str, ...] = tuple(TINY_MODEL + ["optim.epochs=1", "optim.max_batches=2", "num_threads=1"])
     superlet_channels: int = 16
@@ -93,7 +101,7 @@ FULL = Sizes()
 QUICK = Sizes(rec_seconds=120.0, block_seconds=10.0, loader_batch=32, loader_batches=6, loader_repeats=1,
               train_batch=4,
               train_times=120, train_min_steps=1, train_min_seconds=0.0, eval_segments=1000, eval_candidates=200,
-              eval_words=60, eval_repeats=1,
+              eval_words=60, eval_repeats=1, libri_train_runs=1, libri_run_seconds=30.0, libri_k=10,
               dora_overrides=tuple(TINY_STUDY + TINY_MODEL + ["optim.epochs=1", "optim.max_batches=1",
                                                              "num_threads=1"]),
               superlet_channels=2, superlet_seconds=4.0)
@@ -657,9 +665,75 @@ def bench_superlet(ws: Workspace) -> tuple[list[dict], dict]:
     return rows, details
 
 
+# --------------------------------------------------------------------------------------------- 7. LibriBrain
+def _h5_slice_read(h5_files: dict[str, Path], segments: tp.Any, rows: np.ndarray, length: int) -> float:
+    """Seconds to read the windows ``rows`` of ``segments`` as plain h5 slices of their runs' files (by uid)."""
+    import h5py
+
+    files = {uid: h5py.File(path, "r") for uid, path in h5_files.items()}
+    uids, starts = segments.recording_uid.to_numpy(), segments.start.to_numpy()
+    start = time.perf_counter()
+    try:
+        for i in rows:
+            first = int(starts[int(i)])
+            np.asarray(files[uids[int(i)]]["data"][:, first:first + length], dtype=np.float32)
+    finally:
+        for f in files.values():
+            f.close()
+    return time.perf_counter() - start
+
+
+def bench_libribrain(ws: Workspace) -> tuple[list[dict], dict]:
+    """The phoneme-window dataset with grouping K (windows averaged / s) vs a plain h5 slice read of the windows."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from bm2.builders import build_all_datasets, select_recordings
+    from bm2.data import collate
+
+    s = ws.sizes
+    data, cache = ws.root / "libri_data", ws.root / "libri_cache"
+    overrides = ["recipe=libribrain_phoneme", f"studies.libribrain_synthetic.n_train_runs={s.libri_train_runs}",
+                 f"studies.libribrain_synthetic.run_seconds={s.libri_run_seconds}", f"dset.grouping.k={s.libri_k}",
+                 "dset.grouping.dynamic=true", f"paths.data={data}", f"paths.cache={cache}"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    start = time.perf_counter()
+    datasets = build_all_datasets(cfg)
+    prepare_s = time.perf_counter() - start
+    train = datasets.train
+    base = train.base
+    train.set_epoch(1)
+    length = int(base.window.n_samples(base.recordings[0].sample_rate))
+    loader = torch.utils.data.DataLoader(train, batch_size=8, shuffle=True, collate_fn=collate,
+                                         generator=torch.Generator().manual_seed(0))
+    best, n_windows = math.inf, int(sum(len(g) for g in train.groups))
+    for _ in range(2):  # the first pass also faults the cache pages in
+        t0 = time.perf_counter()
+        for batch in loader:
+            assert batch["brain"].shape[-1] == length
+        best = min(best, time.perf_counter() - t0)
+    grouped_wps = n_windows / best
+    rows_ = np.concatenate(train.groups)
+    h5_files = {r.uid: r.h5 for r in select_recordings(cfg)}  # the runs' serialised h5 files
+    h5_s = min(_h5_slice_read(h5_files, base.segments, rows_, length) for _ in range(2))
+    h5_wps = len(rows_) / h5_s
+    rows = [row("libribrain", f"LibriBrain phoneme windows, grouping K={s.libri_k} (306 ch x {length} samples, "
+                f"{len(train)} groups of {n_windows} windows): windows averaged / s", grouped_wps, "windows/s",
+                baseline=h5_wps, baseline_label="plain h5 slice read", ratio=grouped_wps / h5_wps,
+                ratio_label="of h5 slice read", target=("ratio", ">=", 1.0))]
+    details = {"prepare_seconds": prepare_s, "k": s.libri_k, "groups": len(train), "windows": n_windows,
+               "train_windows": len(base), "grouped_seconds": best, "h5_seconds": h5_s,
+               "grouped_windows_per_s": grouped_wps, "h5_windows_per_s": h5_wps,
+               "h5_read": "h5py File(...)['data'][:, start:start + length] per window, files kept open",
+               "grouped_read": "GroupedDataset over the cached, standardised SegmentDataset, batch 8, 0 workers"}
+    return rows, details
+
+
 BENCHES: dict[str, tp.Callable[[Workspace], tuple[list[dict], dict]]] = {
     "preprocessing": bench_preprocessing, "dataloading": bench_dataloading, "training": bench_training,
-    "evaluation": bench_evaluation, "cache_reuse": bench_cache_reuse, "superlet": bench_superlet}
+    "evaluation": bench_evaluation, "cache_reuse": bench_cache_reuse, "superlet": bench_superlet,
+    "libribrain": bench_libribrain}
 
 
 def _loader_vs_training(details: dict[str, dict]) -> dict[str, tp.Any] | None:

@@ -18,7 +18,7 @@ from scripts.bench import SECTIONS, format_row, markdown, row, run
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 7, "training": 2, "evaluation": 3, "cache_reuse": 3,
-                    "superlet": 1}
+                    "superlet": 1, "libribrain": 1}
 
 
 def _positive(x: object) -> bool:
@@ -100,6 +100,15 @@ def test_quick_superlet_section(tmp_path):
     details = result["details"]["superlet"]
     assert details["bm2_wavelets"] > details["mne_wavelets"] == 50
     assert "tfr_array_morlet" in result["rows"][0]["baseline_label"]
+
+
+def test_quick_libribrain_grouping_loader(tmp_path):
+    result = run(tmp_path, quick=True, only=("libribrain",), workdir=tmp_path)
+    _check_report(tmp_path, ("libribrain",))
+    (r,) = result["rows"]
+    assert "grouping K=10" in r["measure"] and r["baseline_label"] == "plain h5 slice read"
+    details = result["details"]["libribrain"]
+    assert details["windows"] == details["train_windows"] and details["groups"] < details["windows"]
 
 
 @pytest.mark.slow

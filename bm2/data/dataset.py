@@ -317,6 +317,6 @@ class Datasets:
         """Which recording / block / window went to which split (one row per window)."""
         columns = ["split", "study", "subject", "session", "recording_uid", "block_uid", "block_index", "kind",
                    "anchor", "start", "label_name", "label"]
-        tables = [self[s].segments.assign(split=s) for s in SPLITS]
+        tables = [getattr(self[s], "base", self[s]).segments.assign(split=s) for s in SPLITS]  # windows, not groups
         table = pd.concat(tables, ignore_index=True)
         return table[[c for c in columns if c in table.columns]]

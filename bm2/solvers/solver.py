@@ -230,6 +230,8 @@ class Solver(BaseSolver):
 
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
         dataset = self.datasets[split]
+        if shuffle and hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.epoch)  # dset.grouping.dynamic: groups redrawn, seeded by the epoch
         if len(dataset) == 0:
             raise ValueError(f"the {split} split is empty: change dset.split or select more recordings")
         sampler: torch.utils.data.Sampler | None = None

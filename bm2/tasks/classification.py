@@ -271,7 +271,7 @@ def evaluate_classification(scores: np.ndarray, labels: np.ndarray, segments: pd
     seen = labels >= 0
     index = segments["index"].to_numpy() if "index" in segments.columns else np.arange(len(segments))
     items = pd.DataFrame({"index": index})
-    for col in ("subject", "study", "recording_uid", "start"):
+    for col in ("subject", "study", "recording_uid", "start", "members", "group_size"):  # members: dset.grouping
         if col in segments.columns:
             items[col] = segments[col].to_numpy()
     items["label"] = labels
