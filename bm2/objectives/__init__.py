@@ -76,10 +76,9 @@ class FeatureObjective(Objective):
         super().__init__(weights)
         self.loss = loss
 
-    def __getattr__(self, attr: str) -> tp.Any:
-        if attr == "scores":
-            return getattr(self._modules["loss"], "scores")  # noqa: B009  (AttributeError when absent)
-        return super().__getattr__(attr)
+    def scores(self, estimate: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """The loss's ``[B, O]`` retrieval scores of estimates ``[B, D, T]`` against candidates ``[O, D, T]``."""
+        return tp.cast(tp.Any, self.loss).scores(estimate, candidates)
 
     def forward(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         features = batch["features"].to(outputs[OUTPUT].device)

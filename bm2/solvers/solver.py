@@ -106,7 +106,6 @@ class Solver(BaseSolver):
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.objective = objective.to(self.device)
-        self.loss = self.objective  # the name evaluation scripts and older code use
         self.datasets = datasets
         self.task = task
         self.optim = optim

@@ -3,14 +3,10 @@ multi-task objective, selects on validation F1-macro and prints the classificati
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from ._cli import DORA, ROOT
+from ._cli import cli_env, dora_run
 
 pytestmark = pytest.mark.slow
 TINY_LIBRI = ["studies.libribrain_synthetic.n_train_runs=2", "studies.libribrain_synthetic.run_seconds=30"]
@@ -20,16 +16,8 @@ TINY_DEMEGA = ["model.demega.dim=16", "model.demega.n_layers=1", "model.demega.n
 
 
 def test_demega_recipe_trains_and_evaluates(tmp_path):
-    env = dict(os.environ, BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
-               BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([DORA, "run", "recipe=demega", *TINY_LIBRI, *TINY_DEMEGA], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "| F1-macro |" in proc.stdout
-    sig = proc.stdout.split("Test results of XP ")[1].split()[0]
-    folder = Path(env["BM2_XP_DIR"]) / "xps" / sig
-    history = json.loads((folder / "history.json").read_text())
+    out, _, history = dora_run(cli_env(tmp_path), "recipe=demega", *TINY_LIBRI, *TINY_DEMEGA)
+    assert "| F1-macro |" in out
     assert len(history) == 1
     epoch = history[-1]
     train = epoch["train"]

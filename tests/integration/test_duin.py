@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ._cli import DORA, ROOT, TINY_MODEL_ARGS
+from ._cli import DORA, ROOT, TINY_MODEL_ARGS, cli_env, dora_run
 
 pytestmark = pytest.mark.slow
 
@@ -22,16 +22,8 @@ TINY_SEEG = ["studies.synthetic_seeg.n_subjects=2", "studies.synthetic_seeg.n_ru
 
 
 def test_duin_classifier_recipe_runs_one_epoch(tmp_path):
-    env = dict(os.environ, BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
-               BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([DORA, "run", *TINY_MODEL_ARGS, "recipe=duin_classifier", *TINY_SEEG], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "| top-1 |" in proc.stdout
-    sig = proc.stdout.split("Test results of XP ")[1].split()[0]
-    folder = Path(env["BM2_XP_DIR"]) / "xps" / sig
-    history = json.loads((folder / "history.json").read_text())
+    out, folder, history = dora_run(cli_env(tmp_path), *TINY_MODEL_ARGS, "recipe=duin_classifier", *TINY_SEEG)
+    assert "| top-1 |" in out
     assert len(history) == 1
     test = history[-1]["test"]
     assert 0.0 <= test["top1"] <= 1.0 and abs(test["chance_top1"] - 1 / 6) < 1e-6, test
