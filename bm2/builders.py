@@ -142,7 +142,7 @@ def check_best_metric(metric: str | None, objective: Objective, task: Task, ks: 
     is prepared, so that a typo costs no epoch)."""
     if metric is None:
         return
-    allowed = ["loss", *objective.weights, *task.selection_metrics(ks)]
+    allowed = list(dict.fromkeys(["loss", *objective.weights, *task.selection_metrics(ks)]))  # each name once
     if metric not in allowed:
         raise KeyError(f"optim.best_metric={metric!r} is not a validation metric of test.task={task.name} with "
                        f"loss.name={objective.terms[0]}; valid names: {allowed}")
