@@ -206,6 +206,7 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
         set_vocabulary(datasets.vocabulary)
     parent = apply_chain(cfg, model, Path(folder))
     solver = Solver(folder, link, model, objective, datasets, task, params, num_workers=int(cfg.num_workers),
+                    loader=str(cfg.get("loader", "threads")),
                     device=resolve_device(cfg.device), seed=int(cfg.seed), test_ks=tuple(cfg.test.ks),
                     test_batch_size=int(cfg.test.batch_size),
                     frozen=tuple(_section(cfg, "chain").get("freeze") or ()))

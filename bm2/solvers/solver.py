@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .. import distrib
 from ..data import Datasets, collate
+from ..data.loader import BatchLoader
 from ..objectives import Objective
 from ..tasks import Task, run_model
 from ..utils.precision import autocast, autocast_dtype
@@ -93,11 +94,14 @@ class Solver(BaseSolver):
     task : the task (:mod:`bm2.tasks`): validation metrics and test evaluation.
     optim : :class:`OptimParams`; ``batch_size`` is the **total** over processes.
     frozen : module-name prefixes whose parameters are not trained (and which stay in eval mode).
+    num_workers, loader : ``threads``: :class:`bm2.data.loader.BatchLoader` with ``num_workers`` threads filling
+        recycled buffers (0: in this thread); ``processes``: torch's ``DataLoader`` with ``num_workers`` worker
+        processes. Both yield the same batches in the same order.
     """
 
     def __init__(self, folder: tp.Any, link: HistoryLink, model: torch.nn.Module, objective: Objective,
                  datasets: Datasets, task: Task, optim: OptimParams = OptimParams(), *, num_workers: int = 0,
-                 device: str = "cpu", seed: int = 0, test_ks: tp.Sequence[int] = (1, 5, 10),
+                 loader: str = "threads", device: str = "cpu", seed: int = 0, test_ks: tp.Sequence[int] = (1, 5, 10),
                  test_batch_size: int = 128, frozen: tp.Sequence[str] = ()) -> None:
         best_metric, best_mode = task.best if optim.best_metric is None else (optim.best_metric, optim.best_mode)
         best_mode = best_mode or ("min" if best_metric == "loss" else "max")
@@ -110,7 +114,10 @@ class Solver(BaseSolver):
         self.task = task
         self.optim = optim
         self.per_rank_batch = max(1, optim.batch_size // distrib.world_size())
+        if loader not in ("threads", "processes"):
+            raise ValueError(f"loader={loader!r}: valid values are 'threads' and 'processes'")
         self.num_workers = num_workers
+        self.loader = loader
         self.seed = seed
         self.test_ks = tuple(test_ks)
         self.test_batch_size = test_batch_size
@@ -227,7 +234,7 @@ class Solver(BaseSolver):
         n = max(1, n)
         return n if self.optim.max_batches is None else min(n, self.optim.max_batches)
 
-    def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> BatchLoader | torch.utils.data.DataLoader:
         dataset = self.datasets[split]
         if shuffle and hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.epoch)  # dset.grouping.dynamic: groups redrawn, seeded by the epoch
@@ -241,6 +248,9 @@ class Solver(BaseSolver):
             sampler.set_epoch(self.epoch)
             shuffle = False
         drop_last = split == "train" and len(dataset) >= 2 * self.per_rank_batch  # CLIP needs full batches
+        if self.loader == "threads":
+            return BatchLoader(dataset, batch_size=self.per_rank_batch, shuffle=shuffle, sampler=sampler,
+                               generator=generator, drop_last=drop_last, num_workers=self.num_workers)
         return torch.utils.data.DataLoader(
             dataset, batch_size=self.per_rank_batch, shuffle=shuffle, sampler=sampler, generator=generator,
             collate_fn=collate, num_workers=self.num_workers, drop_last=drop_last,
