@@ -51,9 +51,10 @@ class LazyArray:
 
     @property
     def array(self) -> np.ndarray:
-        """The memory-mapped array."""
+        """The memory-mapped array, as a plain read-only ndarray (slicing ``np.memmap`` costs ~15 us of Python per
+        slice, about the time of copying a whole window; the mapping stays open through the view's base)."""
         if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
+            self._array = np.load(self.path, mmap_mode="r").view(np.ndarray)
         return self._array
 
     def __getstate__(self) -> dict:
@@ -273,7 +274,8 @@ class SegmentDataset(torch.utils.data.Dataset):
         for j, i in enumerate(indices):
             self._brain_into(i, out[j])
         return {"brain": brain, "positions": torch.from_numpy(np.stack([r.positions for r in recs])),
-                "mask": torch.ones(brain.shape[:2], dtype=torch.bool),
+                # numpy's fill: torch's would split it across intra-op threads, which stall on a loaded machine
+                "mask": torch.from_numpy(np.ones(brain.shape[:2], dtype=bool)),
                 "subject_index": torch.tensor([r.subject_index for r in recs], dtype=torch.long),
                 "index": torch.tensor(indices, dtype=torch.long), **self._targets_of(indices, alloc)}
 
