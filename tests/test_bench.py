@@ -17,7 +17,7 @@ from bm2.utils.precision import cpu_has_native_bf16
 from scripts.bench import SECTIONS, format_row, markdown, row, run
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 7, "training": 2, "evaluation": 3, "cache_reuse": 3,
+ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 7, "training": 5, "evaluation": 3, "cache_reuse": 3,
                     "superlet": 1, "libribrain": 1}
 
 
