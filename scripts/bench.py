@@ -2,9 +2,10 @@
 
 Each measure runs side by side with its baseline in the same run and is reported as a ratio:
 
-1. **data loading**: segments/s and MB/s that the training DataLoader (:class:`~bm2.data.SegmentDataset` +
-   :func:`~bm2.data.collate`, shuffled) delivers from the cache with 0, 1 and 2 workers, against a plain
-   in-memory copy (``numpy.copyto``) of the same bytes; peak memory of the main process and of each worker.
+1. **data loading**: segments/s and MB/s that the training loader (:class:`~bm2.data.loader.BatchLoader` over
+   :class:`~bm2.data.SegmentDataset`, shuffled, as the solver) delivers from the cache with 0, 1 and 2 threads,
+   and torch's DataLoader with 2 worker processes (the loader before), against a plain in-memory copy
+   (``numpy.copyto``) of the same bytes; memory of the main process, of the buffer pool and of each worker.
 2. **training step**: samples/s of forward + CLIP loss + backward + Adam step of SimpleConv (default small
    size and paper size) on CPU, and on GPU when there is one; bf16 autocast vs fp32 of the paper-size step; and
    the training steps (model + its objective + AdamW) of DeMEGa, the Du-IN classifier and the Du-IN VQ-VAE at their
@@ -291,18 +292,25 @@ def _gather_bandwidth(dataset: tp.Any, batch: int, repeats: int) -> float:
     return out.nbytes * repeats / (time.perf_counter() - start)
 
 
-def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int) -> dict[str, tp.Any]:
+def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int, kind: str = "threads") -> dict[str, tp.Any]:
+    """Draw ``n_batches`` shuffled batches with the training loader (``kind`` threads: bm2's BatchLoader, as the
+    solver; processes: torch's DataLoader with worker processes, the loader bm2 used before)."""
     import psutil
     import torch
 
     from bm2.data import collate
+    from bm2.data.loader import BatchLoader
 
     sampler = torch.utils.data.RandomSampler(dataset, num_samples=batch * n_batches,
                                              generator=torch.Generator().manual_seed(workers))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate,
-                                         num_workers=workers, drop_last=True)
+    loader: tp.Any
+    if kind == "threads":
+        loader = BatchLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
+    else:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate,
+                                             num_workers=workers, drop_last=True)
     me = psutil.Process()
-    main_rss = me.memory_info().rss
+    start_rss = main_rss = me.memory_info().rss
     rss: dict[int, int] = {}
     uss: dict[int, int] = {}
     count = nbytes = n = 0
@@ -323,15 +331,20 @@ def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int) -> dict[st
             except psutil.Error:
                 pass
     elapsed = time.perf_counter() - start
-    return {"workers": workers, "segments": count, "bytes": nbytes, "seconds": elapsed,
+    pool = getattr(loader, "pool", None)
+    return {"kind": kind, "workers": workers, "segments": count, "bytes": nbytes, "seconds": elapsed,
             "first_batch_s": first, "segments_per_s": count / elapsed, "mb_per_s": nbytes / MB / elapsed,
             "bytes_per_batch": nbytes // max(n, 1), "main_peak_rss_mib": main_rss / MIB,
+            "main_rss_growth_mib": (main_rss - start_rss) / MIB,
+            "pool_mib": None if pool is None else pool.nbytes / MIB,
+            "pool_buffers": None if pool is None else pool.allocated,
+            "pool_reused": None if pool is None else pool.reused,
             "worker_peak_rss_mib": [v / MIB for v in rss.values()],
             "worker_uss_mib": [v / MIB for v in uss.values()]}
 
 
 def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
-    """Throughput of the training DataLoader from the cache vs a plain in-memory copy of the same bytes."""
+    """Throughput of the training loader from the cache vs a plain in-memory copy of the same bytes."""
     import torch
 
     s = ws.sizes
@@ -343,39 +356,50 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
         raise RuntimeError(f"only {len(train)} training windows for a batch of {s.loader_batch}")
     _log(f"datasets ready in {prepare_s:.1f}s: {len(train)} training windows")
     runs, all_runs = [], []
-    for workers in s.loader_workers:
-        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers) for _ in range(s.loader_repeats)]
+    most = max(s.loader_workers)
+    for kind, workers in [*(("threads", w) for w in s.loader_workers), ("processes", most)]:
+        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers, kind) for _ in range(s.loader_repeats)]
         all_runs.extend(repeats)
         runs.append(max(repeats, key=lambda r: r["segments_per_s"]))
         speeds = ", ".join(f"{r['segments_per_s']:.0f}" for r in repeats)
-        _log(f"DataLoader {workers} workers: {speeds} segments/s")
+        _log(f"{'BatchLoader' if kind == 'threads' else 'torch DataLoader'} {workers} {kind}: {speeds} segments/s")
     nbytes = runs[0]["bytes_per_batch"]
     copy_bw = _plain_copy_bandwidth(nbytes, max(s.loader_batches // 2, 2))
     gather_bw = _gather_bandwidth(train, s.loader_batch, max(s.loader_batches // 4, 1))
     item = train[0]
     shape = tuple(item["brain"].shape)
     rows = []
-    for r in runs:
+
+    def name(r: dict) -> str:
         w = r["workers"]
-        target = ("ratio", ">=", 0.5) if w == max(s.loader_workers) else None
+        if r["kind"] == "threads":
+            return f"training loader (BatchLoader), {w} thread{'s' if w != 1 else ''}"
+        return f"torch DataLoader (before), {w} worker process{'es' if w != 1 else ''}"
+
+    for r in runs:
+        target = ("ratio", ">=", 0.5) if r["kind"] == "threads" and r["workers"] == most else None
         rows.append(row(
-            "dataloading", f"DataLoader {w} worker{'s' if w != 1 else ''}, batch {s.loader_batch} x {shape[0]} ch x "
-            f"{shape[1]} samples: bandwidth ({r['segments_per_s']:,.0f} segments/s)", r["mb_per_s"], "MB/s",
-            baseline=copy_bw / MB, baseline_label="plain in-memory copy", ratio=r["mb_per_s"] * MB / copy_bw,
-            ratio_label="of plain copy", target=target))
+            "dataloading", f"{name(r)}, batch {s.loader_batch} x {shape[0]} ch x {shape[1]} samples: bandwidth "
+            f"({r['segments_per_s']:,.0f} segments/s)", r["mb_per_s"], "MB/s", baseline=copy_bw / MB,
+            baseline_label="plain in-memory copy", ratio=r["mb_per_s"] * MB / copy_bw, ratio_label="of plain copy",
+            target=target))
     for r in runs:
-        w = r["workers"]
-        if w == 0:
-            rows.append(row("dataloading", "DataLoader 0 workers: peak RSS of the main process",
-                            r["main_peak_rss_mib"], "MiB"))
+        if r["kind"] == "processes":
+            rows.append(row("dataloading", f"{name(r)}: peak RSS per worker (USS "
+                            f"{max(r['worker_uss_mib'] or [0]):.0f} MiB)", max(r["worker_peak_rss_mib"] or [0.0]),
+                            "MiB"))
+        elif r["workers"] == 0:
+            rows.append(row("dataloading", f"{name(r)}: peak RSS of the main process (buffer pool "
+                            f"{r['pool_mib']:.0f} MiB)", r["main_peak_rss_mib"], "MiB"))
         else:
-            rows.append(row("dataloading", f"DataLoader {w} worker{'s' if w != 1 else ''}: peak RSS per worker "
-                            f"(USS {max(r['worker_uss_mib'] or [0]):.0f} MiB)",
-                            max(r["worker_peak_rss_mib"] or [0.0]), "MiB"))
+            rows.append(row("dataloading", f"{name(r)}: memory per thread (buffer pool {r['pool_mib']:.0f} MiB in all, "
+                            f"{r['pool_buffers']} buffers; main process peak RSS {r['main_peak_rss_mib']:.0f} MiB)",
+                            r["pool_mib"] / r["workers"], "MiB"))
     details = {"train_windows": len(train), "item_brain_shape": list(shape),
                "item_features_shape": list(item["features"].shape), "prepare_seconds": prepare_s,
                "plain_copy_mb_per_s": copy_bw / MB, "ram_gather_mb_per_s": gather_bw / MB,
-               "torch_threads": torch.get_num_threads(), "runs": runs, "all_runs": all_runs,
+               "torch_threads": torch.get_num_threads(), "runs": [r for r in runs if r["kind"] == "threads"],
+               "dataloader_processes": [r for r in runs if r["kind"] == "processes"], "all_runs": all_runs,
                "repeats": s.loader_repeats, "page_cache": "warm (the cache was just written)"}
     return rows, details
 
@@ -511,7 +535,8 @@ def _model_step_speed(spec: dict[str, tp.Any], device: str, s: Sizes, bf16: bool
             steps += 1
         elapsed = time.perf_counter() - start
     return {"config": spec["model"], "device": device, "parameters": count_parameters(model), "steps": steps,
-            "batch": spec["batch"], "seconds_per_step": elapsed / steps, "samples_per_s": steps * spec["batch"] / elapsed,
+            "batch": spec["batch"], "seconds_per_step": elapsed / steps,
+            "samples_per_s": steps * spec["batch"] / elapsed,
             "precision": "bf16" if dtype is not None else "fp32"}
 
 
@@ -851,7 +876,7 @@ def _loader_vs_training(details: dict[str, dict]) -> dict[str, tp.Any] | None:
         return None
     loader = max(details["dataloading"]["runs"], key=lambda r: r["workers"])
     small = next(r for r in details["training"]["runs"] if r["config"] == "simpleconv" and r["device"] == "cpu")
-    return row("dataloading", f"DataLoader {loader['workers']} workers: segments/s vs small-model training "
+    return row("dataloading", f"training loader {loader['workers']} threads: segments/s vs small-model training "
                "samples/s (cpu)", loader["segments_per_s"], "samples/s", baseline=small["samples_per_s"],
                baseline_label="small model train step", ratio=loader["segments_per_s"] / small["samples_per_s"],
                ratio_label="of consumption", target=("ratio", ">=", 10.0))

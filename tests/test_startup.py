@@ -39,7 +39,8 @@ print(json.dumps({"modules": sorted(sys.modules), "digests": calls, "n_train": l
 
 def _build(tmp_path: Path) -> dict:
     overrides = [*TINY, f"paths.data={tmp_path / 'data'}", f"paths.cache={tmp_path / 'cache'}"]
-    env = dict(os.environ, BM2_NO_PROGRESS="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, BM2_NO_PROGRESS="1", PYTHONPATH=path)
     proc = subprocess.run([sys.executable, "-c", BUILD, str(ROOT / "conf"), *overrides], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -280,7 +280,7 @@ class SegmentDataset(torch.utils.data.Dataset):
                 "index": torch.tensor(indices, dtype=torch.long), **self._targets_of(indices, alloc)}
 
 
-Alloc = tp.Callable[[str, tp.Tuple[int, ...]], torch.Tensor]
+Alloc = tp.Callable[[str, tuple[int, ...]], torch.Tensor]
 """``alloc(key, shape)``: an uninitialised float32 tensor of ``shape`` for the batch entry ``key``."""
 
 

@@ -84,8 +84,9 @@ class BatchLoader:
                  sampler: torch.utils.data.Sampler | None = None, generator: torch.Generator | None = None,
                  drop_last: bool = False, num_workers: int = 0, prefetch: int = 2,
                  pool: BufferPool | None = None) -> None:
-        if num_workers < 0 or prefetch < 1:
-            raise ValueError(f"BatchLoader needs num_workers >= 0 and prefetch >= 1, got {num_workers}, {prefetch}")
+        if batch_size < 1 or num_workers < 0 or prefetch < 1:
+            raise ValueError(f"BatchLoader needs batch_size >= 1, num_workers >= 0 and prefetch >= 1, got "
+                             f"{batch_size}, {num_workers}, {prefetch}")
         # torch's own loader object checks the arguments and builds the batch sampler; it is never iterated
         self._sampling = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                                                      sampler=sampler, generator=generator, drop_last=drop_last,
@@ -111,7 +112,9 @@ class BatchLoader:
         return self._fetch(indices)
 
     def __iter__(self) -> tp.Iterator[dict[str, torch.Tensor]]:
-        batches = iter(self._sampling.batch_sampler)
+        sampler = self._sampling.batch_sampler
+        assert sampler is not None  # batch_size >= 1
+        batches = iter(sampler)
         # DataLoader draws its workers' base seed from the generator (the global one when None) before the first
         # index: drawn here too, so that the order, and the random state left to training, are the same.
         torch.empty((), dtype=torch.int64).random_(generator=self._sampling.generator)

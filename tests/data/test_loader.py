@@ -130,9 +130,9 @@ def test_buffers_are_recycled_only_once_released(array_recording, tmp_path):
     pool = loader.pool
     before = pool.allocated
     for _ in range(3):
-        for batch in loader:  # dropped at each step: the pool serves the buffers again
+        for _batch in loader:  # dropped at each step: the pool serves the buffers again
             pass
-    del batch
+    del _batch
     assert pool.reused > 0 and pool.allocated - before <= 2 * 2  # brain and features, a few at most
     views = [b["brain"][:, :3] for b in loader]  # a view keeps its buffer as much as the batch itself
     assert len({v.data_ptr() for v in views}) == len(views)
