@@ -29,7 +29,8 @@ def file_fingerprint(path: str | Path) -> str:
     """A hex digest of the content of ``path`` (a file or a folder), or ``"missing"`` if it does not exist.
 
     A file's digest is kept for the life of the process, keyed by its path, device, inode, size and modification
-    time: the recordings of a study share their sound files, which were read again for every recording.
+    time: a start of bm2 fingerprints the same sound files several times (recording uids, events), and read them
+    again each time.
     """
     path = Path(path)
     if path.is_dir():
