@@ -53,6 +53,14 @@ def main(cfg: DictConfig) -> None:
             study.prepare()
         logger.info("studies %s are ready", list(cfg.dset.selections))
         return
+    if cfg.get("stack") and cfg.stack.bases:
+        from .stacking import run_stack_xp
+
+        # a stacking XP trains no network: a meta-learner on its base XPs' validation logits (bm2/stacking.py)
+        result = run_stack_xp(cfg, xp)
+        print(f"\nTest results of XP {xp.sig} (stack of {len(cfg.stack.bases)} base XPs, meta-learner fitted on "
+              f"their validation logits):\n{result.markdown()}", flush=True)
+        return
     distrib.init()
     logger.info("XP %s in %s", xp.sig, xp.folder)
     solver = get_solver(cfg, xp.folder, xp.link)
