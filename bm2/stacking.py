@@ -176,7 +176,7 @@ class StackResult:
         lines = ["| model | K | XP | valid F1-macro % | test F1-macro % | test balanced acc. % | test top-1 % |",
                  "|---|---:|---|---:|---:|---:|---:|"]
         for row in self.table.itertuples():
-            k = "" if row.k != row.k else str(int(row.k))
+            k = "" if pd.isna(row.k) else str(int(row.k))
             lines.append(f"| {row.model} | {k} | {row.sig} | {100 * row.valid_f1_macro:.1f} | "
                          f"{100 * row.test_f1_macro:.1f} | {100 * row.test_balanced_accuracy:.1f} | "
                          f"{100 * row.test_top1:.1f} |")
@@ -278,7 +278,10 @@ def stack_folders(folders: tp.Sequence[str | Path], C: float = 1.0, device: str 
 
     if len(folders) < 2:
         raise StackError(f"stacking needs at least two base XPs, got {[Path(f).name for f in folders]}")
-    valid, test, levels, labels = [], [], [], []
+    valid: list[SplitLogits] = []
+    test: list[SplitLogits] = []
+    levels: list[float | None] = []
+    labels: list[str] = []
     for folder in map(Path, folders):
         ckpt = check_finished(folder)
         cfg = ckpt["config"]

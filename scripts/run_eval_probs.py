@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("%s", exc)
             failures += 1
             continue
-        logger.info("XP %s: %s -> %s", xp.sig, describe(result.task, result.metrics), eval_folder(xp.folder, args.split))
+        logger.info("XP %s: %s -> %s", xp.sig, describe(result.task, result.metrics),
+                    eval_folder(xp.folder, args.split))
     return 1 if failures else 0
 
 

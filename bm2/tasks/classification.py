@@ -27,8 +27,8 @@ Conventions (all metrics from scikit-learn)
 
 Outputs (:meth:`ClassificationResult.save`): ``items.csv``, ``probs.npy`` (softmax) and ``logits.npy`` (the
 pooled logits, what stacking over models reads: ``bm2.stacking``), both row-aligned with ``items.csv``, whose
-``recording_uid`` / ``start`` / ``members`` identify each window or group across XPs, ``confusion.csv`` (true classes as rows, predictions as columns), ``per_class.csv`` and
-``summary.json``.
+``recording_uid`` / ``start`` / ``members`` identify each window or group across XPs, ``confusion.csv`` (true
+classes as rows, predictions as columns), ``per_class.csv`` and ``summary.json``.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def evaluate_checkpoint(xp: tp.Any, device: str = "auto", keep_probs: bool = Tru
                 cfg.paths[key] = os.environ[var]
     dev = resolve_device(device)
     rebuilt = rebuild(ckpt, cfg, dev)
-    dataset = rebuilt.datasets[split]
+    dataset = getattr(rebuilt.datasets, split)
     if len(dataset) == 0:
         raise EvalError(f"XP {sig}: its {split} split is empty (selections {list(cfg.dset.selections)}, "
                         f"split {OmegaConf.to_container(cfg.dset.split)}); select more recordings or raise "
