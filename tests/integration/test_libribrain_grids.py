@@ -89,3 +89,21 @@ def test_tiny_stack_runs_after_its_bases(tmp_path):
     assert again["test_f1_macro"].tolist() == pytest.approx(table["test_f1_macro"].tolist())
     missing = _run([sys.executable, "-m", "scripts.stack", base1, stack], env, check=False)
     assert "stack" in missing and "not stacked together" in missing
+
+
+def test_tiny_stack_waits_for_both_bases_on_slurm(local_slurm, tmp_path):
+    """On SLURM the stacking XP's job is submitted with ``afterok`` on the jobs of both its bases."""
+    env = {**cli_env(tmp_path), **local_slurm.env()}
+    out = _run([DORA, "grid", "libribrain.tiny", "--no_monitoring"], env, timeout=300)
+    rows = re.findall(r"\b(?:COM|FAI|RUN|PEN|CAN|REQ|UNK|COMPLETING)\w*\s+([0-9a-f]{8})\s+(\d+)\s*\|", out)
+    jobs = dict(rows)
+    try:
+        assert len(jobs) == 3, out[-3000:]
+        base1, base2, stack = (sig for sig, _ in rows)
+        folder = Path(env["BM2_XP_DIR"]) / "xps"
+        script = next((folder / stack / "submitit").glob(f"{jobs[stack]}_submission.sh")).read_text()
+        assert f"--dependency=afterok:{jobs[base1]}:{jobs[base2]}" in script
+        assert "--dependency" not in next((folder / base1 / "submitit").glob("*_submission.sh")).read_text()
+    finally:  # the bases would train for a minute: free the node for the other tests
+        if jobs:
+            subprocess.run(["scancel", *jobs.values()], env=env, check=False)
