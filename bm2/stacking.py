@@ -308,7 +308,8 @@ def run_stack_xp(cfg: tp.Any, xp: tp.Any) -> StackResult:
     result = stack_folders(folders, C=float(cfg.stack.C), device=str(cfg.device), paths=cfg.paths)
     bases = [str(s) for s in cfg.stack.bases]
     result.save(xp.folder, {"sig": str(xp.sig), "argv": list(xp.argv), "stack_of": bases, "seed": int(cfg.seed),
-                            "selections": list(cfg.dset.selections), "model": "stack", "split": "test"})
+                            "selections": list(cfg.dset.selections), "model": "stack", "loss": "meta-learner",
+                            "split": "test"})
     (Path(xp.folder) / "results.md").write_text(result.markdown() + "\n")
     metrics = {k: float(v) for k, v in result.result.metrics.items() if isinstance(v, (int, float))}
     table = result.table.astype(object).where(result.table.notna(), None).to_dict(orient="records")
