@@ -208,7 +208,8 @@ def test_offline_explains_what_to_place_where(tmp_path, hub, capsys):
     hub.offline = False
     for path in libribrain_files(books=["Sherlock1"])[:4]:
         hub.faults[path] = ["offline"] * 3
-    with pytest.raises(DownloadError, match=r"cannot be reached[\s\S]*4 of these files are missing[\s\S]*Sherlock1: ses-1..2"):
+    with pytest.raises(DownloadError,
+                       match=r"cannot be reached[\s\S]*4 of these files are missing[\s\S]*Sherlock1: ses-1..2"):
         download_study("libribrain2025", root, _options())
     from scripts.download import main
 

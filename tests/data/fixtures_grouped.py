@@ -36,14 +36,17 @@ def write_grouped(path: Path, data: np.ndarray, labels: np.ndarray, k: int, memb
 
 
 def write_level(root: Path, k: int, sizes: dict[str, int] | None = None, n_times: int = 125,
-                seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The three files of level ``k`` under ``root`` (random data, labels cycling through the 39 classes); returns
-    the ``(data, labels)`` written per bm2 split."""
+                seed: int = 0, signal: float = 0.0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The three files of level ``k`` under ``root`` (white noise plus ``signal`` times a fixed evoked field per
+    class, shared by the splits; labels cycling through the 39 classes); returns the ``(data, labels)``
+    written per bm2 split."""
     rng = np.random.default_rng(seed)
+    spatial = np.random.default_rng(1234).standard_normal((39, 306, 1))
+    patterns = (spatial * np.hanning(n_times)).astype(np.float32)  # an evoked field per class
     written = {}
     for split, n in (sizes or {"train": 80, "valid": 39, "test": 45}).items():
-        data = rng.standard_normal((n, 306, n_times)).astype(np.float32)
         labels = (np.arange(n) * 7 + k) % 39
+        data = rng.standard_normal((n, 306, n_times)).astype(np.float32) + signal * patterns[labels]
         write_grouped(grouped_path(root, k, split), data, labels, k)
         written[split] = (data, labels)
     return written
