@@ -251,3 +251,18 @@ def test_grouped_files_are_fetched_next_to_the_release_and_read(tmp_path, hub):
         np.testing.assert_array_equal(datasets.test[1]["brain"].numpy(), f["data"][1])
     marker = json.loads((root / STUDY_MARKER).read_text())
     assert marker["study"] == "libribrain2025"
+
+
+def test_listing_the_whole_split_in_batches_and_reporting_absent_runs(tmp_path, hub, caplog):
+    from bm2.download.hub import list_hub_files
+
+    every = libribrain_files()
+    hub.repos["pnpl/LibriBrain"] = _repo(every[:-2])  # the last run is on no repository
+    found = list_hub_files(LIBRIBRAIN_DEFAULTS["repos"], every, dict(LIBRIBRAIN_DEFAULTS), OPTS, None)
+    assert set(found) == set(every[:-2]) and all(f.repo == "pnpl/LibriBrain" for f in found.values())
+    assert [c[1] for c in hub.calls] == ["pnpl/LibriBrain", "pnpl/LibriBrain", "pnpl/LibriBrain-Competition-2025"]
+    hub.calls.clear()
+    download_study("libribrain2025", tmp_path / "lb", {**OPTS, "libribrain2025": {"books": ["Sherlock7"]}})
+    assert "1 file(s) of split '2025' are in none of" not in caplog.text  # the h5 and the events of one run: 2
+    assert "2 file(s) of split '2025' are in none of" in caplog.text and every[-1] in caplog.text
+    assert len(hub.gets()) == 26

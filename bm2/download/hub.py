@@ -58,6 +58,9 @@ LIBRIBRAIN_DEFAULTS: dict[str, tp.Any] = {
 }
 
 
+LIST_BATCH = 100  # paths per get_paths_info request
+
+
 @dataclasses.dataclass(frozen=True)
 class HubFile:
     """One file of a hub repository: its path there, its size and its sha256 (LFS files) when the hub says."""
@@ -204,9 +207,12 @@ def list_hub_files(repos: tp.Sequence[str], paths: tp.Sequence[str], spec: dict[
         todo = [p for p in paths if p not in found]
         if not todo:
             break
-        def listing(repo: str = repo, todo: list[str] = todo) -> tp.Any:
-            return api.get_paths_info(repo, todo, repo_type=spec.get("repo_type", "dataset"),
-                                      revision=spec.get("revision"))
+        def listing(repo: str = repo, todo: list[str] = todo) -> list[tp.Any]:
+            # in batches: one request per 100 paths keeps each request small whatever the hub's limits
+            return [info for start in range(0, len(todo), LIST_BATCH)
+                    for info in api.get_paths_info(repo, todo[start:start + LIST_BATCH],
+                                                   repo_type=spec.get("repo_type", "dataset"),
+                                                   revision=spec.get("revision"))]
 
         try:
             infos = _call(listing, f"listing {repo}", opts, token)
