@@ -266,3 +266,16 @@ def test_listing_the_whole_split_in_batches_and_reporting_absent_runs(tmp_path, 
     assert "1 file(s) of split '2025' are in none of" not in caplog.text  # the h5 and the events of one run: 2
     assert "2 file(s) of split '2025' are in none of" in caplog.text and every[-1] in caplog.text
     assert len(hub.gets()) == 26
+
+
+def test_unreachable_endpoint_with_the_real_client_gives_the_offline_help(tmp_path, monkeypatch):
+    """No fake: huggingface_hub itself against a local port nobody listens on (its real connection error)."""
+    import socket
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends: connections are refused
+    opts = {**OPTS, "retries": 0, "libribrain2025": {"books": ["Sherlock2"], "endpoint": f"http://127.0.0.1:{port}"}}
+    with pytest.raises(DownloadError, match=r"hub cannot be reached[\s\S]*Sherlock2: ses-1..12 run-1"):
+        download_study("libribrain2025", tmp_path / "lb", opts)
