@@ -279,3 +279,11 @@ def test_unreachable_endpoint_with_the_real_client_gives_the_offline_help(tmp_pa
     opts = {**OPTS, "retries": 0, "libribrain2025": {"books": ["Sherlock2"], "endpoint": f"http://127.0.0.1:{port}"}}
     with pytest.raises(DownloadError, match=r"hub cannot be reached[\s\S]*Sherlock2: ses-1..12 run-1"):
         download_study("libribrain2025", tmp_path / "lb", opts)
+
+
+def test_unknown_options_are_refused_with_the_valid_keys(tmp_path, hub):
+    with pytest.raises(DownloadError, match=r"unknown key\(s\) \['book'\].*valid keys.*'books'"):
+        download_study("libribrain2025", tmp_path / "lb", _options(book=["Sherlock1"]))
+    with pytest.raises(DownloadError, match=r"verify='md5': use sha256 or size"):
+        download_study("libribrain2025", tmp_path / "lb", _options(verify="md5"))
+    assert hub.calls == []

@@ -305,7 +305,13 @@ def fetch_hub_file(remote: HubFile, local_dir: Path, spec: dict[str, tp.Any], op
 
 def download_libribrain2025(root: Path, spec: dict[str, tp.Any], opts: dict[str, tp.Any]) -> None:
     """The LibriBrain 2025 downloader of :func:`bm2.download.download_study` (see the module docstring)."""
+    unknown = sorted(set(spec) - set(LIBRIBRAIN_DEFAULTS))
+    if unknown:
+        raise DownloadError(f"download.libribrain2025: unknown key(s) {unknown}; valid keys: "
+                            f"{sorted(LIBRIBRAIN_DEFAULTS)}")
     spec = {**LIBRIBRAIN_DEFAULTS, **spec}
+    if spec["verify"] not in ("sha256", "size"):
+        raise DownloadError(f"download.libribrain2025.verify={spec['verify']!r}: use sha256 or size")
     token = os.environ.get(str(spec["token_env"])) if spec.get("token_env") else None
     wanted = libribrain_files(spec["split"], spec.get("books"), spec["preproc"])
     from ..data.grouped_h5 import hub_files
