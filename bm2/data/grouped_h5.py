@@ -225,9 +225,10 @@ class GroupedH5Dataset(torch.utils.data.Dataset):
 
     @property
     def segments(self) -> pd.DataFrame:
-        """One row per group: ``recording``, ``study``, ``subject``, ``session``, ``recording_uid``, ``kind``
-        (phoneme), ``start`` (row of the file), ``label``, ``label_name``, ``group_size`` and ``members`` (the
-        base-dataset indices averaged, space-separated). ``group_indices`` is read on first use."""
+        """One row per group: ``recording``, ``study``, ``subject``, ``session``, ``recording_uid``, ``split``,
+        ``block_uid`` (the file), ``kind`` (phoneme), ``word`` (empty), ``start`` (row of the file), ``label``,
+        ``label_name``, ``group_size`` and ``members`` (the base-dataset indices averaged, space-separated).
+        ``group_indices`` is read on first use."""
         if self._segments is None:
             try:
                 members = self._h5()["group_indices"][()]
@@ -238,7 +239,8 @@ class GroupedH5Dataset(torch.utils.data.Dataset):
             n = len(self)
             self._segments = pd.DataFrame({
                 "recording": np.full(n, self.recording, dtype=np.int64), "study": rec.study, "subject": rec.subject,
-                "session": rec.session, "recording_uid": rec.uid, "kind": "phoneme",
+                "session": rec.session, "recording_uid": rec.uid, "split": self.split, "block_uid": rec.uid,
+                "kind": "phoneme", "word": "",
                 "start": np.arange(n, dtype=np.int64), "label": self._label,
                 "label_name": [PHONEMES[i] for i in self._label],
                 "group_size": [len(m) for m in members],

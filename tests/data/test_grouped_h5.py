@@ -48,6 +48,11 @@ def test_items_are_the_stored_groups_and_files_are_never_written(tmp_path):
     assert seg.label_name.tolist() == [PHONEMES[i] for i in labels] and seg.group_size.eq(5).all()
     assert seg.members[3] == "15 16 17 18 19"
     assert set(datasets.manifest().split) == {"train", "valid", "test"}
+    from bm2.results.datasets import dataset_statistics
+
+    stats = dataset_statistics(datasets).loc["libribrain2025_grouped"]
+    assert (stats["train segments"], stats["valid segments"], stats["test segments"]) == (80, 39, 45)
+    assert stats["channels"] == "306" and stats["recordings"] == 3
     positions = datasets.test.recordings[0].positions
     assert len({tuple(p) for p in np.round(positions, 5)}) == 306  # one distinct position per sensor
     loader = torch.utils.data.DataLoader(datasets.train, batch_size=16, num_workers=1, collate_fn=lambda b: b)
