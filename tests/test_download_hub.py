@@ -129,6 +129,8 @@ def test_split_files_are_the_runs_of_the_pinned_split():
     assert "Sherlock1/derivatives/events/sub-0_ses-12_task-Sherlock1_run-2_events.tsv" in files
     assert not any("Sherlock4" in f and "ses-8_" in f for f in files)
     assert len(libribrain_files(books=["Sherlock1"])) == 24
+    with pytest.raises(DownloadError, match=r"books=\['Sherlock9'\] selects no run.*'Sherlock7'"):
+        libribrain_files(books=["Sherlock9"])
 
 
 def test_files_land_at_the_release_paths_and_a_second_call_does_nothing(tmp_path, hub):

@@ -92,6 +92,9 @@ def libribrain_files(split: str = "2025", books: tp.Iterable[str] | None = None,
         if keep is None or book in keep:
             files += [h5_path(root, sub, ses, book, run, preproc).as_posix(),
                       events_path(root, sub, ses, book, run).as_posix()]
+    if not files:
+        raise DownloadError(f"download.libribrain2025.books={sorted(keep or [])} selects no run of split {split!r}; "
+                            f"its books are {sorted({k[2] for k in keys})}")
     return files
 
 
@@ -348,7 +351,9 @@ def download_libribrain2025(root: Path, spec: dict[str, tp.Any], opts: dict[str,
             except DownloadError as exc:
                 failures.append(str(exc))
             except Exception as exc:  # noqa: BLE001 - reported with the others, token removed
-                failures.append(f"{remote.repo}/{remote.path}: {_clean(exc, token)}")
+                hint = (f" (access refused: accept the dataset's terms on the hub and export "
+                        f"{spec['token_env']}=<an access token>)" if _status(exc) in (401, 403) else "")
+                failures.append(f"{remote.repo}/{remote.path}: {_clean(exc, token)}{hint}")
     if offline:
         still = [p for p in missing if not ((root / p).is_file())]
         raise DownloadError(offline_help(root, spec, still, offline[0]))
