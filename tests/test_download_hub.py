@@ -79,6 +79,10 @@ class FakeHub:
         if self.offline or fault == "offline":
             from huggingface_hub.errors import LocalEntryNotFoundError
             raise LocalEntryNotFoundError("cannot reach the hub and no local file")
+        if fault == "refused":
+            error = OSError("401 Client Error: Unauthorized")
+            error.response = types.SimpleNamespace(status_code=401)  # type: ignore[attr-defined]
+            raise error
         if fault == "leak":
             raise OSError(f"boom while sending Authorization: Bearer {token}")
         if fault == "cut":
@@ -289,3 +293,11 @@ def test_unknown_options_are_refused_with_the_valid_keys(tmp_path, hub):
     with pytest.raises(DownloadError, match=r"verify='md5': use sha256 or size"):
         download_study("libribrain2025", tmp_path / "lb", _options(verify="md5"))
     assert hub.calls == []
+
+
+def test_a_refused_file_names_the_token_variable(tmp_path, hub):
+    path = libribrain_files(books=["Sherlock1"])[3]
+    hub.faults[path] = ["refused"]
+    with pytest.raises(DownloadError, match=r"1 of 24 files[\s\S]*401 Client Error.*export HF_TOKEN=<an access token>"):
+        download_study("libribrain2025", tmp_path / "lb", _options())
+    assert sum(c[2] == path for c in hub.gets()) == 1  # a refusal is not retried
