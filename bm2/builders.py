@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .cache import Cache
 from .data import Datasets, NormParams, SplitParams, WindowParams, build_datasets
+from .data.grouped_h5 import GroupedParams, grouped_datasets
 from .data.grouping import GroupingParams, group_datasets
 from .features import FeatureStack, build_feature
 from .models import MODELS, build_model, data_kwargs_for
@@ -99,12 +100,33 @@ def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None)
         speech["kinds"] = tuple(speech["kinds"])
     if targets is None:
         targets = build_task(cfg).targets
+    grouped = GroupedParams(**_section(cfg, "dset", "grouped"))
+    if grouped.active:  # LibriBrain's pre-averaged files instead of windows of the selected studies
+        return _grouped_h5_datasets(cfg, grouped, targets)
     datasets = build_datasets(
         select_recordings(cfg), build_cache(cfg), PreprocessParams(**pre), build_features(cfg),
         WindowParams(**_section(cfg, "dset", "window")), SplitParams(**split),
         NormParams(**_section(cfg, "norm")), seed=int(cfg.seed), targets=targets,
         label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech))
     return group_datasets(datasets, GroupingParams(**_section(cfg, "dset", "grouping")), seed=int(cfg.seed))
+
+
+def _grouped_h5_datasets(cfg: DictConfig, grouped: GroupedParams, targets: tp.Sequence[str]) -> Datasets:
+    """``dset.grouped``: the datasets of LibriBrain's grouped h5 files under ``paths.libribrain_grouped`` (null: the
+    ``grouped`` folder of the libribrain2025 root); errors for tasks without class labels and for ``dset.grouping``,
+    which would average the averages again."""
+    if tuple(targets) != ("label",):
+        raise ValueError(f"dset.grouped.k={grouped.k} reads phoneme groups with class labels: it serves "
+                         f"test.task=classification only (the targets asked for are {list(targets)})")
+    if GroupingParams(**_section(cfg, "dset", "grouping")).active:
+        raise ValueError("dset.grouped reads groups already averaged by the release; dset.grouping would average "
+                         "them again: set dset.grouping.k=1 (and valid_k / test_k null), or choose the level with "
+                         "dset.grouped.k / valid_k / test_k")
+    root = cfg.paths.get("libribrain_grouped")
+    if not root:
+        root = study_root("libribrain2025", cfg.paths.get("data"),
+                          _section(cfg, "paths", "studies").get("libribrain2025")) / "grouped"
+    return grouped_datasets(Path(root).expanduser(), grouped, NormParams(**_section(cfg, "norm")))
 
 
 def model_out_channels(datasets: Datasets) -> int:
