@@ -2,7 +2,6 @@
 of 100 samples) inside the recording and inside one piece, and the fallback to the epochs, logged."""
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
