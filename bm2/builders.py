@@ -15,7 +15,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .cache import Cache
-from .data import Datasets, NormParams, SplitParams, WindowParams, build_datasets
+from .data import AugmentParams, CropParams, Datasets, NormParams, SplitParams, WindowParams, build_datasets
+from .data.grouped_h5 import GroupedParams, grouped_datasets
 from .data.grouping import GroupingParams, group_datasets
 from .features import FeatureStack, build_feature
 from .models import MODELS, build_model, data_kwargs_for
@@ -63,6 +64,24 @@ def select_recordings(cfg: DictConfig, prepare: bool = True) -> list[Recording]:
     return recordings if n is None else list(itertools.islice(recordings, int(n)))
 
 
+def select_continuous(cfg: DictConfig, recordings: tp.Sequence[Recording]) -> list[Recording] | None:
+    """The continuous recordings (:meth:`~bm2.studies.base.Study.iter_continuous`) of the subjects of
+    ``recordings``, or None (logged, naming the subjects without any) when some subject has none: pre-training
+    then reads the epochs instead, for every subject alike."""
+    wanted = {(r.study, r.subject) for r in recordings}
+    found: list[Recording] = []
+    for name in cfg.dset.selections:
+        found += [r for r in build_study(cfg, name).iter_continuous() if (r.study, r.subject) in wanted]
+    missing = sorted(wanted - {(r.study, r.subject) for r in found})
+    if missing:
+        shown = ", ".join(f"{study}/{subject}" for study, subject in missing[:10])
+        logger.info("dset.crops: no continuous recording for %d of %d subjects (%s%s): pre-training on the windows "
+                    "of dset.window (the epochs) instead of crops", len(missing), len(wanted), shown,
+                    " ..." if len(missing) > 10 else "")
+        return None
+    return found
+
+
 def build_cache(cfg: DictConfig) -> Cache:
     """The feature / preprocessing cache at ``paths.cache``."""
     return Cache(Path(cfg.paths.cache).expanduser())
@@ -97,14 +116,50 @@ def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None)
     speech = _section(cfg, "dset", "speech")
     if "kinds" in speech:
         speech["kinds"] = tuple(speech["kinds"])
+    task = build_task(cfg)
     if targets is None:
-        targets = build_task(cfg).targets
+        targets = task.targets
+    grouped = GroupedParams(**_section(cfg, "dset", "grouped"))
+    if grouped.active:  # LibriBrain's pre-averaged files instead of windows of the selected studies
+        return _grouped_h5_datasets(cfg, grouped, targets)
+    recordings = select_recordings(cfg)
+    window, split_params = WindowParams(**_section(cfg, "dset", "window")), SplitParams(**split)
+    crops = CropParams(**_section(cfg, "dset", "crops"))
+    if crops.active:
+        if task.name != "pretraining":
+            raise ValueError(f"dset.crops cuts unlabelled crops of continuous recordings for pre-training, but "
+                             f"test.task={task.name}: use it with test.task=pretraining (recipe=duin_vqvae / "
+                             "duin_mae) or set dset.crops.length=null")
+        continuous = select_continuous(cfg, recordings)
+        if continuous is not None:
+            recordings, window, split_params = continuous, crops.window(), crops.split(split_params.seed)
+            targets = tuple(t for t in targets if t != "label")  # crops have no class (pre-training reads none)
+            logger.info("dset.crops: pre-training on %g-s crops every %g s of %d continuous recordings",
+                        window.tmax - window.tmin, window.stride, len(recordings))
     datasets = build_datasets(
-        select_recordings(cfg), build_cache(cfg), PreprocessParams(**pre), build_features(cfg),
-        WindowParams(**_section(cfg, "dset", "window")), SplitParams(**split),
+        recordings, build_cache(cfg), PreprocessParams(**pre), build_features(cfg), window, split_params,
         NormParams(**_section(cfg, "norm")), seed=int(cfg.seed), targets=targets,
-        label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech))
+        label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech),
+        augment=AugmentParams(**_section(cfg, "dset", "augment")))
     return group_datasets(datasets, GroupingParams(**_section(cfg, "dset", "grouping")), seed=int(cfg.seed))
+
+
+def _grouped_h5_datasets(cfg: DictConfig, grouped: GroupedParams, targets: tp.Sequence[str]) -> Datasets:
+    """``dset.grouped``: the datasets of LibriBrain's grouped h5 files under ``paths.libribrain_grouped`` (null: the
+    ``grouped`` folder of the libribrain2025 root); errors for tasks without class labels and for ``dset.grouping``,
+    which would average the averages again."""
+    if tuple(targets) != ("label",):
+        raise ValueError(f"dset.grouped.k={grouped.k} reads phoneme groups with class labels: it serves "
+                         f"test.task=classification only (the targets asked for are {list(targets)})")
+    if GroupingParams(**_section(cfg, "dset", "grouping")).active:
+        raise ValueError("dset.grouped reads groups already averaged by the release; dset.grouping would average "
+                         "them again: set dset.grouping.k=1 (and valid_k / test_k null), or choose the level with "
+                         "dset.grouped.k / valid_k / test_k")
+    root = cfg.paths.get("libribrain_grouped")
+    if not root:
+        root = study_root("libribrain2025", cfg.paths.get("data"),
+                          _section(cfg, "paths", "studies").get("libribrain2025")) / "grouped"
+    return grouped_datasets(Path(root).expanduser(), grouped, NormParams(**_section(cfg, "norm")))
 
 
 def model_out_channels(datasets: Datasets) -> int:

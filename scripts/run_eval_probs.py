@@ -2,13 +2,14 @@
 
     python -m scripts.run_eval_probs SIG [SIG ...]      # Dora signatures
     python -m scripts.run_eval_probs synthetic            # every XP of a grid (dora grid NAME ran before)
+    python -m scripts.run_eval_probs SIG --split valid    # the validation split, into <xp folder>/eval/valid/
 
 For each XP, the model is rebuilt from its self-describing checkpoint (best state), the test split is rebuilt
 from the checkpoint's config (data paths from the current environment), and the XP's task (``test.task``)
 writes into ``<xp folder>/eval/`` its per-item outputs and ``summary.json`` (metrics overall and per group,
 chance levels). Retrieval: ``probs.npy`` (softmax over the unique test candidates), ``candidates.csv``,
 ``segments.csv`` (per-segment metadata with stable content-hash ids and ranks), 95% bootstrap intervals.
-Classification: ``items.csv``, ``probs.npy``, ``confusion.csv``, ``per_class.csv``. Detection:
+Classification: ``items.csv``, ``probs.npy``, ``logits.npy``, ``confusion.csv``, ``per_class.csv``. Detection:
 ``timelines.npz``, ``recordings.csv``, ``items.csv``. Reconstruction: ``per_bin.csv``, ``items.csv``, ``audio/``.
 The logic lives in :mod:`bm2.tasks.evaluate`; this is its command line.
 """
@@ -18,11 +19,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from pathlib import Path
 
 import torch
 
-from bm2.tasks.evaluate import EvalError, describe, evaluate_checkpoint, find_xps, get_main
+from bm2.tasks.evaluate import EvalError, describe, eval_folder, evaluate_checkpoint, find_xps, get_main
 
 logger = logging.getLogger("scripts.run_eval_probs")
 
@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("targets", nargs="+", help="XP signatures and / or grid names")
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--no-probs", action="store_true", help="do not write probs.npy")
+    parser.add_argument("--no-probs", action="store_true", help="do not write probs.npy (nor logits.npy)")
+    parser.add_argument("--split", default="test", choices=("test", "valid", "train"),
+                        help="the split to evaluate (test: into eval/, the others into eval/<split>/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("BM2_NO_PROGRESS", "1")
@@ -52,12 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     for xp in xps:
         try:
-            result = evaluate_checkpoint(xp, args.device, keep_probs=not args.no_probs, batch_size=args.batch_size)
+            result = evaluate_checkpoint(xp, args.device, keep_probs=not args.no_probs, batch_size=args.batch_size,
+                                         split=args.split)
         except EvalError as exc:
             logger.error("%s", exc)
             failures += 1
             continue
-        logger.info("XP %s: %s -> %s", xp.sig, describe(result.task, result.metrics), Path(xp.folder) / "eval")
+        logger.info("XP %s: %s -> %s", xp.sig, describe(result.task, result.metrics),
+                    eval_folder(xp.folder, args.split))
     return 1 if failures else 0
 
 

@@ -42,6 +42,47 @@ class NormParams:
     pooled: bool = False  # per channel mean / std pooled over every sample of the training recordings (LibriBrain)
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentParams:
+    """Training-time augmentation of the brain windows (``dset.augment``; the training split only, never valid /
+    test).
+
+    ``shift``: a random time shift of each window by an integer ``s`` drawn uniformly in
+    ``[-floor(shift * T), floor(shift * T)]`` samples (``T`` the window's length), with **zero fill** (no
+    wrap-around): ``out[t] = x[t - s]`` where ``0 <= t - s < T``, else 0. It is applied after scaling, so the
+    fill is the scaled signal's centre. Du-IN's classifier (``train/duin/run_cls.py``) shifts by up to 10% of
+    its 3-s epochs (+-300 samples) this way; its pre-training stages do not. Each draw is seeded by
+    ``(seed, epoch, window)``: the same item of the same epoch is shifted the same way, in any worker and after
+    a resume. 0 (the default) is off.
+    """
+
+    shift: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shift < 1.0:
+            raise ValueError(f"dset.augment.shift is a fraction of the window in [0, 1), got {self.shift}")
+
+    @property
+    def active(self) -> bool:
+        return self.shift > 0
+
+
+def max_shift(n_samples: int, fraction: float) -> int:
+    """The largest shift in samples for a window of ``n_samples``: ``floor(fraction * n_samples)``."""
+    return int(np.floor(fraction * n_samples + 1e-9))
+
+
+def shift_window(x: np.ndarray, shift: int) -> np.ndarray:
+    """Shift ``x [..., T]`` in place by ``shift`` samples along time (positive: later), filling with zeros."""
+    if shift > 0:
+        x[..., shift:] = x[..., :-shift].copy()
+        x[..., :shift] = 0.0
+    elif shift < 0:
+        x[..., :shift] = x[..., -shift:].copy()
+        x[..., shift:] = 0.0
+    return x
+
+
 class LazyArray:
     """A ``.npy`` file opened as a read-only memory map on first use (cheap to pickle to workers)."""
 
@@ -100,7 +141,7 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     def __init__(self, recordings: list[PreparedRecording], segments: pd.DataFrame, window: WindowParams,
                  norm: NormParams, feature_scaler: StandardScaler | None, targets: tp.Sequence[str] = ("features",),
-                 vocabulary: list[str] | None = None) -> None:
+                 vocabulary: list[str] | None = None, augment: AugmentParams | None = None, seed: int = 0) -> None:
         unknown = [t for t in targets if t not in TARGETS]
         if unknown:
             raise ValueError(f"unknown targets {unknown}; valid targets are {list(TARGETS)}")
@@ -111,6 +152,9 @@ class SegmentDataset(torch.utils.data.Dataset):
         self.feature_scaler = feature_scaler
         self.targets = tuple(targets)
         self.vocabulary = vocabulary
+        self.augment = augment or AugmentParams()
+        self.seed = int(seed)
+        self.epoch = 0
         self._rec = self.segments["recording"].to_numpy(dtype=np.int64)
         self._start = self.segments["start"].to_numpy(dtype=np.int64)
         self._label = (self.segments["label"].to_numpy(dtype=np.int64) if "label" in self.segments
@@ -118,6 +162,21 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.segments)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch about to run (the solver calls it on the training split): seeds the augmentation draws."""
+        self.epoch = int(epoch)
+
+    def shift_of(self, index: int, n_samples: int) -> int:
+        """The augmentation shift (samples) of item ``index`` in the current epoch (0 when ``augment.shift`` is
+        off), drawn from ``(seed, epoch, index)``."""
+        if not self.augment.active:
+            return 0
+        bound = max_shift(n_samples, self.augment.shift)
+        if bound == 0:
+            return 0
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        return int(rng.integers(-bound, bound + 1))
 
     @property
     def n_unseen(self) -> int:
@@ -203,6 +262,8 @@ class SegmentDataset(torch.utils.data.Dataset):
             self.norm.max_scale if self.norm.instance else None)
         if max_scale is not None:
             np.clip(out, -max_scale, max_scale, out=out)
+        if self.augment.active:
+            shift_window(out, self.shift_of(index, out.shape[-1]))
 
     def _brain_shape(self, rec: PreparedRecording) -> tuple[int, ...]:
         k = self.window.offset_samples(rec.sample_rate)

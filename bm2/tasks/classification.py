@@ -25,9 +25,10 @@ Conventions (all metrics from scikit-learn)
   probability (stricter when the classes are imbalanced); ``top1_p_value`` is the binomial tail
   P(X >= hits) under p = 1 / K.
 
-Outputs (:meth:`ClassificationResult.save`): ``items.csv``, ``probs.npy`` (softmax, row-aligned with
-``items.csv``), ``confusion.csv`` (true classes as rows, predictions as columns), ``per_class.csv`` and
-``summary.json``.
+Outputs (:meth:`ClassificationResult.save`): ``items.csv``, ``probs.npy`` (softmax) and ``logits.npy`` (the
+pooled logits, what stacking over models reads: ``bm2.stacking``), both row-aligned with ``items.csv``, whose
+``recording_uid`` / ``start`` / ``members`` identify each window or group across XPs, ``confusion.csv`` (true
+classes as rows, predictions as columns), ``per_class.csv`` and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -192,12 +193,17 @@ class ClassificationResult:
     confusion: pd.DataFrame
     per_class: pd.DataFrame
     probs: np.ndarray | None = None
+    logits: np.ndarray | None = None
 
     def save(self, folder: str | Path, meta: dict[str, tp.Any] | None = None) -> None:
-        """Write ``items.csv``, ``probs.npy``, ``confusion.csv``, ``per_class.csv`` and ``summary.json``."""
+        """Write ``items.csv``, ``probs.npy``, ``logits.npy``, ``confusion.csv``, ``per_class.csv`` and
+        ``summary.json``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_probs(folder, self.probs)
+        if self.logits is not None:
+            logits = self.logits.astype(np.float32)
+            atomic_write(folder / "logits.npy", lambda f: np.save(f, logits))
         atomic_write(folder / "items.csv", lambda f: self.items.to_csv(f, index=False))
         atomic_write(folder / "confusion.csv", lambda f: self.confusion.to_csv(f))
         atomic_write(folder / "per_class.csv", lambda f: self.per_class.to_csv(f, index=False))
@@ -261,7 +267,9 @@ def evaluate_classification(scores: np.ndarray, labels: np.ndarray, segments: pd
                             names: tp.Sequence[str], ks: tp.Sequence[int] = (1, 5), prior: np.ndarray | None = None,
                             keep_probs: bool = True, n_boot: int = 1000, alpha: float = 0.05,
                             group_by: tp.Sequence[str] = ("subject", "study")) -> ClassificationResult:
-    """The full result from ``[N, K]`` scores, labels and the segments rows of the N windows (in order)."""
+    """The full result from ``[N, K]`` scores, labels and the segments rows of the N windows (in order).
+
+    ``keep_probs`` keeps the softmax of the scores and the scores themselves (``probs.npy``, ``logits.npy``)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     n_classes = scores.shape[1]
@@ -297,7 +305,8 @@ def evaluate_classification(scores: np.ndarray, labels: np.ndarray, segments: pd
     if prior is not None:
         per_class["train_count"] = np.asarray(prior)
     return ClassificationResult(metrics, _groups(items, group_by), items, confusion, per_class,
-                                probs.astype(np.float32) if keep_probs else None)
+                                probs.astype(np.float32) if keep_probs else None,
+                                np.asarray(scores, dtype=np.float32) if keep_probs else None)
 
 
 def classification_table(metrics: dict[str, float]) -> str:

@@ -109,16 +109,29 @@ def _xp_identity(xp: tp.Any) -> tuple[str, Path, list[str], tp.Any]:
     return str(xp.sig), Path(xp.folder), list(xp.argv), xp.cfg.paths
 
 
+def eval_folder(folder: str | Path, split: str = "test") -> Path:
+    """Where :func:`evaluate_checkpoint` writes the evaluation of ``split`` of the XP in ``folder``: ``eval/`` for
+    the test split (what the tables and reports read), ``eval/<split>/`` for the others."""
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split must be train, valid or test, got {split!r}")
+    return Path(folder) / "eval" if split == "test" else Path(folder) / "eval" / split
+
+
 def evaluate_checkpoint(xp: tp.Any, device: str = "auto", keep_probs: bool = True, batch_size: int = 128,
-                        num_workers: int = 0) -> tp.Any:
-    """Evaluate one XP (a Dora XP or an XP folder) on its test split with its task; returns the task's result,
-    also saved in ``<xp folder>/eval/``."""
+                        num_workers: int = 0, split: str = "test", paths: tp.Any = None) -> tp.Any:
+    """Evaluate one XP (a Dora XP or an XP folder) on its ``split`` (test by default) with its task; returns the
+    task's result, also saved in :func:`eval_folder` (``<xp folder>/eval/`` for test). ``paths`` (a ``paths``
+    config) replaces the data paths of an XP given by its folder (default: the checkpoint's, with
+    ``$BM2_DATA`` / ``$BM2_CACHE`` when set). Raises :class:`EvalError` without a checkpoint or with an empty
+    split."""
     from omegaconf import OmegaConf
 
     from ..builders import resolve_device
     from ..solvers.base import CheckpointError, load_checkpoint
 
-    sig, folder, argv, paths = _xp_identity(xp)
+    out = eval_folder(".", split)  # checks the split's name before anything is built
+    sig, folder, argv, xp_paths = _xp_identity(xp)
+    paths = xp_paths if paths is None else paths
     try:
         ckpt = load_checkpoint(folder / "checkpoint.th")
     except CheckpointError as exc:
@@ -134,14 +147,15 @@ def evaluate_checkpoint(xp: tp.Any, device: str = "auto", keep_probs: bool = Tru
                 cfg.paths[key] = os.environ[var]
     dev = resolve_device(device)
     rebuilt = rebuild(ckpt, cfg, dev)
-    if len(rebuilt.datasets.test) == 0:
-        raise EvalError(f"XP {sig}: its test split is empty (selections {list(cfg.dset.selections)}, "
+    dataset = getattr(rebuilt.datasets, split)
+    if len(dataset) == 0:
+        raise EvalError(f"XP {sig}: its {split} split is empty (selections {list(cfg.dset.selections)}, "
                         f"split {OmegaConf.to_container(cfg.dset.split)}); select more recordings or raise "
-                        "dset.split.test")
+                        f"dset.split.{split}")
     task = get_task(str(cfg.test.get("task", "retrieval")))
-    result = task.evaluate(rebuilt.model, rebuilt.datasets.test, ks=tuple(cfg.test.ks), keep_probs=keep_probs,
+    result = task.evaluate(rebuilt.model, dataset, ks=tuple(cfg.test.ks), keep_probs=keep_probs,
                            batch_size=batch_size, device=dev, num_workers=num_workers, **rebuilt.options)
-    result.save(folder / "eval", xp_meta(sig, argv, cfg, ckpt))
+    result.save(folder / out, {**xp_meta(sig, argv, cfg, ckpt), "split": split})
     return result
 
 
