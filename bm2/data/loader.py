@@ -78,6 +78,8 @@ class BatchLoader:
 
     Each filling thread limits torch's intra-op parallelism to itself (``torch.set_num_threads(1)`` applies to the
     calling thread with OpenMP), so the loader never competes with the trainer's threads beyond ``num_workers``.
+    Buffers are not pinned: a non-blocking copy from pinned memory could still be reading a buffer the pool hands
+    out again, whereas a copy from pageable memory to a GPU returns once its source has been read.
     """
 
     def __init__(self, dataset: tp.Any, batch_size: int = 1, shuffle: bool = False,
