@@ -28,6 +28,7 @@ from .solvers.solver import OptimParams, Solver
 from .studies.base import Recording, Study, get_study_class, study_root
 from .targets import LabelParams, SpeechParams
 from .tasks import Task, get_task
+from .tasks.inference import DenoiseParams, InferenceAddOns, TTAParams, variants
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,29 @@ def build_features(cfg: DictConfig) -> FeatureStack:
 def build_task(cfg: DictConfig) -> Task:
     """The task named ``test.task`` (retrieval, classification, detection, reconstruction)."""
     return get_task(str(cfg.test.get("task", "retrieval")))
+
+
+def build_inference(cfg: DictConfig, task: Task | None = None, force: tp.Sequence[str] = ()
+                    ) -> tuple[InferenceAddOns, ...]:
+    """The test-time add-on variants of ``test.denoise`` and ``test.tta`` (each enabled one, then both together).
+
+    ``force`` (``denoise`` / ``tta``) switches those on whatever their ``enabled`` says (offline evaluation of an
+    XP; keys missing from an older XP's config take the defaults). Raises ``ValueError`` when one is on for a task
+    other than classification.
+    """
+    test = cfg.get("test") or {}
+    params: dict[str, tp.Any] = {}
+    for name, cls in (("denoise", DenoiseParams), ("tta", TTAParams)):
+        section = _section(cfg, "test", name) if name in test else {}
+        if name in force:
+            section["enabled"] = True
+        params[name] = cls(**section) if section else None
+    out = variants(params["denoise"], params["tta"])
+    task = task or build_task(cfg)
+    if out and task.name != "classification":
+        raise ValueError(f"test.denoise / test.tta apply to test.task=classification, not {task.name}: switch them "
+                         "off (enabled=false)")
+    return out
 
 
 def build_loss_objective(cfg: DictConfig) -> Objective:
@@ -251,6 +275,7 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
         raise KeyError(f"unknown model {cfg.model.name!r}; valid names: {sorted(MODELS)}")
     check_model_task(str(cfg.model.name), task)
     check_best_metric(cfg.optim.get("best_metric"), objective, task, tuple(cfg.test.ks))
+    build_inference(cfg, task)  # bad add-on settings fail before any data is prepared
     optim = _section(cfg, "optim")
     optim["betas"] = tuple(optim.get("betas", (0.9, 0.999)))
     params = OptimParams(**optim)
@@ -264,7 +289,7 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
                     loader=str(cfg.get("loader", "threads")),
                     device=resolve_device(cfg.device), seed=int(cfg.seed), test_ks=tuple(cfg.test.ks),
                     test_batch_size=int(cfg.test.batch_size),
-                    frozen=tuple(_section(cfg, "chain").get("freeze") or ()))
+                    frozen=tuple(_section(cfg, "chain").get("freeze") or ()), inference=build_inference(cfg, task))
     solver.extra_checkpoint.update(
         model_spec=getattr(model, "bm2_spec", None),
         loss_spec={"name": cfg.loss.name, "kwargs": _section(cfg, "loss", cfg.loss.name),

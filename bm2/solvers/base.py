@@ -12,6 +12,7 @@ without repeating or losing one (``epoch = len(history) + 1``).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import typing as tp
@@ -180,11 +181,35 @@ class BaseSolver:
                 self.load_best_state(self.best_state)
             if not self.history:
                 raise RuntimeError("no epoch ran: set optim.epochs >= 1")
-            self.history[-1]["test"] = self.test_stage()
-            self.save_checkpoint()
-            if distrib.is_rank_zero():
-                self.link.update_history(self.history)
+            self._test()
+        elif self._test_is_stale(self.history[-1]):
+            # Evaluation-only settings changed (e.g. test-time add-ons switched on for a finished XP): test the
+            # best state again, without training.
+            logger.info("test settings changed since the last test (%s): testing the best state again",
+                        self.test_settings() or "none")
+            if self.best_state is not None:
+                self.load_best_state(self.best_state)
+            self._test()
         return self.history[-1]
+
+    def _test(self) -> None:
+        self.history[-1]["test"] = self.test_stage()
+        settings = self.test_settings()
+        if settings:
+            self.history[-1]["test_settings"] = settings
+        else:
+            self.history[-1].pop("test_settings", None)
+        self.save_checkpoint()
+        if distrib.is_rank_zero():
+            self.link.update_history(self.history)
+
+    def _test_is_stale(self, entry: dict) -> bool:
+        return json.loads(json.dumps(entry.get("test_settings") or {})) != json.loads(json.dumps(self.test_settings()))
+
+    def test_settings(self) -> dict[str, tp.Any]:
+        """Settings that change only the test evaluation (not training), recorded as ``test_settings`` next to
+        the test metrics; when they differ from the recorded ones, a finished XP is tested again. Default none."""
+        return {}
 
     def log_epoch(self, metrics: dict[str, dict]) -> None:
         """One log line per epoch."""

@@ -25,6 +25,8 @@ from ..data import Datasets, collate
 from ..data.loader import BatchLoader
 from ..objectives import Objective
 from ..tasks import Task, run_model
+from ..tasks.classification import addon_metrics
+from ..tasks.inference import InferenceAddOns
 from ..utils.precision import autocast, autocast_dtype
 from .base import BaseSolver, CheckpointError, HistoryLink
 from .optim import build_ema, build_optimizer, build_scheduler, param_groups
@@ -97,12 +99,15 @@ class Solver(BaseSolver):
     num_workers, loader : ``threads``: :class:`bm2.data.loader.BatchLoader` with ``num_workers`` threads filling
         recycled buffers (0: in this thread); ``processes``: torch's ``DataLoader`` with ``num_workers`` worker
         processes. Both yield the same batches in the same order.
+    inference : test-time add-on variants (:func:`bm2.tasks.inference.variants`: denoising, TTA); the test stage
+        reports each one's metrics next to the plain ones, under the variant's suffix (``f1_macro_tta`` ...).
     """
 
     def __init__(self, folder: tp.Any, link: HistoryLink, model: torch.nn.Module, objective: Objective,
                  datasets: Datasets, task: Task, optim: OptimParams = OptimParams(), *, num_workers: int = 0,
                  loader: str = "threads", device: str = "cpu", seed: int = 0, test_ks: tp.Sequence[int] = (1, 5, 10),
-                 test_batch_size: int = 128, frozen: tp.Sequence[str] = ()) -> None:
+                 test_batch_size: int = 128, frozen: tp.Sequence[str] = (),
+                 inference: tp.Sequence[InferenceAddOns] = ()) -> None:
         best_metric, best_mode = task.best if optim.best_metric is None else (optim.best_metric, optim.best_mode)
         best_mode = best_mode or ("min" if best_metric == "loss" else "max")
         super().__init__(folder, link, epochs=optim.epochs, patience=optim.patience,
@@ -122,6 +127,7 @@ class Solver(BaseSolver):
         self.test_ks = tuple(test_ks)
         self.test_batch_size = test_batch_size
         self.frozen = tuple(frozen)
+        self.inference = tuple(inference)
         self.ignore_config: tuple[str, ...] = ("dora", "slurm")  # plus dora.exclude (set by the builder)
         self.amp_dtype = autocast_dtype(self.device, cuda=optim.amp, cpu=optim.amp and optim.amp_cpu)
         self.amp = self.amp_dtype is not None
@@ -363,4 +369,18 @@ class Solver(BaseSolver):
     def test_stage(self) -> dict[str, float]:
         if len(self.datasets.test) == 0:
             raise ValueError("the test split is empty: change dset.split or select more recordings")
-        return self.task_metrics("test")
+        metrics = self.task_metrics("test")
+        for addons in self.inference:
+            variant = self.task_metrics("test", addons=addons)
+            metrics = addon_metrics(metrics, variant, addons.suffix)
+            logger.info("test with %s: F1-macro %.1f%% (without: %.1f%%), balanced accuracy %.1f%% (without: %.1f%%)",
+                        addons.describe(), 100 * variant["f1_macro"], 100 * metrics["f1_macro"],
+                        100 * variant["balanced_accuracy"], 100 * metrics["balanced_accuracy"])
+        return metrics
+
+    def test_settings(self) -> dict[str, tp.Any]:
+        """The inference add-ons' settings (``{}`` without any), recorded next to the test metrics."""
+        settings: dict[str, tp.Any] = {}
+        for addons in self.inference:
+            settings.update(addons.settings())
+        return settings
