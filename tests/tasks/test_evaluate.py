@@ -34,7 +34,7 @@ def test_evaluate_checkpoint_of_a_folder(tmp_path, monkeypatch):
     folder = _xp_folder(tmp_path)
     seen = {}
 
-    def rebuild(ckpt, cfg, device):
+    def rebuild(ckpt, cfg, device, addons=()):
         seen["cfg"] = cfg
         test = test_classification._dataset()
         return E.Rebuilt(Echo(), types.SimpleNamespace(train=test, test=test), {"train": test})
@@ -86,7 +86,7 @@ def test_evaluation_errors_name_the_fix(tmp_path, monkeypatch):
         E.evaluate_checkpoint(tmp_path / "untrained")
     folder = _xp_folder(tmp_path)
     empty = types.SimpleNamespace(train=[], test=[])
-    monkeypatch.setattr(E, "rebuild", lambda ckpt, cfg, device: E.Rebuilt(Echo(), empty, {}))
+    monkeypatch.setattr(E, "rebuild", lambda ckpt, cfg, device, addons=(): E.Rebuilt(Echo(), empty, {}))
     with pytest.raises(E.EvalError, match="its test split is empty.*dset.split.test"):
         E.evaluate_checkpoint(folder, device="cpu")
 

@@ -253,3 +253,70 @@ def test_signature_ignores_the_addons(tmp_path, monkeypatch):
     assert main.get_xp(["recipe=demega", "test.tta.enabled=true", "test.denoise.enabled=true",
                         "test.tta.shifts=[1,3]"]).sig == plain
     assert main.get_xp(["recipe=demega", "seed=1"]).sig != plain
+
+
+def test_a_finished_xp_is_tested_again_when_the_test_settings_change(tmp_path):
+    from bm2.solvers.base import LocalLink
+
+    from ..solvers.test_base import ToySolver
+
+    class Settable(ToySolver):
+        settings: dict = {}
+        tested = 0
+
+        def test_settings(self):
+            return self.settings
+
+        def test_stage(self):
+            Settable.tested += 1
+            return {"weight": self.model.weight.item(), "with": float(bool(self.settings))}
+
+    link = LocalLink()
+    first = Settable(tmp_path, link, [3, 2], epochs=2)
+    first.run()
+    assert Settable.tested == 1 and "test_settings" not in link.history[-1]
+    Settable(tmp_path, link, [3, 2], epochs=2).run()
+    assert Settable.tested == 1  # nothing changed: nothing runs
+    Settable.settings = {"tta": {"shifts": (2, 4)}}
+    second = Settable(tmp_path, link, [3, 2], epochs=2)
+    last = second.run()
+    assert second.trained_epochs == [] and Settable.tested == 2 and len(link.history) == 2
+    assert last["test"]["with"] == 1.0 and last["test_settings"] == {"tta": {"shifts": (2, 4)}}
+    assert last["test"]["weight"] == first.history[-1]["test"]["weight"]  # the same best state
+    Settable(tmp_path, link, [3, 2], epochs=2).run()
+    assert Settable.tested == 2  # tuples and their JSON lists compare equal
+    Settable.settings = {}
+    Settable(tmp_path, link, [3, 2], epochs=2).run()
+    assert Settable.tested == 3 and "test_settings" not in link.history[-1]
+
+
+def test_offline_evaluation_reports_each_variant(tmp_path, monkeypatch):
+    import json
+    import types
+
+    from bm2.tasks import evaluate as E
+
+    from . import test_classification
+    from .fakes import Echo
+    from .test_evaluate import _xp_folder
+
+    folder = _xp_folder(tmp_path)
+    variant = InferenceAddOns(tta=TTAParams(**{**OFF, "original_weight": 3.0}))
+    seen = {}
+
+    def rebuild(ckpt, cfg, device, addons=()):
+        seen["addons"] = addons
+        test = test_classification._dataset()
+        return E.Rebuilt(Echo(), types.SimpleNamespace(train=test, test=test), {"train": test}, (variant,))
+
+    monkeypatch.setattr(E, "rebuild", rebuild)
+    result = E.evaluate_checkpoint(folder, device="cpu", batch_size=4, addons=["tta"])
+    assert seen["addons"] == ["tta"]
+    assert result.metrics["f1_macro_tta"] == result.metrics["f1_macro"]  # the original view only
+    assert "chance_top1_tta" not in result.metrics
+    summary = json.loads((folder / "eval" / "summary.json").read_text())
+    assert summary["metrics"]["balanced_accuracy_tta"] == result.metrics["balanced_accuracy"]
+    assert summary["meta"]["inference"]["tta"]["tta"]["original_weight"] == 3.0
+    assert json.loads((folder / "eval" / "tta" / "summary.json").read_text())["metrics"]["f1_macro"] == \
+        result.metrics["f1_macro"]
+    assert "with test-time augmentation: f1_macro" in E.describe(result.task, result.metrics)
