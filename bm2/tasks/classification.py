@@ -29,6 +29,11 @@ Outputs (:meth:`ClassificationResult.save`): ``items.csv``, ``probs.npy`` (softm
 pooled logits, what stacking over models reads: ``bm2.stacking``), both row-aligned with ``items.csv``, whose
 ``recording_uid`` / ``start`` / ``members`` identify each window or group across XPs, ``confusion.csv`` (true
 classes as rows, predictions as columns), ``per_class.csv`` and ``summary.json``.
+
+Inference add-ons (``test.denoise``, ``test.tta``; :mod:`bm2.tasks.inference`): ``evaluate(..., addons=...)`` scores
+the denoised / augmented inputs instead (``logits.npy`` then holds the combined scores); the solver and the offline
+evaluation add each variant's metrics to the plain ones under its suffix (:func:`addon_metrics`: ``f1_macro_tta``
+...) and :func:`classification_table` gives them one row each.
 """
 
 from __future__ import annotations

@@ -320,3 +320,32 @@ def test_offline_evaluation_reports_each_variant(tmp_path, monkeypatch):
     assert json.loads((folder / "eval" / "tta" / "summary.json").read_text())["metrics"]["f1_macro"] == \
         result.metrics["f1_macro"]
     assert "with test-time augmentation: f1_macro" in E.describe(result.task, result.metrics)
+
+
+def test_submission_uses_the_addons_asked_for(tmp_path, monkeypatch):
+    from bm2.tasks import evaluate as E
+    from bm2.tasks import submission as S
+
+    from .test_evaluate import _xp_folder
+
+    folder = _xp_folder(tmp_path)
+    dataset, model = _windows(t=64)
+    dataset.vocabulary = ["AA", "AE", "AH"]
+    seen = {}
+
+    class Splits(dict):
+        vocabulary = dataset.vocabulary
+
+    def rebuild(ckpt, cfg, device, addons=()):
+        seen["addons"] = addons
+        variant = InferenceAddOns(denoise=DenoiseParams(enabled=True)) if addons else None
+        return E.Rebuilt(model, Splits(test=dataset), {}, (variant,) if variant else ())
+
+    monkeypatch.setattr(E, "rebuild", rebuild)
+    plain = S.submission_from_xp(folder, tmp_path / "plain.csv")
+    denoised = S.submission_from_xp(folder, tmp_path / "denoised.csv", addons=["denoise"])
+    assert seen["addons"] == ["denoise"]
+    brain = torch.from_numpy(np.stack(dataset.brain))
+    expected = torch.softmax(model(wavelet_denoise(brain, DenoiseParams())).double(), -1).detach().numpy()
+    np.testing.assert_allclose(denoised[["phoneme_1", "phoneme_2", "phoneme_3"]].to_numpy(), expected, atol=1e-5)
+    assert np.abs(plain["phoneme_1"].to_numpy() - expected[:, 0]).max() > 1e-4
