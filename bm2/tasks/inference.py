@@ -94,7 +94,8 @@ class TTAParams:
     ``noise``: Gaussian noise in units of each channel's standard deviation over the window (0.01; 0: no view);
     ``original_weight``: weight of the unaugmented view (2; the others weigh 1); ``combine``: probs | logits;
     ``fill``: zero | edge | wrap, what enters at the edge a shift uncovers; ``seed``: of the random views.
-    Raises ``ValueError`` naming the ``test.tta`` key of a bad value.
+    The views of a batch go through the model together: memory grows with :attr:`n_views` (lower
+    ``test.batch_size`` if needed). Raises ``ValueError`` naming the ``test.tta`` key of a bad value.
     """
 
     enabled: bool = False
