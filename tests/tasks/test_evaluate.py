@@ -60,7 +60,7 @@ def test_evaluate_checkpoint_of_the_validation_split(tmp_path, monkeypatch):
     folder = _xp_folder(tmp_path)
     seen = {}
 
-    def rebuild(ckpt, cfg, device):
+    def rebuild(ckpt, cfg, device, addons=()):
         seen["cfg"] = cfg
         valid = test_classification._dataset()
         return E.Rebuilt(Echo(), types.SimpleNamespace(train=valid, valid=valid, test=[]), {"train": valid})
