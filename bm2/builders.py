@@ -6,6 +6,7 @@ below this module ever sees a config object, and the config is never mutated.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import typing as tp
@@ -127,8 +128,42 @@ def build_loss_objective(cfg: DictConfig) -> Objective:
     return build_objective(name, weights=_section(cfg, "loss", "weights") or None, **_section(cfg, "loss", name))
 
 
+def _same_subject(wanted: tp.Any, subject: str) -> bool:
+    text = str(wanted)
+    return text == subject or (text.isdigit() and subject.isdigit() and int(text) == int(subject))
+
+
+def select_subjects(datasets: Datasets, subjects: tp.Sequence[tp.Any] | None) -> Datasets:
+    """``datasets`` with only the windows of ``subjects`` (ids as the studies name them; ``1`` matches ``"001"``)
+    in each split, **after** the split was made on every selected recording (``dset.subjects``).
+
+    Everything else stays as built on all recordings: the split of each window, the vocabulary, the scalers and
+    the subject indices (the model keeps one subject layer per recording subject). So a classifier fine-tuned on
+    one subject after a multi-subject pre-training sees the same test windows, and the same subject index, as
+    that pre-training had set aside. Raises ``ValueError`` naming the available subjects when one matches none.
+    """
+    if not subjects:
+        return datasets
+    available = sorted({r.subject for r in datasets.recordings})
+    unknown = [s for s in subjects if not any(_same_subject(s, a) for a in available)]
+    if unknown:
+        raise ValueError(f"dset.subjects: {unknown} match no subject of the selected recordings; available: "
+                         f"{available} (studies {sorted({r.study for r in datasets.recordings})})")
+    keep = {a for a in available if any(_same_subject(s, a) for s in subjects)}
+    splits = {}
+    for split in ("train", "valid", "test"):
+        ds = datasets[split]
+        rows = ds.segments["subject"].astype(str).isin(keep).to_numpy()
+        splits[split] = type(ds)(ds.recordings, ds.segments[rows], ds.window, ds.norm, ds.feature_scaler,
+                                 ds.targets, ds.vocabulary, augment=ds.augment, seed=ds.seed)
+    logger.info("dset.subjects=%s: %s windows kept (train / valid / test)", sorted(keep),
+                " / ".join(str(len(splits[s])) for s in ("train", "valid", "test")))
+    return dataclasses.replace(datasets, **splits)
+
+
 def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None) -> Datasets:
-    """Train / valid / test datasets for ``cfg``, with the targets of its task (or ``targets``)."""
+    """Train / valid / test datasets for ``cfg``, with the targets of its task (or ``targets``), restricted to the
+    windows of ``dset.subjects`` when set (:func:`select_subjects`)."""
     pre = _section(cfg, "preprocess")
     for key in ("picks", "notch"):
         if key in pre:
@@ -165,6 +200,7 @@ def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None)
         NormParams(**_section(cfg, "norm")), seed=int(cfg.seed), targets=targets,
         label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech),
         augment=AugmentParams(**_section(cfg, "dset", "augment")))
+    datasets = select_subjects(datasets, cfg.dset.get("subjects"))
     return group_datasets(datasets, GroupingParams(**_section(cfg, "dset", "grouping")), seed=int(cfg.seed))
 
 
@@ -252,11 +288,12 @@ def apply_chain(cfg: DictConfig, model: torch.nn.Module, folder: Path) -> dict[s
                          f"(`dora grid NAME --dry_run --init`, then `dora run -f {sig}`)")
     ckpt = parent_state(parent_folder, sig)
     modules = chain.get("modules")
-    loaded = load_from_parent(model, ckpt, sig, modules=modules, exclude=chain.get("exclude") or ())
+    rename = chain.get("rename") or {}
+    loaded = load_from_parent(model, ckpt, sig, modules=modules, exclude=chain.get("exclude") or (), rename=rename)
     if chain.get("freeze"):
         logger.info("frozen (not trained, kept in eval mode): %s", ", ".join(chain["freeze"]))
     return {"sig": sig, "modules": modules, "exclude": chain.get("exclude") or [], "freeze": chain.get("freeze") or [],
-            "n_tensors": len(loaded), "parent_data": (ckpt.get("data") or {}).get("fingerprint")}
+            "rename": rename, "n_tensors": len(loaded), "parent_data": (ckpt.get("data") or {}).get("fingerprint")}
 
 
 def resolve_device(name: str) -> str:
@@ -289,7 +326,8 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
                     loader=str(cfg.get("loader", "threads")),
                     device=resolve_device(cfg.device), seed=int(cfg.seed), test_ks=tuple(cfg.test.ks),
                     test_batch_size=int(cfg.test.batch_size),
-                    frozen=tuple(_section(cfg, "chain").get("freeze") or ()), inference=build_inference(cfg, task))
+                    frozen=tuple(_section(cfg, "chain").get("freeze") or ()), inference=build_inference(cfg, task),
+                    test_each_epoch=bool(cfg.test.get("each_epoch", False)))
     solver.extra_checkpoint.update(
         model_spec=getattr(model, "bm2_spec", None),
         loss_spec={"name": cfg.loss.name, "kwargs": _section(cfg, "loss", cfg.loss.name),

@@ -169,6 +169,7 @@ class BaseSolver:
                 metrics: dict[str, dict] = {}
                 metrics["train"] = self.train_stage()
                 metrics["valid"] = self.valid_stage()
+                metrics.update(self.monitor_stages())
                 value = metrics[self.best_metric[0]][self.best_metric[1]]
                 if self._improved(value):
                     self.best_state = self.copy_best_state()
@@ -238,6 +239,11 @@ class BaseSolver:
     def test_stage(self) -> dict[str, float]:
         """Test metrics of the best model."""
         raise NotImplementedError
+
+    def monitor_stages(self) -> dict[str, dict[str, float]]:
+        """Extra per-epoch metrics recorded in the history under their own stage names, never used to select the
+        best state or to stop (none by default)."""
+        return {}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, tp.Any]:

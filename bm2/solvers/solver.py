@@ -5,7 +5,10 @@ this class adds what every task shares: one step (``run_model`` -> objective ter
 used by train and valid alike, optimiser groups and schedules (:mod:`bm2.solvers.optim`), gradient clipping,
 an optional EMA of the weights, frozen sub-modules (chained XPs), the task's validation metrics (so the best
 state can be chosen by accuracy or F1-macro) and the task's test evaluation. The test split is never used to
-select anything: it is evaluated once, on the best state.
+select anything: it is evaluated once, on the best state. With ``test_each_epoch`` (``test.each_epoch``) the
+task's quick test metrics of every epoch are also recorded (history stage ``test_epoch``), only so that reports can
+show a published, optimistic selection rule (e.g. Du-IN's: the best validation epoch, ties broken by test
+accuracy) in a column of its own; they select nothing.
 """
 
 from __future__ import annotations
@@ -101,13 +104,15 @@ class Solver(BaseSolver):
         processes. Both yield the same batches in the same order.
     inference : test-time add-on variants (:func:`bm2.tasks.inference.variants`: denoising, TTA); the test stage
         reports each one's metrics next to the plain ones, under the variant's suffix (``f1_macro_tta`` ...).
+    test_each_epoch : also record the task's quick test metrics after every epoch (stage ``test_epoch``; never
+        used for selection or stopping).
     """
 
     def __init__(self, folder: tp.Any, link: HistoryLink, model: torch.nn.Module, objective: Objective,
                  datasets: Datasets, task: Task, optim: OptimParams = OptimParams(), *, num_workers: int = 0,
                  loader: str = "threads", device: str = "cpu", seed: int = 0, test_ks: tp.Sequence[int] = (1, 5, 10),
                  test_batch_size: int = 128, frozen: tp.Sequence[str] = (),
-                 inference: tp.Sequence[InferenceAddOns] = ()) -> None:
+                 inference: tp.Sequence[InferenceAddOns] = (), test_each_epoch: bool = False) -> None:
         best_metric, best_mode = task.best if optim.best_metric is None else (optim.best_metric, optim.best_mode)
         best_mode = best_mode or ("min" if best_metric == "loss" else "max")
         super().__init__(folder, link, epochs=optim.epochs, patience=optim.patience,
@@ -128,6 +133,7 @@ class Solver(BaseSolver):
         self.test_batch_size = test_batch_size
         self.frozen = tuple(frozen)
         self.inference = tuple(inference)
+        self.test_each_epoch = bool(test_each_epoch)
         self.ignore_config: tuple[str, ...] = ("dora", "slurm")  # plus dora.exclude (set by the builder)
         self.amp_dtype = autocast_dtype(self.device, cuda=optim.amp, cpu=optim.amp and optim.amp_cpu)
         self.amp = self.amp_dtype is not None
@@ -365,6 +371,12 @@ class Solver(BaseSolver):
                                     num_workers=self.num_workers, train=self.datasets.train,
                                     objective=self.objective, **kwargs)
         return {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+
+    def monitor_stages(self) -> dict[str, dict[str, float]]:
+        """``test_epoch``: the task's quick test metrics of this epoch's model when ``test_each_epoch``."""
+        if not self.test_each_epoch or len(self.datasets.test) == 0:
+            return {}
+        return {"test_epoch": self.task_metrics("test", quick=True)}
 
     def test_stage(self) -> dict[str, float]:
         if len(self.datasets.test) == 0:
