@@ -1,12 +1,13 @@
-"""Run Du-IN's whole chain for one subject locally, stage after stage, then print its result table.
+"""Run Du-IN's whole chain for one subject (or several) locally, stage after stage, then print its result table.
 
     python -m scripts.duin_chain tiny --subject 001               # CPU, tiny sizes: seconds per stage
     python -m scripts.duin_chain tiny --subject 001 --multi       # + the multi-subject pre-training variant
+    python -m scripts.duin_chain small --subject 001 002 003 --multi      # the README's measurement
     python -m scripts.duin_chain synthetic --subject 001 optim.epochs=20   # extra overrides apply to every stage
 
-The stages are those of the grid ``duin.<GRID>`` (:func:`grids.duin.plan`) for that subject: VQ-VAE, MAE, and the
-classifiers without pre-training, from the VQ-VAE's encoder and from the MAE (with ``--multi``: the VQ-VAE and MAE
-pre-trained on all subjects, and the subject's classifier started from them). Each stage runs as ``dora run`` with
+The stages are those of the grid ``duin.<GRID>`` (:func:`grids.duin.plan`) for each subject given: VQ-VAE, MAE, and
+the classifiers without pre-training, from the VQ-VAE's encoder and from the MAE (with ``--multi``: the VQ-VAE and
+MAE pre-trained on all subjects, once, and each subject's classifier started from them). Each stage runs as ``dora run`` with
 the grid's overrides, so it is the same XP (signature) as ``dora grid duin.<GRID>`` signs: a finished stage is not
 run again, a killed one resumes. ``--dry-run`` prints the signatures and commands only. XPs go to
 ``$BM2_XP_DIR`` as usual.
@@ -22,26 +23,27 @@ import typing as tp
 from pathlib import Path
 
 
-def stage_commands(grid: str, subject: str, multi: bool = False, extra: tp.Sequence[str] = ()
+def stage_commands(grid: str, subjects: tp.Sequence[str], multi: bool = False, extra: tp.Sequence[str] = ()
                    ) -> list[tuple[str, str, list[str]]]:
-    """``(stage key, signature, dora run argv)`` of each stage of ``subject`` in the grid ``duin.<grid>``, parents
+    """``(stage key, signature, dora run argv)`` of each stage of ``subjects`` in the grid ``duin.<grid>``, parents
     first; ``extra`` overrides are added to every stage (and so enter every signature).
 
-    Raises ``ValueError`` when ``subject`` is not one of the grid's subjects."""
+    Raises ``ValueError`` when a subject is not one of the grid's subjects."""
     from bm2.train import main
     from grids.duin import ALL, plan
 
     module = importlib.import_module(f"grids.duin.{grid}")
     chain = dict(module.CHAIN)
-    subjects = [str(s) for s in chain["subjects"]]
-    if subject not in subjects:
-        raise ValueError(f"subject {subject!r} is not in grid duin.{grid}; its subjects are {subjects}")
+    known = [str(s) for s in chain["subjects"]]
+    unknown = [s for s in subjects if s not in known]
+    if unknown:
+        raise ValueError(f"subjects {unknown} are not in grid duin.{grid}; its subjects are {known}")
     chain["multi_subject"] = bool(multi)
     base = main.value_to_argv(dict(module.BASE)) + list(extra)
     sigs: dict[str, str] = {}
     out = []
     for st in plan(**chain):
-        if st.subject not in (subject, ALL):
+        if st.subject not in (*subjects, ALL):
             continue
         argv = base + main.value_to_argv(st.overrides)
         if st.parent is not None:
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("grid", help="tiny or synthetic (grids/duin/<grid>.py)")
-    parser.add_argument("--subject", required=True, help="subject id, e.g. 001")
+    parser.add_argument("--subject", required=True, nargs="+", help="subject id(s), e.g. 001")
     parser.add_argument("--multi", action="store_true", help="add the multi-subject pre-training variant")
     parser.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")
     parser.add_argument("overrides", nargs="*", help="extra overrides for every stage, e.g. optim.epochs=20")
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
     folders = [Path(dora_main.get_xp_from_sig(sig).folder) for key, sig, _ in stages if "/cls_" in key]
     table = R.chain_table(R.load_chain(folders))
-    print(f"\nDu-IN chain of subject {args.subject}, test top-1 / top-5 (%), validation-only model selection\n")
+    print(f"\nDu-IN chain of subject(s) {' '.join(args.subject)}: test top-1 / top-5 (%), mean ± s.e. over subjects, "
+          "validation-only model selection\n")
     print(R.to_markdown(table))
     return 0
 
