@@ -150,15 +150,16 @@ def select_subjects(datasets: Datasets, subjects: tp.Sequence[tp.Any] | None) ->
         raise ValueError(f"dset.subjects: {unknown} match no subject of the selected recordings; available: "
                          f"{available} (studies {sorted({r.study for r in datasets.recordings})})")
     keep = {a for a in available if any(_same_subject(s, a) for s in subjects)}
-    splits = {}
-    for split in ("train", "valid", "test"):
-        ds = datasets[split]
+    def only(ds: tp.Any) -> tp.Any:
         rows = ds.segments["subject"].astype(str).isin(keep).to_numpy()
-        splits[split] = type(ds)(ds.recordings, ds.segments[rows], ds.window, ds.norm, ds.feature_scaler,
-                                 ds.targets, ds.vocabulary, augment=ds.augment, seed=ds.seed)
+        return type(ds)(ds.recordings, ds.segments[rows], ds.window, ds.norm, ds.feature_scaler, ds.targets,
+                        ds.vocabulary, augment=ds.augment, seed=ds.seed)
+
+    out = dataclasses.replace(datasets, train=only(datasets.train), valid=only(datasets.valid),
+                              test=only(datasets.test))
     logger.info("dset.subjects=%s: %s windows kept (train / valid / test)", sorted(keep),
-                " / ".join(str(len(splits[s])) for s in ("train", "valid", "test")))
-    return dataclasses.replace(datasets, **splits)
+                " / ".join(str(len(out[s])) for s in ("train", "valid", "test")))
+    return out
 
 
 def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None) -> Datasets:

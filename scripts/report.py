@@ -6,9 +6,9 @@
 The report holds the main table (``--metric``, default the main metric of the XPs' task; mean ± sd over
 seeds, fractions in percent) and the other headline metrics of each task present (retrieval, classification,
 detection, reconstruction), the table of chained XPs when classifiers were started from pre-trained parents
-(:mod:`bm2.results.chain`: mean ± s.e. over subjects), the test-set sizes and chance levels per study, the optional paired Wilcoxon
-test, the figures of ``scripts.figures`` embedded as base64 PNG data URIs (no file next to it is needed), and
-the list of XPs with their signatures and folders. XPs must have been evaluated first
+(:mod:`bm2.results.chain`: mean ± s.e. over subjects), the test-set sizes and chance levels per study, the
+optional paired Wilcoxon test, the figures of ``scripts.figures`` embedded as base64 PNG data URIs (no file next
+to it is needed), and the list of XPs with their signatures and folders. XPs must have been evaluated first
 (``python -m scripts.run_eval_probs``).
 """
 

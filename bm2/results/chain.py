@@ -93,7 +93,7 @@ def load_chain(targets: tp.Sequence[str | Path]) -> list[dict[str, tp.Any]]:
         if not history or "test" not in history[-1]:
             raise ResultsError(f"XP {folder.name} has not finished ({len(history)} epochs, no test results): run "
                                f"`dora run -f {folder.name}` to completion")
-        ancestors = []
+        ancestors: list[dict[str, str]] = []
         sig, node = _parent_sig(cfg, folder), folder
         while sig is not None:
             parent = node.parent / sig
