@@ -13,10 +13,10 @@ test). For each subject (the original trains every stage on one subject):
 - with ``multi_subject``: one VQ-VAE and one MAE pre-trained on all subjects together (``all/vqvae``,
   ``all/mae``), and per subject a classifier started from that MAE (``cls_multi``).
 
-A subject's XPs select its windows with ``dset.subjects=[ID]`` **after** the split of all subjects' trials
-(:func:`bm2.builders.select_subjects`): every XP of a grid sees the same test trials, so the multi-subject
-pre-training never trains on a trial that a per-subject classifier tests on, and the subject layer's rows keep
-their indices from pre-training to fine-tuning.
+A subject's XPs select its windows with ``dset.subjects=[ID]`` **after** the split of all subjects' data
+(:func:`bm2.builders.select_subjects`): every classifier of a grid sees the same test trials, the subject layer's
+rows keep their indices from pre-training to fine-tuning, and a multi-subject pre-training on the 3-s epochs (the
+fallback of ``dset.crops`` without continuous data) never trains on a trial that a per-subject classifier tests on.
 
     dora grid duin.synthetic                       # on SLURM: each stage's job waits for its parent's
     dora grid duin.synthetic --dry_run --init      # sign only; then `dora run -f SIG` stage by stage, in order
