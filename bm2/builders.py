@@ -150,6 +150,7 @@ def select_subjects(datasets: Datasets, subjects: tp.Sequence[tp.Any] | None) ->
         raise ValueError(f"dset.subjects: {unknown} match no subject of the selected recordings; available: "
                          f"{available} (studies {sorted({r.study for r in datasets.recordings})})")
     keep = {a for a in available if any(_same_subject(s, a) for s in subjects)}
+
     def only(ds: tp.Any) -> tp.Any:
         rows = ds.segments["subject"].astype(str).isin(keep).to_numpy()
         return type(ds)(ds.recordings, ds.segments[rows], ds.window, ds.norm, ds.feature_scaler, ds.targets,
