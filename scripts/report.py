@@ -61,13 +61,11 @@ CHANCE_NOTES = {
 
 def chain_section(results: list[R.Result]) -> str:
     """The HTML section of the chained classifiers among ``results`` (:mod:`bm2.results.chain`), or "" when no
-    classification XP was started from a parent."""
-    folders = [r["folder"] for r in results if r.get("task") == "classification"]
-    if not folders:
+    classification XP was started from a parent (``chain.parent`` in the argv of its summary)."""
+    classifiers = [r for r in results if r.get("task") == "classification"]
+    if not any(R.argv_value((r.get("meta") or {}).get("argv") or [], "chain.parent") for r in classifiers):
         return ""
-    records = R.load_chain(folders)
-    if not any(rec["ancestors"] for rec in records):
-        return ""
+    records = R.load_chain([r["folder"] for r in classifiers])
     return ("<h2>Chained XPs: pre-training ablations</h2><p class='note'>Test top-1 / top-5 (%) of each classifier "
             "by how it was started, mean ± s.e. over subjects (each subject averaged over seeds), model selected "
             "on validation only; <i>optimistic top-1</i> applies the original Du-IN rule (best validation epoch, "

@@ -129,10 +129,17 @@ def test_make_tables_chain_and_report_section(chain, tmp_path):
     table = R.parse_markdown(text[text.index("|"):])
     assert table.loc["VQ-VAE → MAE", "top-1 %"] == "60.0 ± 10.0" and table.loc["chance", "top-1 %"] == "1.6"
     assert {"chain.csv", "chain.tex", "chain_xps.csv"} <= {p.name for p in out.iterdir()}
-    # the report's section (results as load_all gives them: task and folder)
-    html = chain_section([{"task": "classification", "folder": f} for f in cls])
+    # the report's section (results as load_all gives them: task, folder and the argv of the summary's meta)
+    def result(folder: Path) -> dict:
+        parent = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())["chain"]["parent"]
+        return {"task": "classification", "folder": folder,
+                "meta": {"argv": ["recipe=duin_classifier"] + ([f"chain.parent={parent}"] if parent else [])}}
+
+    html = chain_section([result(f) for f in cls])
     assert "Chained XPs" in html and "60.0 ± 10.0" in html and "optimistic" in html
-    assert chain_section([{"task": "classification", "folder": xps / "cls_scratch002"}]) == ""  # no parent: no section
+    assert chain_section([result(xps / "cls_scratch002")]) == ""  # no parent: no section
+    # a classifier without config (e.g. evaluated elsewhere) and no parent: no section, no error
+    assert chain_section([{"task": "classification", "folder": tmp_path / "nowhere", "meta": {"argv": []}}]) == ""
 
 
 @pytest.mark.slow
