@@ -15,6 +15,7 @@ import copy
 import json
 import logging
 import os
+import random
 import typing as tp
 from pathlib import Path
 
@@ -26,6 +27,36 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 
+
+
+def rng_state() -> dict[str, tp.Any]:
+    """The random states a training epoch draws from (python, numpy, torch CPU and CUDA): saved with every
+    checkpoint so that a resumed run continues with the draws (shuffling, dropout, augmentation seeds) an
+    uninterrupted run would have made, instead of the seed's first ones again."""
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)
+    # numpy's key array as a tensor: checkpoints are read with weights_only=True, which refuses numpy objects
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, tp.Any]) -> None:
+    """Restore what :func:`rng_state` saved (the CUDA states only where as many devices are visible). Under DDP
+    every rank restores rank 0's states, as every rank starts from the same seed (``bm2.train``)."""
+    import numpy as np
+
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
 
 class HistoryLink(tp.Protocol):
     """What the solver needs of Dora's ``xp.link``: a history that can be replaced."""
@@ -115,7 +146,7 @@ class BaseSolver:
             return
         state = {"version": CHECKPOINT_VERSION, "history": self.history, "best_state": self.best_state,
                  "states": {name: obj.state_dict() for name, obj in self._stateful.items()},
-                 **self.extra_checkpoint}
+                 "rng": rng_state(), **self.extra_checkpoint}
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
@@ -141,6 +172,8 @@ class BaseSolver:
             obj.load_state_dict(state["states"][name])
         self.history = list(state["history"])
         self.best_state = state["best_state"]
+        if "rng" in state:  # checkpoints written before RNG states were saved resume with the current RNG
+            set_rng_state(state["rng"])
         if distrib.is_rank_zero():
             self.link.update_history(self.history)
         logger.info("resumed from %s after epoch %d", self.checkpoint_path, len(self.history))
