@@ -4,8 +4,9 @@ levels: one base model per training K).
 How the original stacked (DeMEGa, September-Labs/pnpl-2025-experiments, described in ``ANCHORS_WAVE2`` §1.3; CC BY-NC,
 rebuilt from that description only): stage 1 trains one base model per grouping level K in {5, 10, 25, 50, 100};
 stage 2 concatenates their raw logits (39 x M features); stage 3 trains a meta-learner on them (an MLP: BatchNorm ->
-Linear(39M -> 512) -> SiLU -> BatchNorm -> Dropout 0.5 -> Linear(512 -> 39), AdamW, 5 seeds, softmax of the best 3
-averaged). Which split that meta-learner was fitted on is not in the description.
+Linear(39M -> 512) -> SiLU -> BatchNorm -> Dropout 0.5 -> Linear(512 -> 39), AdamW with ReduceLROnPlateau, 5 seeds,
+softmax of the best 3 averaged). Which split that meta-learner was fitted on, and what chose its best seeds, is not in
+the description.
 
 What bm2 does, and where it differs:
 
@@ -13,11 +14,16 @@ What bm2 does, and where it differs:
   never fits or selects anything (the base models selected their best epoch on validation too, so the meta-learner
   sees the logits of models tuned on the same split; this is the usual hold-out stacking, and the test split stays
   clean).
-- The meta-learner is scikit-learn's multinomial :class:`~sklearn.linear_model.LogisticRegression` (L2, ``C``) on the
-  standardised concatenated raw logits, not the original's MLP: LibriBrain's validation run gives a few hundred
-  items once grouped by 100, too few for a 100 k-parameter MLP without a second hold-out to select its seeds; a
-  linear model on 39 M features is the well-kept library answer. A class absent from the validation labels gets
-  probability 0.
+- ``meta="mlp"`` (``stack.meta``, the default: the original's): the MLP above, rebuilt in
+  :mod:`bm2.stacking_mlp`, which documents what bm2 chose where the description is silent; in short, the 5 seeds
+  are scored by the F1-macro of their out-of-fold predictions in a stratified 5-fold cross-fitting of the
+  **validation** split (each fold's network stops early on its held-out fold), the best 3 are kept, and each
+  predicts the mean softmax of its fold networks. Deterministic given ``seed`` (a stacking XP's ``seed``).
+- ``meta="logistic"``: bm2's alternative (its only meta-learner before), scikit-learn's multinomial
+  :class:`~sklearn.linear_model.LogisticRegression` (L2, ``C``: ``stack.C``) on the standardised concatenated raw
+  logits. One convex fit, no seeds to choose: the safer choice when the validation split is small (LibriBrain's
+  validation run gives a few hundred items once grouped by 100, for a 100 k-parameter MLP). A class absent from the
+  validation labels gets probability 0.
 - Items are aligned across base models by their identity in ``items.csv`` (``recording_uid``, ``start`` and, for
   grouped items, ``members``), never by row order: the base XPs must share the data, the split, the evaluation
   grouping (``dset.grouping.valid_k`` / ``test_k``) and the seed that draws the evaluation groups.
@@ -38,6 +44,8 @@ import pandas as pd
 
 #: the columns of ``items.csv`` that identify an item (a window or a group of windows) across XPs
 KEY_COLUMNS = ("recording_uid", "start", "members")
+#: the meta-learners (``stack.meta``); the first is the default (the original DeMEGa's)
+META_LEARNERS = ("mlp", "logistic")
 
 
 class StackError(RuntimeError):
@@ -136,21 +144,55 @@ def features(bases: tp.Sequence[SplitLogits]) -> np.ndarray:
     return np.concatenate([b.logits for b in bases], axis=1)
 
 
-def fit_meta_learner(x: np.ndarray, y: np.ndarray, C: float = 1.0, max_iter: int = 2000) -> tp.Any:
-    """A scikit-learn pipeline (standardisation, multinomial L2 logistic regression of inverse strength ``C``)
-    fitted on ``x`` ``[N, F]`` and class ids ``y`` ``[N]`` (rows with label -1 are left out). Raises
-    :class:`StackError` with fewer than two classes."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+def _check_classes(y: np.ndarray) -> np.ndarray:
+    """The rows of ``y`` with a label (>= 0); :class:`StackError` with fewer than two classes among them."""
     seen = y >= 0
     if len(np.unique(y[seen])) < 2:
         raise StackError(f"the meta-learner needs at least two classes in the validation labels, found "
                          f"{np.unique(y[seen]).tolist()}: lower dset.grouping.valid_k or use more validation data")
+    return seen
+
+
+def fit_meta_learner(x: np.ndarray, y: np.ndarray, C: float = 1.0, max_iter: int = 2000) -> tp.Any:
+    """The logistic meta-learner (``stack.meta=logistic``): a scikit-learn pipeline (standardisation, multinomial L2
+    logistic regression of inverse strength ``C``) fitted on ``x`` ``[N, F]`` and class ids ``y`` ``[N]`` (rows with
+    label -1 are left out). Raises :class:`StackError` with fewer than two classes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    seen = _check_classes(y)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     model.fit(x[seen], y[seen])
     return model
+
+
+def fit_meta(x: np.ndarray, y: np.ndarray, n_classes: int, meta: str = "mlp", C: float = 1.0, seed: int = 0,
+             mlp: tp.Mapping[str, tp.Any] | None = None) -> tp.Any:
+    """The meta-learner ``meta`` (:data:`META_LEARNERS`) fitted on the **validation** features ``x`` ``[N, F]`` and
+    labels ``y`` (-1: left out): ``"mlp"`` (default, the original's) is :func:`bm2.stacking_mlp.fit_mlp_meta_learner`
+    seeded with ``seed`` and the keyword arguments ``mlp`` (``stack.mlp``); ``"logistic"`` is
+    :func:`fit_meta_learner` with ``C``. Either one has ``classes_`` and ``predict_proba``. Raises
+    :class:`StackError`."""
+    if meta not in META_LEARNERS:
+        raise StackError(f"unknown meta-learner stack.meta={meta!r}: use one of {', '.join(META_LEARNERS)}")
+    if meta == "logistic":
+        return fit_meta_learner(x, y, C=C)
+    from .stacking_mlp import MetaMLPError, fit_mlp_meta_learner
+
+    _check_classes(y)
+    try:
+        return fit_mlp_meta_learner(x, y, n_classes, seed=seed, **dict(mlp or {}))
+    except MetaMLPError as exc:
+        raise StackError(str(exc)) from exc
+
+
+def describe_meta(meta: tp.Any) -> dict[str, tp.Any]:
+    """What a fitted meta-learner is (JSON-ready): ``{"meta": "mlp", "kept": [...] ...}`` or
+    ``{"meta": "logistic", "C": ...}``."""
+    if hasattr(meta, "describe"):
+        return dict(meta.describe())
+    return {"meta": "logistic", "C": float(meta[-1].C)}
 
 
 def meta_probs(model: tp.Any, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -164,7 +206,7 @@ def meta_probs(model: tp.Any, x: np.ndarray, n_classes: int) -> np.ndarray:
 class StackResult:
     """One stack: ``table`` (one row per base XP and one for the stack: validation and test F1-macro, test balanced
     accuracy and top-1, as fractions), the stack's full test result (``bm2.tasks.classification``) and the
-    fitted meta-learner."""
+    fitted meta-learner (:func:`describe_meta` says which)."""
 
     table: pd.DataFrame
     result: tp.Any
@@ -185,7 +227,17 @@ class StackResult:
         valid_n = int(self.table.attrs.get("n_valid", 0))
         return "\n".join(lines) + (f"\n{int(m['n_scored'])} test items, {valid_n} validation items (the meta-learner's "
                                    f"training set: the stack's validation score is in-sample), "
-                                   f"{int(m['n_classes'])} classes")
+                                   f"{int(m['n_classes'])} classes; meta-learner: {self.meta_summary()}")
+
+    def meta_summary(self) -> str:
+        """One line on the meta-learner: which one, and for the MLP the seeds kept and their cross-validated score."""
+        d = describe_meta(self.meta)
+        if d["meta"] == "logistic":
+            return f"logistic regression (C = {d['C']:g})"
+        scores = ", ".join(f"{s}: {100 * f:.1f}" for s, f in zip(d["seeds"], d["cv_f1_macro_per_seed"]))
+        return (f"MLP, seeds {', '.join(map(str, d['kept']))} kept of {len(d['seeds'])} by {d['folds']}-fold "
+                f"cross-validated F1-macro on validation ({scores} %; kept seeds together "
+                f"{100 * d['cv_f1_macro']:.1f} %)")
 
     def save(self, folder: str | Path, meta: dict[str, tp.Any] | None = None) -> None:
         """Write ``stack.csv`` and ``stack.md`` into ``folder`` and the stack's test evaluation into
@@ -206,10 +258,12 @@ def _scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def stack(valid: tp.Sequence[SplitLogits], test: tp.Sequence[SplitLogits], C: float = 1.0,
-          levels: tp.Sequence[float | None] | None = None, labels: tp.Sequence[str] | None = None) -> StackResult:
-    """Fit the meta-learner on the bases' ``valid`` logits, score it and each base on their ``test`` logits (both
-    lists in the same base order; items are aligned here). ``levels`` (the bases' training K) and ``labels`` (their
-    names) go into the table."""
+          levels: tp.Sequence[float | None] | None = None, labels: tp.Sequence[str] | None = None, meta: str = "mlp",
+          seed: int = 0, mlp: tp.Mapping[str, tp.Any] | None = None) -> StackResult:
+    """Fit the meta-learner ``meta`` (see :func:`fit_meta`: ``"mlp"``, the original's, seeded with ``seed``,
+    options ``mlp``; or ``"logistic"`` with ``C``) on the bases' ``valid`` logits, score it and each base on their
+    ``test`` logits (both lists in the same base order; items are aligned here). The test labels are read only to
+    score. ``levels`` (the bases' training K) and ``labels`` (their names) go into the table."""
     from .tasks.classification import evaluate_classification
 
     if len(valid) != len(test):
@@ -221,9 +275,9 @@ def stack(valid: tp.Sequence[SplitLogits], test: tp.Sequence[SplitLogits], C: fl
     names = test[0].names
     if valid[0].names != names:
         raise StackError(f"XP {valid[0].sig}: its validation and test classes differ")
-    meta = fit_meta_learner(features(valid), valid[0].labels, C=C)
-    probs = meta_probs(meta, features(test), len(names))
-    valid_probs = meta_probs(meta, features(valid), len(names))
+    model = fit_meta(features(valid), valid[0].labels, len(names), meta=meta, C=C, seed=seed, mlp=mlp)
+    probs = meta_probs(model, features(test), len(names))
+    valid_probs = meta_probs(model, features(valid), len(names))
     rows = []
     levels = list(levels) if levels is not None else [None] * len(test)
     labels = list(labels) if labels is not None else [f"base {i + 1}" for i in range(len(test))]
@@ -244,7 +298,7 @@ def stack(valid: tp.Sequence[SplitLogits], test: tp.Sequence[SplitLogits], C: fl
                  "test_balanced_accuracy": result.metrics["balanced_accuracy"], "test_top1": result.metrics["top1"]})
     table = pd.DataFrame(rows)
     table.attrs["n_valid"] = int((valid[0].labels >= 0).sum())
-    return StackResult(table, result, meta)
+    return StackResult(table, result, model)
 
 
 def check_finished(folder: str | Path) -> dict[str, tp.Any]:
@@ -270,10 +324,12 @@ def check_finished(folder: str | Path) -> dict[str, tp.Any]:
 
 
 def stack_folders(folders: tp.Sequence[str | Path], C: float = 1.0, device: str = "auto", paths: tp.Any = None,
-                  evaluate: bool = True) -> StackResult:
-    """Stack the finished base XPs in ``folders`` (order = feature order). Each one's validation and test logits
-    are read from its ``eval/`` folder; with ``evaluate``, those missing are computed from its checkpoint first
-    (``paths``: the data paths to use, see ``evaluate_checkpoint``). Raises :class:`StackError`."""
+                  evaluate: bool = True, meta: str = "mlp", seed: int = 0,
+                  mlp: tp.Mapping[str, tp.Any] | None = None) -> StackResult:
+    """Stack the finished base XPs in ``folders`` (order = feature order) with the meta-learner ``meta`` (``C``,
+    ``seed``, ``mlp``: see :func:`stack`). Each one's validation and test logits are read from its ``eval/`` folder;
+    with ``evaluate``, those missing are computed from its checkpoint first (``paths``: the data paths to use, see
+    ``evaluate_checkpoint``). Raises :class:`StackError`."""
     from .tasks.evaluate import EvalError, eval_folder, evaluate_checkpoint
 
     if len(folders) < 2:
@@ -297,25 +353,37 @@ def stack_folders(folders: tp.Sequence[str | Path], C: float = 1.0, device: str 
             out.append(load_split_logits(folder, split))
         levels.append(int(cfg.get("dset", {}).get("grouping", {}).get("k", 1)))
         labels.append(str(cfg.get("model", {}).get("name", "model")))
-    return stack(valid, test, C=C, levels=levels, labels=labels)
+    return stack(valid, test, C=C, levels=levels, labels=labels, meta=meta, seed=seed, mlp=mlp)
 
 
 def run_stack_xp(cfg: tp.Any, xp: tp.Any) -> StackResult:
     """The body of a stacking XP (``stack.bases`` set; called by ``bm2.train``): stack the base XPs named by
-    signature (in ``xp``'s Dora folder), write the table (``results.md``, ``stack.md``, ``stack.csv``), the stack's
-    test evaluation (``eval/``) and a one-entry history (``test``: the stack's metrics; ``stack``: the table)."""
+    signature (in ``xp``'s Dora folder) with :func:`meta_options` of ``cfg``, write the table (``results.md``,
+    ``stack.md``, ``stack.csv``), the stack's test evaluation (``eval/``) and a one-entry history (``test``: the
+    stack's metrics; ``stack``: the table; ``meta``: :func:`describe_meta`)."""
     folders = [Path(xp.folder).parent / str(sig) for sig in cfg.stack.bases]
-    result = stack_folders(folders, C=float(cfg.stack.C), device=str(cfg.device), paths=cfg.paths)
+    result = stack_folders(folders, device=str(cfg.device), paths=cfg.paths, **meta_options(cfg))
     bases = [str(s) for s in cfg.stack.bases]
     result.save(xp.folder, {"sig": str(xp.sig), "argv": list(xp.argv), "stack_of": bases, "seed": int(cfg.seed),
                             "selections": list(cfg.dset.selections), "model": "stack", "loss": "meta-learner",
-                            "split": "test"})
+                            "split": "test", "meta_learner": describe_meta(result.meta)})
     (Path(xp.folder) / "results.md").write_text(result.markdown() + "\n")
     metrics = {k: float(v) for k, v in result.result.metrics.items() if isinstance(v, (int, float))}
     table = result.table.astype(object).where(result.table.notna(), None).to_dict(orient="records")
-    xp.link.update_history([{"test": metrics, "stack": table}])
+    xp.link.update_history([{"test": metrics, "stack": table, "meta": describe_meta(result.meta)}])
     return result
 
 
-__all__ = ["KEY_COLUMNS", "SplitLogits", "StackError", "StackResult", "align", "check_finished", "features",
-           "fit_meta_learner", "item_keys", "load_split_logits", "meta_probs", "run_stack_xp", "stack", "stack_folders"]
+def meta_options(cfg: tp.Any) -> dict[str, tp.Any]:
+    """The meta-learner keyword arguments of :func:`stack_folders` from an XP config: ``meta`` (``stack.meta``,
+    ``"mlp"`` when the key is absent), ``C`` (``stack.C``), ``seed`` (the XP's ``seed``) and ``mlp``
+    (``stack.mlp``)."""
+    section = cfg.stack
+    mlp = section.get("mlp") or {}
+    return {"meta": str(section.get("meta", "mlp")), "C": float(section.get("C", 1.0)), "seed": int(cfg.seed),
+            "mlp": {str(k): v for k, v in dict(mlp).items()}}
+
+
+__all__ = ["KEY_COLUMNS", "META_LEARNERS", "SplitLogits", "StackError", "StackResult", "align", "check_finished",
+           "describe_meta", "features", "fit_meta", "fit_meta_learner", "item_keys", "load_split_logits",
+           "meta_options", "meta_probs", "run_stack_xp", "stack", "stack_folders"]

@@ -7,8 +7,9 @@ grouping levels, and the baselines on the same task, split and evaluation groupi
     dora grid libribrain.tiny --dry_run --init        # two tiny base models + their stack, seconds on a CPU
 
 The stack follows DeMEGa's three stages (``bm2/stacking.py`` says how and where bm2 differs): one base XP per
-training grouping level K, then a stacking XP (``stack.bases=[...]``) whose meta-learner is fitted on the bases'
-**validation** logits and scored on the test split. The bases of one stack share everything but K, in particular
+training grouping level K, then a stacking XP (``stack.bases=[...]``) whose meta-learner (``stack.meta``: the
+original's MLP by default, or ``logistic``) is fitted on the bases' **validation** logits and scored on the test
+split. The bases of one stack share everything but K, in particular
 the evaluation grouping (``dset.grouping.valid_k`` / ``test_k``) and the seed, so that their validation and test
 items are the same groups. On SLURM the stacking XP's job waits for all its bases' jobs (``afterok``); locally, run
 the bases with ``dora run -f SIG`` first (a stack run before them stops, naming the unfinished base), or use
@@ -31,7 +32,7 @@ SEEDS = (777, 778, 779)
 RELEASE = {"dset.selections": ["libribrain2025"]}
 #: one GPU per XP at the paper's sizes (batch 512 of 306 x 125 windows); cluster names come from BM2_SLURM_*
 PAPER_JOB = {"gpus": 1, "cpus_per_gpu": 8, "mem_per_gpu": 64, "time": 24 * 60}
-#: the stacking XP: evaluates its bases (validation and test) if needed, then a logistic regression
+#: the stacking XP: evaluates its bases (validation and test) if needed, then fits the meta-learner (an MLP: minutes)
 STACK_JOB = {"gpus": 1, "cpus_per_gpu": 4, "mem_per_gpu": 32, "time": 2 * 60}
 
 
@@ -44,15 +45,17 @@ def grouping(k: int, eval_k: int, dynamic: bool = False) -> dict[str, tp.Any]:
 
 def stacked_levels(launcher: tp.Any, overrides: dict[str, tp.Any] | None = None, levels: tp.Sequence[int] = LEVELS,
                    eval_k: int = EVAL_K, dynamic: bool = False, C: float = 1.0,
-                   stack_job: dict[str, tp.Any] | None = None) -> dict[str, str]:
+                   stack_job: dict[str, tp.Any] | None = None, meta: str | None = None) -> dict[str, str]:
     """Schedule one base XP per level in ``levels`` (``overrides`` + :func:`grouping`) and the stacking XP that
-    waits for them all. Returns the signatures by name: ``k5``, ``k10`` ... and ``stack``."""
+    waits for them all, with the meta-learner ``meta`` (``stack.meta``; None: the config's default, the original's
+    MLP) and ``C`` (the logistic one's). Returns the signatures by name: ``k5``, ``k10`` ... and ``stack``."""
     if len(levels) < 2:
         raise ValueError(f"a stack needs at least two grouping levels, got {list(levels)}")
     sigs = {f"k{k}": stage(launcher, {**(overrides or {}), **grouping(k, eval_k, dynamic)}) for k in levels}
     bases = [sigs[f"k{k}"] for k in levels]
     stacker = launcher.slurm(**stack_job) if stack_job else launcher
-    sigs["stack"] = stage(stacker, {"stack.bases": bases, "stack.C": C}, after=bases)
+    meta_override = {} if meta is None else {"stack.meta": meta}
+    sigs["stack"] = stage(stacker, {"stack.bases": bases, "stack.C": C, **meta_override}, after=bases)
     return sigs
 
 
