@@ -32,8 +32,8 @@ from .datasets import dataset_statistics, study_statistics
 __all__ = [
     "Result", "Labeler", "KNOWN_LABELS", "CHANCE_ROW", "MISSING", "STANDARD_METRICS", "ResultsError",
     "MissingEvalError", "load_xp_results", "resolve_folders", "load_all", "targets_from_env", "require_env",
-    "headline_metrics", "main_metric", "is_percent", "resolve_metric",
-    "argv_value", "config_value", "is_random", "default_label", "xp_config", "label_from_keys", "order_labels", "collect",
+    "headline_metrics", "main_metric", "is_percent", "resolve_metric", "config_value",
+    "argv_value", "is_random", "default_label", "xp_config", "label_from_keys", "order_labels", "collect",
     "aggregate_stats", "format_mean_sd", "aggregate", "to_markdown", "parse_markdown", "latex_escape", "to_latex",
     "to_csv", "to_html", "chance_table", "parse_metric", "subject_table", "wilcoxon_paired", "wilcoxon_table",
     "wilcoxon_markdown", "compare", "topk_curve", "chance_curve", "prior_curve", "plot_topk", "plot_subjects",

@@ -95,6 +95,42 @@ def triplet_role(name: str) -> str:
     return "phrase"
 
 
+TRIPLET_COLUMNS = ("n", "correct", "semantic", "phonological", "same_triplet", "outside")
+
+
+def triplet_confusion(labels: tp.Sequence[str], predictions: tp.Sequence[str]) -> pd.DataFrame:
+    """Where the top-1 predictions of triplet words land, per triplet (rows ``word/synonym/neighbour``) and in all.
+
+    Columns (counts of test trials): ``n``; ``correct``; ``semantic`` (a word predicted as its synonym or back);
+    ``phonological`` (a word predicted as its phonological neighbour or back); ``same_triplet`` (synonym <->
+    neighbour); ``outside`` (any other class). Trials of phrase words are left out. Lee et al. compare the
+    semantic and phonological neighbours' similarities; this is the same question asked of the confusions.
+    """
+    rows: dict[str, dict[str, int]] = {"/".join(t): dict.fromkeys(TRIPLET_COLUMNS, 0) for t in TRIPLETS}
+    which = {w: t for t in TRIPLETS for w in t}
+    for label, pred in zip(labels, predictions):
+        triplet = which.get(str(label))
+        if triplet is None:
+            continue
+        row = rows["/".join(triplet)]
+        row["n"] += 1
+        roles = {triplet_role(str(label)), triplet_role(str(pred))} if str(pred) in triplet else set()
+        if str(pred) == str(label):
+            row["correct"] += 1
+        elif roles == {"word", "semantic"}:
+            row["semantic"] += 1
+        elif roles == {"word", "phonological"}:
+            row["phonological"] += 1
+        elif roles == {"semantic", "phonological"}:
+            row["same_triplet"] += 1
+        else:
+            row["outside"] += 1
+    table = pd.DataFrame.from_dict(rows, orient="index")[list(TRIPLET_COLUMNS)]
+    table.loc["all"] = table.sum()
+    table.index.name = "triplet"
+    return table
+
+
 # --------------------------------------------------------------------------- HDF5 / MATLAB v7.3 reading
 
 def _open(path: Path) -> h5py.File:
@@ -403,4 +439,4 @@ class Lee2024(Study):
 
 
 __all__ = ["CLASSES", "Lee2024", "Lee2024Recording", "Lee2024Spectra", "N_CLASSES", "TRIPLETS", "class_groups",
-           "eeglab_to_head", "montage_info", "read_channel_info", "read_labels", "triplet_role"]
+           "eeglab_to_head", "montage_info", "read_channel_info", "read_labels", "triplet_confusion", "triplet_role"]

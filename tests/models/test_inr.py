@@ -94,3 +94,19 @@ def test_disc_channel_dropout_drops_a_disc_and_rescales():
     assert (out[0, ~dropped] > 1).all()  # kept sensors scaled by 1 / P(kept) > 1
     assert torch.equal(drop.eval()(torch.ones(1, 100, 2, 3), positions), torch.ones(1, 100, 2, 3))
     assert math.isclose(float(DiscChannelDropout(0.0).train()(torch.ones(1, 4, 2), torch.rand(1, 4, 2)).sum()), 8)
+
+
+def test_word_codebook_projection_keeps_word_similarities():
+    import numpy as np
+
+    from bm2.builders import word_codebook
+
+    rng = np.random.default_rng(0)
+    words = rng.standard_normal((10, 384))
+    words[1] = words[0] + 0.1 * rng.standard_normal(384)  # a near synonym
+    book = np.asarray(word_codebook(words, 256, seed=0))
+    assert book.shape == (10, 256)
+    np.testing.assert_allclose(np.linalg.norm(book, axis=1), 1.0, rtol=1e-6)
+    cos = book @ book.T
+    assert cos[0, 1] > 0.9 and np.abs(cos[0, 2:]).max() < 0.3
+    assert np.array_equal(book, np.asarray(word_codebook(words, 256, seed=0)))

@@ -199,3 +199,15 @@ def test_synthetic_study_roundtrip(tmp_path):
     assert len(set(bursts[word]) & set(bursts[synonym])) == 1 == len(set(bursts[word]) & set(bursts[neighbour]))
     assert not set(bursts[CLASSES.index("google")]) & set().union(*(bursts[i] for i in range(88)
                                                                     if CLASSES[i] != "google"))
+
+
+def test_triplet_confusion_counts_semantic_and_phonological_errors():
+    from bm2.studies.lee2024 import triplet_confusion
+
+    labels = ["barrier", "barrier", "wall", "war", "wall", "ship", "google"]
+    preds = ["barrier", "wall", "barrier", "barrier", "war", "hey", "barrier"]
+    table = triplet_confusion(labels, preds)
+    row = table.loc["barrier/wall/war"]
+    assert row.to_dict() == {"n": 5, "correct": 1, "semantic": 2, "phonological": 1, "same_triplet": 1, "outside": 0}
+    assert table.loc["ship/boat/coat", "outside"] == 1
+    assert table.loc["all", "n"] == 6  # the phrase word is left out
