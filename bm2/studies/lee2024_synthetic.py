@@ -20,7 +20,9 @@ The model (everything seeded by ``seed``):
 - background: 1/f-like AR(1) noise mixed from 16 spatially smooth sources plus independent white noise;
   artefacts: eye blinks (a 400-ms bump of 150 uV on frontal channels) in 10% of trials, muscle bursts (broadband
   noise on temporal channels) in 5%;
-- ``snr`` scales the bursts (about 3 uV x snr peak against about 10 uV of background per channel).
+- ``snr`` scales the bursts (9 uV x snr at the peak of a topography against about 10 uV of background per
+  channel). Checked by its builder with a nearest-centroid classifier of the log spectra (8 time bins), one
+  held-out trial per class: top-1 45 % / top-10 75 % at 9 uV, 2 % / 16 % at the 3 uV of version v1.
 
 The spectra are bm2's superlet power (:mod:`bm2.superlet`, ``foi`` evenly spaced from ``fmin`` to ``fmax``,
 ``c1`` 3, orders ``order``, multiplicative) of each raw trial, in uV^2.
@@ -39,7 +41,7 @@ from ._common import generate_once
 from .base import StudyError
 from .lee2024 import CLASSES, N_CHANNELS, TRIPLETS, Lee2024
 
-GEN_VERSION = "v1"  # bump whenever generation changes: old folders are then ignored
+GEN_VERSION = "v2"  # bump whenever generation changes (v2: 9-uV bursts instead of 3)
 MARKER = "bm2_complete.json"
 MONTAGE = "brainproducts-RNP-BA-128"
 CHANNEL_FILE = "ch_information.mat"
@@ -281,7 +283,7 @@ class Lee2024Synthetic(Lee2024):
         gains = rng.normal(1.0, 0.2, (n, 3))
         jitter = rng.uniform(-0.06, 0.06, (n, 3))
         phases = rng.uniform(0, 2 * np.pi, (n, 3))
-        amp = 3.0 * opt["snr"]
+        amp = 9.0 * opt["snr"]
         for i, k in enumerate(labels):
             for j, b in enumerate(bursts[k]):
                 latency, freq, width = params[b]
