@@ -33,6 +33,8 @@ REQUIRES = [
     "scikit-learn>=1.3",
     "torchmetrics>=1.3",
     "pystoi>=0.4",
+    # db4 wavelet denoising of test inputs (test.denoise; bm2/tasks/inference.py)
+    "PyWavelets>=1.4",
 ]
 EXTRAS = {
     # Lexical features (word_embedding, word_frequency, word_phonemes): the MiniLM weights ship inside the

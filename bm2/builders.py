@@ -6,6 +6,7 @@ below this module ever sees a config object, and the config is never mutated.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import typing as tp
@@ -15,7 +16,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .cache import Cache
-from .data import Datasets, NormParams, SplitParams, WindowParams, build_datasets
+from .data import AugmentParams, CropParams, Datasets, NormParams, SplitParams, WindowParams, build_datasets
+from .data.grouped_h5 import GroupedParams, grouped_datasets
 from .data.grouping import GroupingParams, group_datasets
 from .features import FeatureStack, build_feature
 from .models import MODELS, build_model, data_kwargs_for
@@ -27,6 +29,7 @@ from .solvers.solver import OptimParams, Solver
 from .studies.base import Recording, Study, get_study_class, study_root
 from .targets import LabelParams, SpeechParams
 from .tasks import Task, get_task
+from .tasks.inference import DenoiseParams, InferenceAddOns, TTAParams, variants
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,24 @@ def select_recordings(cfg: DictConfig, prepare: bool = True) -> list[Recording]:
     return recordings if n is None else list(itertools.islice(recordings, int(n)))
 
 
+def select_continuous(cfg: DictConfig, recordings: tp.Sequence[Recording]) -> list[Recording] | None:
+    """The continuous recordings (:meth:`~bm2.studies.base.Study.iter_continuous`) of the subjects of
+    ``recordings``, or None (logged, naming the subjects without any) when some subject has none: pre-training
+    then reads the epochs instead, for every subject alike."""
+    wanted = {(r.study, r.subject) for r in recordings}
+    found: list[Recording] = []
+    for name in cfg.dset.selections:
+        found += [r for r in build_study(cfg, name).iter_continuous() if (r.study, r.subject) in wanted]
+    missing = sorted(wanted - {(r.study, r.subject) for r in found})
+    if missing:
+        shown = ", ".join(f"{study}/{subject}" for study, subject in missing[:10])
+        logger.info("dset.crops: no continuous recording for %d of %d subjects (%s%s): pre-training on the windows "
+                    "of dset.window (the epochs) instead of crops", len(missing), len(wanted), shown,
+                    " ..." if len(missing) > 10 else "")
+        return None
+    return found
+
+
 def build_cache(cfg: DictConfig) -> Cache:
     """The feature / preprocessing cache at ``paths.cache``."""
     return Cache(Path(cfg.paths.cache).expanduser())
@@ -78,14 +99,73 @@ def build_task(cfg: DictConfig) -> Task:
     return get_task(str(cfg.test.get("task", "retrieval")))
 
 
+def build_inference(cfg: DictConfig, task: Task | None = None, force: tp.Sequence[str] = ()
+                    ) -> tuple[InferenceAddOns, ...]:
+    """The test-time add-on variants of ``test.denoise`` and ``test.tta`` (each enabled one, then both together).
+
+    ``force`` (``denoise`` / ``tta``) switches those on whatever their ``enabled`` says (offline evaluation of an
+    XP; keys missing from an older XP's config take the defaults). Raises ``ValueError`` when one is on for a task
+    other than classification.
+    """
+    test = cfg.get("test") or {}
+    params: dict[str, tp.Any] = {}
+    for name, cls in (("denoise", DenoiseParams), ("tta", TTAParams)):
+        section = _section(cfg, "test", name) if name in test else {}
+        if name in force:
+            section["enabled"] = True
+        params[name] = cls(**section) if section else None
+    out = variants(params["denoise"], params["tta"])
+    task = task or build_task(cfg)
+    if out and task.name != "classification":
+        raise ValueError(f"test.denoise / test.tta apply to test.task=classification, not {task.name}: switch them "
+                         "off (enabled=false)")
+    return out
+
+
 def build_loss_objective(cfg: DictConfig) -> Objective:
     """The objective ``loss.name`` with its section ``loss.<name>`` and the term weights ``loss.weights``."""
     name = str(cfg.loss.name)
     return build_objective(name, weights=_section(cfg, "loss", "weights") or None, **_section(cfg, "loss", name))
 
 
+def _same_subject(wanted: tp.Any, subject: str) -> bool:
+    text = str(wanted)
+    return text == subject or (text.isdigit() and subject.isdigit() and int(text) == int(subject))
+
+
+def select_subjects(datasets: Datasets, subjects: tp.Sequence[tp.Any] | None) -> Datasets:
+    """``datasets`` with only the windows of ``subjects`` (ids as the studies name them; ``1`` matches ``"001"``)
+    in each split, **after** the split was made on every selected recording (``dset.subjects``).
+
+    Everything else stays as built on all recordings: the split of each window, the vocabulary, the scalers and
+    the subject indices (the model keeps one subject layer per recording subject). So a classifier fine-tuned on
+    one subject after a multi-subject pre-training sees the same test windows, and the same subject index, as
+    that pre-training had set aside. Raises ``ValueError`` naming the available subjects when one matches none.
+    """
+    if not subjects:
+        return datasets
+    available = sorted({r.subject for r in datasets.recordings})
+    unknown = [s for s in subjects if not any(_same_subject(s, a) for a in available)]
+    if unknown:
+        raise ValueError(f"dset.subjects: {unknown} match no subject of the selected recordings; available: "
+                         f"{available} (studies {sorted({r.study for r in datasets.recordings})})")
+    keep = {a for a in available if any(_same_subject(s, a) for s in subjects)}
+
+    def only(ds: tp.Any) -> tp.Any:
+        rows = ds.segments["subject"].astype(str).isin(keep).to_numpy()
+        return type(ds)(ds.recordings, ds.segments[rows], ds.window, ds.norm, ds.feature_scaler, ds.targets,
+                        ds.vocabulary, augment=ds.augment, seed=ds.seed)
+
+    out = dataclasses.replace(datasets, train=only(datasets.train), valid=only(datasets.valid),
+                              test=only(datasets.test))
+    logger.info("dset.subjects=%s: %s windows kept (train / valid / test)", sorted(keep),
+                " / ".join(str(len(out[s])) for s in ("train", "valid", "test")))
+    return out
+
+
 def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None) -> Datasets:
-    """Train / valid / test datasets for ``cfg``, with the targets of its task (or ``targets``)."""
+    """Train / valid / test datasets for ``cfg``, with the targets of its task (or ``targets``), restricted to the
+    windows of ``dset.subjects`` when set (:func:`select_subjects`)."""
     pre = _section(cfg, "preprocess")
     for key in ("picks", "notch"):
         if key in pre:
@@ -97,14 +177,51 @@ def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None)
     speech = _section(cfg, "dset", "speech")
     if "kinds" in speech:
         speech["kinds"] = tuple(speech["kinds"])
+    task = build_task(cfg)
     if targets is None:
-        targets = build_task(cfg).targets
+        targets = task.targets
+    grouped = GroupedParams(**_section(cfg, "dset", "grouped"))
+    if grouped.active:  # LibriBrain's pre-averaged files instead of windows of the selected studies
+        return _grouped_h5_datasets(cfg, grouped, targets)
+    recordings = select_recordings(cfg)
+    window, split_params = WindowParams(**_section(cfg, "dset", "window")), SplitParams(**split)
+    crops = CropParams(**_section(cfg, "dset", "crops"))
+    if crops.active:
+        if task.name != "pretraining":
+            raise ValueError(f"dset.crops cuts unlabelled crops of continuous recordings for pre-training, but "
+                             f"test.task={task.name}: use it with test.task=pretraining (recipe=duin_vqvae / "
+                             "duin_mae) or set dset.crops.length=null")
+        continuous = select_continuous(cfg, recordings)
+        if continuous is not None:
+            recordings, window, split_params = continuous, crops.window(), crops.split(split_params.seed)
+            targets = tuple(t for t in targets if t != "label")  # crops have no class (pre-training reads none)
+            logger.info("dset.crops: pre-training on %g-s crops every %g s of %d continuous recordings",
+                        window.tmax - window.tmin, window.stride, len(recordings))
     datasets = build_datasets(
-        select_recordings(cfg), build_cache(cfg), PreprocessParams(**pre), build_features(cfg),
-        WindowParams(**_section(cfg, "dset", "window")), SplitParams(**split),
+        recordings, build_cache(cfg), PreprocessParams(**pre), build_features(cfg), window, split_params,
         NormParams(**_section(cfg, "norm")), seed=int(cfg.seed), targets=targets,
-        label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech))
+        label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech),
+        augment=AugmentParams(**_section(cfg, "dset", "augment")))
+    datasets = select_subjects(datasets, cfg.dset.get("subjects"))
     return group_datasets(datasets, GroupingParams(**_section(cfg, "dset", "grouping")), seed=int(cfg.seed))
+
+
+def _grouped_h5_datasets(cfg: DictConfig, grouped: GroupedParams, targets: tp.Sequence[str]) -> Datasets:
+    """``dset.grouped``: the datasets of LibriBrain's grouped h5 files under ``paths.libribrain_grouped`` (null: the
+    ``grouped`` folder of the libribrain2025 root); errors for tasks without class labels and for ``dset.grouping``,
+    which would average the averages again."""
+    if tuple(targets) != ("label",):
+        raise ValueError(f"dset.grouped.k={grouped.k} reads phoneme groups with class labels: it serves "
+                         f"test.task=classification only (the targets asked for are {list(targets)})")
+    if GroupingParams(**_section(cfg, "dset", "grouping")).active:
+        raise ValueError("dset.grouped reads groups already averaged by the release; dset.grouping would average "
+                         "them again: set dset.grouping.k=1 (and valid_k / test_k null), or choose the level with "
+                         "dset.grouped.k / valid_k / test_k")
+    root = cfg.paths.get("libribrain_grouped")
+    if not root:
+        root = study_root("libribrain2025", cfg.paths.get("data"),
+                          _section(cfg, "paths", "studies").get("libribrain2025")) / "grouped"
+    return grouped_datasets(Path(root).expanduser(), grouped, NormParams(**_section(cfg, "norm")))
 
 
 def model_out_channels(datasets: Datasets) -> int:
@@ -221,11 +338,12 @@ def apply_chain(cfg: DictConfig, model: torch.nn.Module, folder: Path) -> dict[s
                          f"(`dora grid NAME --dry_run --init`, then `dora run -f {sig}`)")
     ckpt = parent_state(parent_folder, sig)
     modules = chain.get("modules")
-    loaded = load_from_parent(model, ckpt, sig, modules=modules, exclude=chain.get("exclude") or ())
+    rename = chain.get("rename") or {}
+    loaded = load_from_parent(model, ckpt, sig, modules=modules, exclude=chain.get("exclude") or (), rename=rename)
     if chain.get("freeze"):
         logger.info("frozen (not trained, kept in eval mode): %s", ", ".join(chain["freeze"]))
     return {"sig": sig, "modules": modules, "exclude": chain.get("exclude") or [], "freeze": chain.get("freeze") or [],
-            "n_tensors": len(loaded), "parent_data": (ckpt.get("data") or {}).get("fingerprint")}
+            "rename": rename, "n_tensors": len(loaded), "parent_data": (ckpt.get("data") or {}).get("fingerprint")}
 
 
 def resolve_device(name: str) -> str:
@@ -244,6 +362,7 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
         raise KeyError(f"unknown model {cfg.model.name!r}; valid names: {sorted(MODELS)}")
     check_model_task(str(cfg.model.name), task)
     check_best_metric(cfg.optim.get("best_metric"), objective, task, tuple(cfg.test.ks))
+    build_inference(cfg, task)  # bad add-on settings fail before any data is prepared
     optim = _section(cfg, "optim")
     optim["betas"] = tuple(optim.get("betas", (0.9, 0.999)))
     params = OptimParams(**optim)
@@ -257,9 +376,11 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
         set_class_counts(train_class_counts(datasets))
     parent = apply_chain(cfg, model, Path(folder))
     solver = Solver(folder, link, model, objective, datasets, task, params, num_workers=int(cfg.num_workers),
+                    loader=str(cfg.get("loader", "threads")),
                     device=resolve_device(cfg.device), seed=int(cfg.seed), test_ks=tuple(cfg.test.ks),
                     test_batch_size=int(cfg.test.batch_size),
-                    frozen=tuple(_section(cfg, "chain").get("freeze") or ()),
+                    frozen=tuple(_section(cfg, "chain").get("freeze") or ()), inference=build_inference(cfg, task),
+                    test_each_epoch=bool(cfg.test.get("each_epoch", False)),
                     batch_sampler=build_batch_sampler(cfg, datasets))
     solver.extra_checkpoint.update(
         model_spec=getattr(model, "bm2_spec", None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import typing as tp
 
 import numpy as np
 import torch
@@ -53,6 +54,14 @@ def main(cfg: DictConfig) -> None:
             study.prepare()
         logger.info("studies %s are ready", list(cfg.dset.selections))
         return
+    if cfg.get("stack") and cfg.stack.bases:
+        from .stacking import run_stack_xp
+
+        # a stacking XP trains no network: a meta-learner on its base XPs' validation logits (bm2/stacking.py)
+        result = run_stack_xp(cfg, xp)
+        print(f"\nTest results of XP {xp.sig} (stack of {len(cfg.stack.bases)} base XPs, meta-learner fitted on "
+              f"their validation logits):\n{result.markdown()}", flush=True)
+        return
     distrib.init()
     logger.info("XP %s in %s", xp.sig, xp.folder)
     solver = get_solver(cfg, xp.folder, xp.link)
@@ -68,6 +77,25 @@ def main(cfg: DictConfig) -> None:
             counts = f"task {solver.task.name}, {len(solver.datasets.test)} test windows"
         print(f"\nTest results of XP {xp.sig} ({counts}):\n{table}", flush=True)
 
+
+def _short_config_errors(compose: tp.Callable[..., DictConfig]) -> tp.Callable[..., DictConfig]:
+    """Turn Hydra's composition errors (unknown recipe/model, unknown key) into a one-paragraph exit message:
+    Dora composes the config outside Hydra's own error handling, which would print a 30-line traceback."""
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    def wrapped(overrides: tp.Sequence[str] = ()) -> DictConfig:
+        try:
+            return compose(list(overrides))
+        except (ConfigCompositionException, OverrideParseException) as exc:
+            what = str(exc).split("\nConfig search path")[0]  # Hydra's search path says nothing actionable
+            detail = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            raise SystemExit(f"bm2: invalid overrides {list(overrides)}: {what}{detail}\n"
+                             "Recipes are the files of conf/recipe/, models those of conf/model/; an existing key "
+                             "is set as key=value (see conf/config.yaml).") from None
+    return wrapped
+
+
+main._get_config_noinit = _short_config_errors(main._get_config_noinit)  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,10 @@
     from ._chain import stage
     pre = stage(launcher, {"loss.name": "clip"})                                   # parent: its signature
     stage(launcher, {"recipe": "word_classification"}, parent=pre, exclude=["head"])  # child of ``pre``
+    stage(launcher, {"stack.bases": [a, b]}, after=[a, b])                         # waits for a and b
+
+``after`` names stages a stage waits for without starting from their weights (a stacking XP reads its bases'
+outputs): on SLURM its job depends on every one of them still pending or running (``afterok:J1:J2``).
 
 The child gets ``chain.parent=<parent sig>`` (so the parent's signature enters the child's) and the other
 ``chain.*`` keys. When ``dora grid`` submits a child whose parent's job is still pending or running, the child's
@@ -23,16 +27,20 @@ import typing as tp
 
 logger = logging.getLogger(__name__)
 
-# In this ``dora grid`` process: child signature -> parent signature, and each stage's argv and Dora main.
-_PARENTS: dict[str, str] = {}
+# In this ``dora grid`` process: stage signature -> the signatures it waits for (its parent, or ``after``), and each
+# stage's argv and Dora main.
+_PARENTS: dict[str, list[str]] = {}
 _STAGES: dict[str, tuple[tp.Any, list[str]]] = {}
 # Job states after which a dependency can never be satisfied or is not needed.
 _TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 
 
-def stage(launcher: tp.Any, overrides: dict | None = None, parent: str | None = None, **chain: tp.Any) -> str:
+def stage(launcher: tp.Any, overrides: dict | None = None, parent: str | None = None,
+          after: tp.Sequence[str] = (), **chain: tp.Any) -> str:
     """Schedule one stage with ``overrides``; with ``parent`` (a signature returned by an earlier ``stage``),
-    start from it (``chain`` keys: ``modules``, ``exclude``, ``freeze``). Returns the stage's signature."""
+    start from it (``chain`` keys: ``modules``, ``exclude``, ``freeze``); ``after``: signatures of earlier stages
+    to wait for on SLURM as well (no weights copied). Returns the stage's signature. Raises ``ValueError`` when
+    ``parent`` or one of ``after`` is not an earlier stage of this grid."""
     sub = launcher.bind(overrides or {})
     if parent is not None:
         # Dora writes string values JSON-quoted, so an all-digit signature stays a string.
@@ -41,31 +49,35 @@ def stage(launcher: tp.Any, overrides: dict | None = None, parent: str | None = 
     main = sub._shepherd.main
     sig = str(main.get_xp(sub._argv).sig)
     _STAGES[sig] = (main, list(sub._argv))
-    if parent is not None:
-        if parent not in _STAGES:
-            raise ValueError(f"stage {sig}: parent {parent} is not a stage of this grid; schedule it first")
-        _PARENTS[sig] = parent
+    waits = ([parent] if parent is not None else []) + [str(s) for s in after]
+    for other in waits:
+        if other not in _STAGES:
+            raise ValueError(f"stage {sig}: {other} (its parent or one it runs after) is not a stage of this grid; "
+                             "schedule it first")
+    if waits:
+        _PARENTS[sig] = list(dict.fromkeys(waits))
         _install(type(sub._shepherd))
     return sig
 
 
 def dependency_for(sig: str) -> str | None:
-    """The SLURM dependency of stage ``sig`` (``afterok:JOBID``) while its parent's job may still run, else None."""
+    """The SLURM dependency of stage ``sig`` (``afterok:J1[:J2...]``) on the jobs of its parent / ``after``
+    stages that may still run, else None."""
     from dora.shep import Sheep
 
-    if sig not in _PARENTS:
-        return None
-    main, argv = _STAGES[_PARENTS[sig]]
-    parent = Sheep(main.get_xp(argv))  # reads the job file: a parent submitted just before is seen
-    if parent.job is None:
-        return None
-    try:
-        state = parent.state()
-    except Exception:  # noqa: BLE001  (sacct unavailable: depend on the job, SLURM knows it)
-        state = None
-    if state in _TERMINAL:
-        return None
-    return f"afterok:{parent.job.job_id}"
+    jobs = []
+    for other in _PARENTS.get(sig, []):
+        main, argv = _STAGES[other]
+        sheep = Sheep(main.get_xp(argv))  # reads the job file: a stage submitted just before is seen
+        if sheep.job is None:
+            continue
+        try:
+            state = sheep.state()
+        except Exception:  # noqa: BLE001  (sacct unavailable: depend on the job, SLURM knows it)
+            state = None
+        if state not in _TERMINAL:
+            jobs.append(str(sheep.job.job_id))
+    return "afterok:" + ":".join(jobs) if jobs else None
 
 
 def _install(shepherd_cls: type) -> None:
@@ -80,7 +92,7 @@ def _install(shepherd_cls: type) -> None:
             extra = dict(executor.parameters.get("additional_parameters") or {})
             extra["dependency"] = dependency
             executor.update_parameters(additional_parameters=extra)
-            logger.info("%s waits for its parent: --dependency=%s", name, dependency)
+            logger.info("%s waits for its parent(s): --dependency=%s", name, dependency)
         return executor
 
     _get_submitit_executor._bm2_chain = True  # type: ignore[attr-defined]

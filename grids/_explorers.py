@@ -15,7 +15,8 @@ HEADLINES = RETRIEVAL + ("accuracy", "balanced_accuracy", "f1_macro", "pearson")
 def _summary(history: list[dict], test_keys: tp.Sequence[str]) -> dict[str, tp.Any]:
     if not history:
         return {}
-    train = {"epoch": len(history), "loss": history[-1]["train"]["loss"]}
+    # a stacking XP (stack.bases) has one entry without training: its row shows the test metrics only
+    train = {"epoch": len(history), "loss": history[-1]["train"]["loss"]} if "train" in history[-1] else {}
     valid_losses = [h["valid"]["loss"] for h in history if "valid" in h]
     valid = {"loss": valid_losses[-1], "best": min(valid_losses)} if valid_losses else {}
     out: dict[str, tp.Any] = {"train": train, "valid": valid}

@@ -2,11 +2,14 @@
 
 Each measure runs side by side with its baseline in the same run and is reported as a ratio:
 
-1. **data loading**: segments/s and MB/s that the training DataLoader (:class:`~bm2.data.SegmentDataset` +
-   :func:`~bm2.data.collate`, shuffled) delivers from the cache with 0, 1 and 2 workers, against a plain
-   in-memory copy (``numpy.copyto``) of the same bytes; peak memory of the main process and of each worker.
+1. **data loading**: segments/s and MB/s that the training loader (:class:`~bm2.data.loader.BatchLoader` over
+   :class:`~bm2.data.SegmentDataset`, shuffled, as the solver) delivers from the cache with 0, 1 and 2 threads,
+   and torch's DataLoader with 2 worker processes (the loader before), against a plain in-memory copy
+   (``numpy.copyto``) of the same bytes; memory of the main process, of the buffer pool and of each worker.
 2. **training step**: samples/s of forward + CLIP loss + backward + Adam step of SimpleConv (default small
-   size and paper size) on CPU, and on GPU when there is one.
+   size and paper size) on CPU, and on GPU when there is one; bf16 autocast vs fp32 of the paper-size step; and
+   the training steps (model + its objective + AdamW) of DeMEGa, the Du-IN classifier and the Du-IN VQ-VAE at their
+   paper sizes, bf16 autocast vs fp32 where bf16 is native (CUDA, CPUs with bf16), else fp32.
 3. **preprocessing**: seconds per recording-hour of :func:`bm2.preprocessing.preprocess` (FIF file read
    lazily, chunks of channels) against mne's ``read_raw_fif(preload=True)`` + ``filter`` + ``resample`` of
    the same file, each in its own subprocess (peak resident memory, ``VmHWM`` / ``ru_maxrss``).
@@ -82,6 +85,10 @@ class Sizes:
     train_times: int = 360  # 3 s at 120 Hz
     train_features: int = 40  # the default mel dimension (features.mel.n_mels)
     train_subjects: int = 4
+    demega_batch: int = 64  # the recipe trains with 512 (306 x 125 windows); a smaller batch keeps the CPU run short
+    duin_batch: int = 32  # Du-IN's recipes (3 s at 1 kHz)
+    duin_channels: int = 10  # sEEG channels of a subject (the channel map to 16 is a small part of the model)
+    model_repeats: int = 2  # fp32 / bf16 runs of each new model, alternated (the best of each is reported)
     train_min_steps: int = 3
     train_min_seconds: float = 5.0
     eval_segments: int = 10_000
@@ -99,7 +106,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(rec_seconds=120.0, block_seconds=10.0, loader_batch=32, loader_batches=6, loader_repeats=1,
-              train_batch=4,
+              train_batch=4, demega_batch=2, duin_batch=2, model_repeats=1,
               train_times=120, train_min_steps=1, train_min_seconds=0.0, eval_segments=1000, eval_candidates=200,
               eval_words=60, eval_repeats=1, libri_train_runs=1, libri_run_seconds=30.0, libri_k=10,
               dora_overrides=tuple(TINY_STUDY + TINY_MODEL + ["optim.epochs=1", "optim.max_batches=1",
@@ -285,18 +292,25 @@ def _gather_bandwidth(dataset: tp.Any, batch: int, repeats: int) -> float:
     return out.nbytes * repeats / (time.perf_counter() - start)
 
 
-def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int) -> dict[str, tp.Any]:
+def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int, kind: str = "threads") -> dict[str, tp.Any]:
+    """Draw ``n_batches`` shuffled batches with the training loader (``kind`` threads: bm2's BatchLoader, as the
+    solver; processes: torch's DataLoader with worker processes, the loader bm2 used before)."""
     import psutil
     import torch
 
     from bm2.data import collate
+    from bm2.data.loader import BatchLoader
 
     sampler = torch.utils.data.RandomSampler(dataset, num_samples=batch * n_batches,
                                              generator=torch.Generator().manual_seed(workers))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate,
-                                         num_workers=workers, drop_last=True)
+    loader: tp.Any
+    if kind == "threads":
+        loader = BatchLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
+    else:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate,
+                                             num_workers=workers, drop_last=True)
     me = psutil.Process()
-    main_rss = me.memory_info().rss
+    start_rss = main_rss = me.memory_info().rss
     rss: dict[int, int] = {}
     uss: dict[int, int] = {}
     count = nbytes = n = 0
@@ -317,15 +331,20 @@ def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int) -> dict[st
             except psutil.Error:
                 pass
     elapsed = time.perf_counter() - start
-    return {"workers": workers, "segments": count, "bytes": nbytes, "seconds": elapsed,
+    pool = getattr(loader, "pool", None)
+    return {"kind": kind, "workers": workers, "segments": count, "bytes": nbytes, "seconds": elapsed,
             "first_batch_s": first, "segments_per_s": count / elapsed, "mb_per_s": nbytes / MB / elapsed,
             "bytes_per_batch": nbytes // max(n, 1), "main_peak_rss_mib": main_rss / MIB,
+            "main_rss_growth_mib": (main_rss - start_rss) / MIB,
+            "pool_mib": None if pool is None else pool.nbytes / MIB,
+            "pool_buffers": None if pool is None else pool.allocated,
+            "pool_reused": None if pool is None else pool.reused,
             "worker_peak_rss_mib": [v / MIB for v in rss.values()],
             "worker_uss_mib": [v / MIB for v in uss.values()]}
 
 
 def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
-    """Throughput of the training DataLoader from the cache vs a plain in-memory copy of the same bytes."""
+    """Throughput of the training loader from the cache vs a plain in-memory copy of the same bytes."""
     import torch
 
     s = ws.sizes
@@ -337,39 +356,50 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
         raise RuntimeError(f"only {len(train)} training windows for a batch of {s.loader_batch}")
     _log(f"datasets ready in {prepare_s:.1f}s: {len(train)} training windows")
     runs, all_runs = [], []
-    for workers in s.loader_workers:
-        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers) for _ in range(s.loader_repeats)]
+    most = max(s.loader_workers)
+    for kind, workers in [*(("threads", w) for w in s.loader_workers), ("processes", most)]:
+        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers, kind) for _ in range(s.loader_repeats)]
         all_runs.extend(repeats)
         runs.append(max(repeats, key=lambda r: r["segments_per_s"]))
         speeds = ", ".join(f"{r['segments_per_s']:.0f}" for r in repeats)
-        _log(f"DataLoader {workers} workers: {speeds} segments/s")
+        _log(f"{'BatchLoader' if kind == 'threads' else 'torch DataLoader'} {workers} {kind}: {speeds} segments/s")
     nbytes = runs[0]["bytes_per_batch"]
     copy_bw = _plain_copy_bandwidth(nbytes, max(s.loader_batches // 2, 2))
     gather_bw = _gather_bandwidth(train, s.loader_batch, max(s.loader_batches // 4, 1))
     item = train[0]
     shape = tuple(item["brain"].shape)
     rows = []
-    for r in runs:
+
+    def name(r: dict) -> str:
         w = r["workers"]
-        target = ("ratio", ">=", 0.5) if w == max(s.loader_workers) else None
+        if r["kind"] == "threads":
+            return f"training loader (BatchLoader), {w} thread{'s' if w != 1 else ''}"
+        return f"torch DataLoader (before), {w} worker process{'es' if w != 1 else ''}"
+
+    for r in runs:
+        target = ("ratio", ">=", 0.5) if r["kind"] == "threads" and r["workers"] == most else None
         rows.append(row(
-            "dataloading", f"DataLoader {w} worker{'s' if w != 1 else ''}, batch {s.loader_batch} x {shape[0]} ch x "
-            f"{shape[1]} samples: bandwidth ({r['segments_per_s']:,.0f} segments/s)", r["mb_per_s"], "MB/s",
-            baseline=copy_bw / MB, baseline_label="plain in-memory copy", ratio=r["mb_per_s"] * MB / copy_bw,
-            ratio_label="of plain copy", target=target))
+            "dataloading", f"{name(r)}, batch {s.loader_batch} x {shape[0]} ch x {shape[1]} samples: bandwidth "
+            f"({r['segments_per_s']:,.0f} segments/s)", r["mb_per_s"], "MB/s", baseline=copy_bw / MB,
+            baseline_label="plain in-memory copy", ratio=r["mb_per_s"] * MB / copy_bw, ratio_label="of plain copy",
+            target=target))
     for r in runs:
-        w = r["workers"]
-        if w == 0:
-            rows.append(row("dataloading", "DataLoader 0 workers: peak RSS of the main process",
-                            r["main_peak_rss_mib"], "MiB"))
+        if r["kind"] == "processes":
+            rows.append(row("dataloading", f"{name(r)}: peak RSS per worker (USS "
+                            f"{max(r['worker_uss_mib'] or [0]):.0f} MiB)", max(r["worker_peak_rss_mib"] or [0.0]),
+                            "MiB"))
+        elif r["workers"] == 0:
+            rows.append(row("dataloading", f"{name(r)}: peak RSS of the main process (buffer pool "
+                            f"{r['pool_mib']:.0f} MiB)", r["main_peak_rss_mib"], "MiB"))
         else:
-            rows.append(row("dataloading", f"DataLoader {w} worker{'s' if w != 1 else ''}: peak RSS per worker "
-                            f"(USS {max(r['worker_uss_mib'] or [0]):.0f} MiB)",
-                            max(r["worker_peak_rss_mib"] or [0.0]), "MiB"))
+            rows.append(row("dataloading", f"{name(r)}: memory per thread (buffer pool {r['pool_mib']:.0f} MiB in all, "
+                            f"{r['pool_buffers']} buffers; main process peak RSS {r['main_peak_rss_mib']:.0f} MiB)",
+                            r["pool_mib"] / r["workers"], "MiB"))
     details = {"train_windows": len(train), "item_brain_shape": list(shape),
                "item_features_shape": list(item["features"].shape), "prepare_seconds": prepare_s,
                "plain_copy_mb_per_s": copy_bw / MB, "ram_gather_mb_per_s": gather_bw / MB,
-               "torch_threads": torch.get_num_threads(), "runs": runs, "all_runs": all_runs,
+               "torch_threads": torch.get_num_threads(), "runs": [r for r in runs if r["kind"] == "threads"],
+               "dataloader_processes": [r for r in runs if r["kind"] == "processes"], "all_runs": all_runs,
                "repeats": s.loader_repeats, "page_cache": "warm (the cache was just written)"}
     return rows, details
 
@@ -439,6 +469,107 @@ def _train_speed_seeded(config: str, device: str, s: Sizes, bf16: bool | None = 
             "precision": "bf16" if dtype is not None else "fp32"}
 
 
+# Training steps of the newer models at their paper sizes: (model, objective, objective kwargs, batch maker)
+def _classifier_batch(b: int, c: int, t: int, n_classes: int, device: str) -> dict[str, tp.Any]:
+    import torch
+
+    return {"brain": torch.randn(b, c, t, device=device), "mask": torch.ones(b, c, dtype=torch.bool, device=device),
+            "subject_index": torch.zeros(b, dtype=torch.long, device=device),
+            "label": torch.arange(b, device=device) % n_classes}  # every class of the batch twice at least
+
+
+def _model_steps(s: Sizes) -> list[dict[str, tp.Any]]:
+    """The new models' training steps at their paper sizes (bm2/models/demega.py, duin.py, duin_vq.py)."""
+    return [
+        {"label": "DeMEGa", "model": "demega", "kwargs": {"out_channels": 39, "n_channels": 306, "n_times": 125},
+         "loss": "demega", "batch": s.demega_batch, "shape": (306, 125), "classes": 39,
+         "optim": "AdamW lr 1e-4 (recipe=demega; batch 512 there)"},
+        {"label": "Du-IN classifier", "model": "duin",
+         "kwargs": {"out_channels": 61, "n_channels": s.duin_channels, "n_times": 3000}, "loss": "cross_entropy",
+         "batch": s.duin_batch, "shape": (s.duin_channels, 3000), "classes": 61,
+         "optim": "AdamW (recipe=duin_classifier)"},
+        {"label": "Du-IN VQ-VAE", "model": "duin_vqvae",
+         "kwargs": {"out_channels": 1, "n_channels": s.duin_channels, "n_times": 3000}, "loss": "duin_vqvae",
+         "batch": s.duin_batch, "shape": (s.duin_channels, 3000), "classes": 1,
+         "optim": "AdamW (recipe=duin_vqvae)"},
+    ]
+
+
+def _model_step_speed(spec: dict[str, tp.Any], device: str, s: Sizes, bf16: bool) -> dict[str, tp.Any]:
+    """Samples/s of run_model + objective + backward + AdamW step of ``spec``, fp32 or bf16 autocast."""
+    import torch
+
+    from bm2.models import build_model, count_parameters
+    from bm2.objectives import build_objective
+    from bm2.tasks import run_model
+    from bm2.utils.precision import autocast, autocast_dtype
+
+    with torch.random.fork_rng(devices=[] if device == "cpu" else None):
+        torch.manual_seed(0)
+        model = build_model(spec["model"], n_subjects=1, **spec["kwargs"]).to(device)
+        objective = build_objective(spec["loss"]).to(device)
+        optim = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=1e-4)
+        batch = _classifier_batch(spec["batch"], *spec["shape"], spec["classes"], device)
+        dtype = autocast_dtype(device, cuda=bf16, cpu=bf16)
+
+        def step() -> None:
+            with autocast(device, dtype):
+                outputs = run_model(model, batch, device)
+            loss = objective.total(objective(batch, outputs))  # objectives compute in float32
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+
+        def sync() -> None:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+        model.train()
+        for _ in range(2 if device.startswith("cuda") else 1):  # warm-up (allocations, kernels, k-means start)
+            step()
+        sync()
+        steps, start = 0, time.perf_counter()
+        while steps < s.train_min_steps or time.perf_counter() - start < s.train_min_seconds:
+            step()
+            sync()
+            steps += 1
+        elapsed = time.perf_counter() - start
+    return {"config": spec["model"], "device": device, "parameters": count_parameters(model), "steps": steps,
+            "batch": spec["batch"], "seconds_per_step": elapsed / steps,
+            "samples_per_s": steps * spec["batch"] / elapsed,
+            "precision": "bf16" if dtype is not None else "fp32"}
+
+
+def _model_rows(s: Sizes, device: str, where: str, runs: list[dict]) -> list[dict]:
+    """One row per new model: bf16 autocast vs fp32 where bf16 is native (CUDA, or a CPU with bf16), else fp32."""
+    from bm2.utils.precision import autocast_dtype
+
+    mixed = autocast_dtype(device, cuda=True, cpu=True) is not None
+    rows = []
+    for spec in _model_steps(s):
+        # fp32 then bf16, twice alternated, best of each (as the SimpleConv row)
+        fp32, bf16 = [], []
+        for _ in range(s.model_repeats if mixed else 1):
+            fp32.append(_model_step_speed(spec, device, s, bf16=False))
+            if mixed:
+                bf16.append(_model_step_speed(spec, device, s, bf16=True))
+        runs.extend(fp32 + bf16)
+        best32 = max(r["samples_per_s"] for r in fp32)
+        params = fp32[0]["parameters"] / 1e6
+        c, t = spec["shape"]
+        what = (f"train step {spec['label']} paper size ({params:.2f} M params, loss {spec['loss']}), batch "
+                f"{spec['batch']} x {c} ch x {t} samples, {where}")
+        if mixed:
+            best16 = max(r["samples_per_s"] for r in bf16)
+            _log(f"train step {spec['label']} on {device}: fp32 {best32:.1f}, bf16 {best16:.1f} samples/s")
+            rows.append(row("training", f"{what}: bf16 autocast vs fp32", best16, "samples/s", baseline=best32,
+                            baseline_label="fp32", ratio=best16 / best32, ratio_label="faster"))
+        else:
+            _log(f"train step {spec['label']} on {device}: fp32 {best32:.1f} samples/s (no native bf16)")
+            rows.append(row("training", f"{what}, fp32 (no native bf16)", best32, "samples/s"))
+    return rows
+
+
 def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
     """Samples/s of a full training step of SimpleConv (small default and paper size)."""
     import torch
@@ -472,6 +603,9 @@ def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
             rows.append(row("training", f"train step SimpleConv paper size, bf16 autocast (optim.amp_cpu=true) vs "
                             f"fp32 eager, {where}", best16, "samples/s", baseline=best32, baseline_label="fp32",
                             ratio=best16 / best32, ratio_label="faster", target=("ratio", ">=", 1.5)))
+    for device in devices:
+        where = f"cpu, {torch.get_num_threads()} threads" if device == "cpu" else torch.cuda.get_device_name()
+        rows.extend(_model_rows(s, device, where, runs))
     details = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__, "devices": devices,
                "runs": runs, "loss": "ClipLoss", "optimizer": "Adam lr 3e-4",
                "out_channels": s.train_features, "n_subjects": s.train_subjects}
@@ -742,7 +876,7 @@ def _loader_vs_training(details: dict[str, dict]) -> dict[str, tp.Any] | None:
         return None
     loader = max(details["dataloading"]["runs"], key=lambda r: r["workers"])
     small = next(r for r in details["training"]["runs"] if r["config"] == "simpleconv" and r["device"] == "cpu")
-    return row("dataloading", f"DataLoader {loader['workers']} workers: segments/s vs small-model training "
+    return row("dataloading", f"training loader {loader['workers']} threads: segments/s vs small-model training "
                "samples/s (cpu)", loader["segments_per_s"], "samples/s", baseline=small["samples_per_s"],
                baseline_label="small model train step", ratio=loader["segments_per_s"] / small["samples_per_s"],
                ratio_label="of consumption", target=("ratio", ">=", 10.0))

@@ -4,7 +4,8 @@ The sources come from the ``download:`` section of ``conf/config.yaml``; ``key=v
 (e.g. ``workers=8`` or ``gwilliams2022.projects=[ag3kj]``). The root defaults to ``$BM2_DATA/NAME`` (``./data/NAME``
 when ``BM2_DATA`` is unset), the folder training reads. Interrupted downloads resume when run again; a complete
 study returns at once. MOUS (``schoffelen2019``) reads its credentials from ``BM2_MOUS_USER`` /
-``BM2_MOUS_PASSWORD``.
+``BM2_MOUS_PASSWORD``; LibriBrain (``libribrain2025``, from the Hugging Face hub) an optional token from ``HF_TOKEN``
+(e.g. ``python -m scripts.download libribrain2025 'libribrain2025.books=[Sherlock1]' 'libribrain2025.grouped=[100]'``).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[], help="key=value applied to the XP's config")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--denoise", action="store_true", help="phonemes: wavelet-denoise the inputs (test.denoise)")
+    parser.add_argument("--tta", action="store_true", help="phonemes: test-time augmentation (test.tta)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     xp: object = args.xp
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
         xp = find_xps([args.xp])[0]
     table = submission_from_xp(xp, args.out, split=args.split, overrides=args.override, device=args.device,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size,
+                               addons=[name for name in ("denoise", "tta") if getattr(args, name)])
     print(f"wrote {len(table)} rows x {table.shape[1]} columns to {args.out}")
     return 0
 

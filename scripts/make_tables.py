@@ -13,6 +13,14 @@ task) are left out. Every XP must have been evaluated first (``python -m scripts
 Writes ``table.md``, ``table.csv``, ``table.tex`` and ``xps.csv`` (one row per XP, every metric) to
 ``--out``; with ``--compare A B`` also ``wilcoxon.md``: a paired Wilcoxon signed-rank test across subjects
 between the XPs labelled A and B.
+
+``--chain`` writes the table of chained XPs instead (``chain.md``, ``chain.csv``, ``chain.tex``,
+``chain_xps.csv``; :mod:`bm2.results.chain`): rows = how each classifier was started (no pre-training, VQ-VAE,
+VQ-VAE → MAE, multi-subject pre-training), test top-1 / top-5 as mean ± s.e. over subjects with validation-only
+selection, the original's optimistic top-1 apart, and chance. It reads ``history.json`` and the configs: no
+evaluation step is needed.
+
+    python -m scripts.make_tables CLS_SIG1 CLS_SIG2 ... --chain --out tables
 """
 
 from __future__ import annotations
@@ -53,6 +61,19 @@ def write_tables(df, out: Path, metric: str, rows: str = "model", cols: str = "s
     return paths
 
 
+def write_chain_table(targets: list[str], out: Path) -> Path:
+    """Write chain.md / chain.csv / chain.tex / chain_xps.csv of the chained classifier XPs of ``targets``."""
+    records = R.load_chain(targets)
+    table = R.chain_table(records)
+    out.mkdir(parents=True, exist_ok=True)
+    caption = "Test top-1 / top-5 (%), mean ± s.e. over subjects, validation-only model selection"
+    (out / "chain.md").write_text(f"{caption}\n\n{R.to_markdown(table)}", encoding="utf-8")
+    R.to_csv(table, out / "chain.csv")
+    (out / "chain.tex").write_text(R.to_latex(table, caption=caption, label="tab:chain"), encoding="utf-8")
+    R.chain_rows(records).to_csv(out / "chain_xps.csv", index=False)
+    return out / "chain.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,9 +87,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="XPs are cross-validation folds (dset.split.fold): mean ± sd over folds, not seeds")
     parser.add_argument("--compare", nargs=2, metavar=("LABEL_A", "LABEL_B"),
                         help="paired Wilcoxon test across subjects between two labels (-> wilcoxon.md)")
+    parser.add_argument("--chain", action="store_true",
+                        help="the table of chained XPs (pre-training ablations) instead (-> chain.md ...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
+    if args.chain:
+        try:
+            print(write_chain_table(args.targets, out).read_text(encoding="utf-8"))
+        except R.ResultsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         results = R.load_all(args.targets)
         metric = R.resolve_metric(results, args.metric)

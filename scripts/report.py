@@ -5,9 +5,10 @@
 
 The report holds the main table (``--metric``, default the main metric of the XPs' task; mean ± sd over
 seeds, fractions in percent) and the other headline metrics of each task present (retrieval, classification,
-detection, reconstruction), the test-set sizes and chance levels per study, the optional paired Wilcoxon
-test, the figures of ``scripts.figures`` embedded as base64 PNG data URIs (no file next to it is needed), and
-the list of XPs with their signatures and folders. XPs must have been evaluated first
+detection, reconstruction), the table of chained XPs when classifiers were started from pre-trained parents
+(:mod:`bm2.results.chain`: mean ± s.e. over subjects), the test-set sizes and chance levels per study, the
+optional paired Wilcoxon test, the figures of ``scripts.figures`` embedded as base64 PNG data URIs (no file next
+to it is needed), and the list of XPs with their signatures and folders. XPs must have been evaluated first
 (``python -m scripts.run_eval_probs``).
 """
 
@@ -58,6 +59,20 @@ CHANCE_NOTES = {
 }
 
 
+def chain_section(results: list[R.Result]) -> str:
+    """The HTML section of the chained classifiers among ``results`` (:mod:`bm2.results.chain`), or "" when no
+    classification XP was started from a parent (``chain.parent`` in the argv of its summary)."""
+    classifiers = [r for r in results if r.get("task") == "classification"]
+    if not any(R.argv_value((r.get("meta") or {}).get("argv") or [], "chain.parent") for r in classifiers):
+        return ""
+    records = R.load_chain([r["folder"] for r in classifiers])
+    return ("<h2>Chained XPs: pre-training ablations</h2><p class='note'>Test top-1 / top-5 (%) of each classifier "
+            "by how it was started, mean ± s.e. over subjects (each subject averaged over seeds), model selected "
+            "on validation only; <i>optimistic top-1</i> applies the original Du-IN rule (best validation epoch, "
+            "ties broken by the highest test accuracy) and is not a fair estimate; chance = 1 / K and 5 / K.</p>"
+            + R.to_html(R.chain_table(records), "chain"))
+
+
 def build_report(results: list[R.Result], targets: list[str], metric: str | None = None,
                  label: list[str] | None = None, compare: tuple[str, str] | None = None, kmax: int = 50,
                  title: str | None = None) -> str:
@@ -80,6 +95,9 @@ def build_report(results: list[R.Result], targets: list[str], metric: str | None
         parts.append("<h2>Other metrics</h2>")
         for other in others:
             parts.append(f"<h3>{esc(other)}</h3>" + R.to_html(R.aggregate(df, "model", "study", other)))
+    chained = chain_section(results)
+    if chained:
+        parts.append(chained)
     notes = " ".join(CHANCE_NOTES[t] for t in tasks if t in CHANCE_NOTES)
     parts.append(f"<h2>Test sets and chance levels</h2><p class='note'>{notes}</p>")
     parts.append(R.to_html(R.chance_table(df), "chance"))

@@ -442,7 +442,7 @@ def test_mous_explicit_files_and_rejected_credentials(server: FakeServer, tmp_pa
 
 def test_unknown_and_local_studies(tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match=r"'nope'.*\['brennan2019', 'broderick2019', 'gwilliams2022', "
-                                            r"'schoffelen2019'\]"):
+                                            r"'libribrain2025', 'schoffelen2019'\]"):
         download_study("nope", tmp_path, OPTS)
     assert download_study("synthetic", tmp_path / "syn", OPTS) == tmp_path / "syn"
     assert not (tmp_path / "syn").exists()

@@ -22,7 +22,8 @@ from ..features import FeatureStack
 from ..preprocessing import PreprocessParams, RobustScaler, StandardScaler, preprocess
 from ..studies.base import Recording
 from ..targets import UNKNOWN, LabelParams, SpeechParams, build_vocabulary, encode_labels, label_names, speech_timeline
-from .dataset import SCALER_VERSION, Datasets, LazyArray, NormParams, PreparedRecording, SegmentDataset
+from .dataset import (SCALER_VERSION, AugmentParams, Datasets, LazyArray, NormParams, PreparedRecording,
+                      SegmentDataset)
 from .segments import WindowParams, make_segments
 from .splits import POOL, SPLITS, SplitParams, check_named, named_split, window_splits
 
@@ -148,8 +149,10 @@ def _check_splits(segments: pd.DataFrame, blocks: pd.DataFrame, window: WindowPa
 def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_params: PreprocessParams,
                    features: FeatureStack, window: WindowParams, split: SplitParams, norm: NormParams,
                    seed: int = 0, targets: tp.Sequence[str] = ("features",), label: LabelParams | None = None,
-                   speech: SpeechParams | None = None) -> Datasets:
+                   speech: SpeechParams | None = None, augment: AugmentParams | None = None) -> Datasets:
     """Preprocess ``recordings``, compute the ``targets``, cut windows and split them into train / valid / test.
+
+    ``augment`` (:class:`~bm2.data.dataset.AugmentParams`) changes the training windows only.
 
     Raises ``ValueError`` when no recording is selected, when a split that the configuration asks for is empty
     (with the reason: windows longer than blocks, a single block, no anchor event ...), or when a recording has
@@ -247,7 +250,12 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
             prepared[train._rec[i]].features.array[:, train._start[i]:train._start[i] + length]  # type: ignore
             for i in chosen], axis=1)
         feature_scaler = StandardScaler.fit(np.asarray(samples, dtype=np.float32))
-    datasets = {s: SegmentDataset(prepared, by_split[s], window, norm, feature_scaler, targets, vocabulary)
+    # augmentation: the training split only (validation and test windows are never changed)
+    datasets = {s: SegmentDataset(prepared, by_split[s], window, norm, feature_scaler, targets, vocabulary,
+                                  augment=augment if s == "train" else None, seed=seed)
                 for s in SPLITS}
+    if augment is not None and augment.active:
+        logger.info("dset.augment: training windows shifted by up to %g of their length (zero fill), seeded",
+                    augment.shift)
     return Datasets(n_subjects=len(subjects), feature_dim=features.dimension if "features" in targets else 0,
                     recordings=prepared, vocabulary=vocabulary, targets=targets, **datasets)

@@ -42,6 +42,47 @@ class NormParams:
     pooled: bool = False  # per channel mean / std pooled over every sample of the training recordings (LibriBrain)
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentParams:
+    """Training-time augmentation of the brain windows (``dset.augment``; the training split only, never valid /
+    test).
+
+    ``shift``: a random time shift of each window by an integer ``s`` drawn uniformly in
+    ``[-floor(shift * T), floor(shift * T)]`` samples (``T`` the window's length), with **zero fill** (no
+    wrap-around): ``out[t] = x[t - s]`` where ``0 <= t - s < T``, else 0. It is applied after scaling, so the
+    fill is the scaled signal's centre. Du-IN's classifier (``train/duin/run_cls.py``) shifts by up to 10% of
+    its 3-s epochs (+-300 samples) this way; its pre-training stages do not. Each draw is seeded by
+    ``(seed, epoch, window)``: the same item of the same epoch is shifted the same way, in any worker and after
+    a resume. 0 (the default) is off.
+    """
+
+    shift: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shift < 1.0:
+            raise ValueError(f"dset.augment.shift is a fraction of the window in [0, 1), got {self.shift}")
+
+    @property
+    def active(self) -> bool:
+        return self.shift > 0
+
+
+def max_shift(n_samples: int, fraction: float) -> int:
+    """The largest shift in samples for a window of ``n_samples``: ``floor(fraction * n_samples)``."""
+    return int(np.floor(fraction * n_samples + 1e-9))
+
+
+def shift_window(x: np.ndarray, shift: int) -> np.ndarray:
+    """Shift ``x [..., T]`` in place by ``shift`` samples along time (positive: later), filling with zeros."""
+    if shift > 0:
+        x[..., shift:] = x[..., :-shift].copy()
+        x[..., :shift] = 0.0
+    elif shift < 0:
+        x[..., :shift] = x[..., -shift:].copy()
+        x[..., shift:] = 0.0
+    return x
+
+
 class LazyArray:
     """A ``.npy`` file opened as a read-only memory map on first use (cheap to pickle to workers)."""
 
@@ -51,9 +92,10 @@ class LazyArray:
 
     @property
     def array(self) -> np.ndarray:
-        """The memory-mapped array."""
+        """The memory-mapped array, as a plain read-only ndarray (slicing ``np.memmap`` costs ~15 us of Python per
+        slice, about the time of copying a whole window; the mapping stays open through the view's base)."""
         if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
+            self._array = np.load(self.path, mmap_mode="r").view(np.ndarray)
         return self._array
 
     def __getstate__(self) -> dict:
@@ -99,7 +141,7 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     def __init__(self, recordings: list[PreparedRecording], segments: pd.DataFrame, window: WindowParams,
                  norm: NormParams, feature_scaler: StandardScaler | None, targets: tp.Sequence[str] = ("features",),
-                 vocabulary: list[str] | None = None) -> None:
+                 vocabulary: list[str] | None = None, augment: AugmentParams | None = None, seed: int = 0) -> None:
         unknown = [t for t in targets if t not in TARGETS]
         if unknown:
             raise ValueError(f"unknown targets {unknown}; valid targets are {list(TARGETS)}")
@@ -110,6 +152,9 @@ class SegmentDataset(torch.utils.data.Dataset):
         self.feature_scaler = feature_scaler
         self.targets = tuple(targets)
         self.vocabulary = vocabulary
+        self.augment = augment or AugmentParams()
+        self.seed = int(seed)
+        self.epoch = 0
         self._rec = self.segments["recording"].to_numpy(dtype=np.int64)
         self._start = self.segments["start"].to_numpy(dtype=np.int64)
         self._label = (self.segments["label"].to_numpy(dtype=np.int64) if "label" in self.segments
@@ -117,6 +162,21 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.segments)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch about to run (the solver calls it on the training split): seeds the augmentation draws."""
+        self.epoch = int(epoch)
+
+    def shift_of(self, index: int, n_samples: int) -> int:
+        """The augmentation shift (samples) of item ``index`` in the current epoch (0 when ``augment.shift`` is
+        off), drawn from ``(seed, epoch, index)``."""
+        if not self.augment.active:
+            return 0
+        bound = max_shift(n_samples, self.augment.shift)
+        if bound == 0:
+            return 0
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        return int(rng.integers(-bound, bound + 1))
 
     @property
     def n_unseen(self) -> int:
@@ -178,14 +238,19 @@ class SegmentDataset(torch.utils.data.Dataset):
         k = self.window.offset_samples(rec.sample_rate)  # brain lags the stimulus: brain[t + k] with speech[t]
         data = rec.brain.array
         # One copy of the part that is returned; baseline, centring, scaling and clamping then run in place on
-        # it (the loader is memory-bound: every extra pass over the window costs bandwidth).
+        # it while it is still in the CPU cache (the loader is memory-bound: every extra pass over a window that
+        # went back to RAM costs bandwidth).
         out[...] = data[..., start + k:start + length]
         shift = np.zeros(out.shape[:-1], dtype=np.float32)
         n_pre = int(round(-self.window.tmin * rec.sample_rate))
         if self.norm.baseline and n_pre > 0:
-            shift += data[..., start:start + n_pre].mean(axis=-1, dtype=np.float32)
+            # the same float32 pairwise sums as ``data[..., pre].mean(-1)``, 3x faster on a contiguous copy (a
+            # reduction over rows strided by the recording's length pays per row)
+            shift += np.ascontiguousarray(data[..., start:start + n_pre]).mean(axis=-1, dtype=np.float32)
         if rec.scaler is not None:
             shift += rec.scaler.center
+        # numpy rather than torch in-place ops: torch's would split a window across its intra-op threads, which
+        # stall for milliseconds on a loaded machine
         out -= shift[..., None]
         if rec.scaler is not None:
             out *= (1.0 / rec.scaler.scale)[..., None]
@@ -197,21 +262,45 @@ class SegmentDataset(torch.utils.data.Dataset):
             self.norm.max_scale if self.norm.instance else None)
         if max_scale is not None:
             np.clip(out, -max_scale, max_scale, out=out)
+        if self.augment.active:
+            shift_window(out, self.shift_of(index, out.shape[-1]))
 
     def _brain_shape(self, rec: PreparedRecording) -> tuple[int, ...]:
         k = self.window.offset_samples(rec.sample_rate)
         lead = tuple(rec.brain.array.shape[:-1])
         return (*lead, self.window.n_samples(rec.sample_rate) - k)
 
-    def _targets_of(self, indices: tp.Sequence[int]) -> dict[str, torch.Tensor]:
+    def _targets_of(self, indices: tp.Sequence[int], alloc: Alloc | None = None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         if "features" in self.targets:
-            out["features"] = torch.from_numpy(np.stack([self.feature_window(int(i)) for i in indices]))
+            if alloc is None or self.feature_scaler is None:
+                out["features"] = torch.from_numpy(np.stack([self.feature_window(int(i)) for i in indices]))
+            else:
+                out["features"] = self._features_into(indices, alloc)
         if "label" in self.targets:
             out["label"] = torch.from_numpy(self._label[np.asarray(indices, dtype=np.int64)])
         if "speech" in self.targets:
             out["speech"] = torch.from_numpy(np.stack([self.speech_window(int(i)) for i in indices]))
         return out
+
+    def _features_into(self, indices: tp.Sequence[int], alloc: Alloc) -> torch.Tensor:
+        """:meth:`feature_window` of every item written into one buffer from ``alloc`` (no per-item arrays)."""
+        assert self.feature_scaler is not None
+        first = self.recordings[self._rec[indices[0]]]
+        if first.features is None:
+            raise ValueError("this dataset has no feature target: build it with targets including 'features'")
+        mean, std = self.feature_scaler.mean[:, None], self.feature_scaler.std[:, None]
+        length = self.window.n_samples(first.sample_rate) - self.window.offset_samples(first.sample_rate)
+        features = alloc("features", (len(indices), first.features.array.shape[0], length))
+        out = features.numpy()
+        for j, i in enumerate(indices):
+            rec = self.recordings[self._rec[i]]
+            assert rec.features is not None
+            start = int(self._start[i])
+            # float32 arithmetic as feature_window's (scaled, then the last k samples dropped: element-wise)
+            np.subtract(np.asarray(rec.features.array[:, start:start + length], dtype=np.float32), mean, out=out[j])
+            np.divide(out[j], std, out=out[j])
+        return features
 
     def __getitem__(self, index: int) -> dict[str, tp.Any]:
         rec = self.recordings[self._rec[index]]
@@ -223,26 +312,43 @@ class SegmentDataset(torch.utils.data.Dataset):
         return item
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """A whole batch at once (the DataLoader uses this): windows are written straight into the batch
-        tensor, allocated in shared memory inside a worker so that handing it to the trainer copies nothing."""
+        """A whole batch at once (torch's DataLoader uses this): inside a worker process the batch tensors are
+        allocated in shared memory directly, so that handing them to the trainer copies nothing."""
+        return self.batch(indices, _shared_alloc if torch.utils.data.get_worker_info() is not None else None)
+
+    def batch(self, indices: tp.Sequence[int], alloc: Alloc | None = None) -> dict[str, torch.Tensor]:
+        """The collated batch of items ``indices``, equal to ``collate([self[i] for i in indices])``.
+
+        With one montage, the windows are written straight into float32 buffers from ``alloc(key, shape)``
+        (``brain`` (B, C, [F,] T'), ``features`` (B, D, T')): :class:`bm2.data.loader.BatchLoader` passes buffers
+        it recycles, which spares the page faults of fresh memory. Several montages: per-item windows padded by
+        :func:`collate` (``alloc`` unused).
+        """
+        indices = [int(i) for i in indices]
         recs = [self.recordings[self._rec[i]] for i in indices]
         shapes = {self._brain_shape(r) for r in recs}
         if len(shapes) != 1:  # several montages: per-item windows, padded by collate
             return collate([self[i] for i in indices])
         shape = (len(indices), *shapes.pop())
-        if torch.utils.data.get_worker_info() is not None:
-            # allocated in shared memory directly (``share_memory_`` on an empty tensor would copy it there)
-            storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * 4)
-            brain = torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
-        else:
-            brain = torch.empty(shape)
+        brain = torch.empty(shape) if alloc is None else alloc("brain", shape)
         out = brain.numpy()
         for j, i in enumerate(indices):
-            self._brain_into(int(i), out[j])
+            self._brain_into(i, out[j])
         return {"brain": brain, "positions": torch.from_numpy(np.stack([r.positions for r in recs])),
-                "mask": torch.ones(brain.shape[:2], dtype=torch.bool),
+                # numpy's fill: torch's would split it across intra-op threads, which stall on a loaded machine
+                "mask": torch.from_numpy(np.ones(brain.shape[:2], dtype=bool)),
                 "subject_index": torch.tensor([r.subject_index for r in recs], dtype=torch.long),
-                "index": torch.tensor([int(i) for i in indices], dtype=torch.long), **self._targets_of(indices)}
+                "index": torch.tensor(indices, dtype=torch.long), **self._targets_of(indices, alloc)}
+
+
+Alloc = tp.Callable[[str, tuple[int, ...]], torch.Tensor]
+"""``alloc(key, shape)``: an uninitialised float32 tensor of ``shape`` for the batch entry ``key``."""
+
+
+def _shared_alloc(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor in shared memory (``share_memory_`` on an empty tensor would copy it there)."""
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * 4)
+    return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
 
 
 def collate(items: list[dict[str, tp.Any]] | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -97,6 +97,8 @@ class GroupedDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Redraw the groups for ``epoch`` when ``dynamic`` (else keep those of epoch 0)."""
         self.epoch = int(epoch)
+        if hasattr(self.base, "set_epoch"):  # the members' augmentation draws follow the epoch too
+            self.base.set_epoch(epoch)
         if self.dynamic:
             self.groups = group_indices(self.labels, self.k, [self.seed, self.epoch], self.drop_remaining)
 

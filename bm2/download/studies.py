@@ -23,6 +23,7 @@ from .http import (ArchiveError, CredentialsError, DownloadError, RemoteFile, ST
                    download_file, new_session, progress_enabled)
 from .archives import archive_marker, extract_archive, is_archive
 from .listings import _safe_relative, osf_list_files, remote_name, webdav_list_files
+from .hub import LIBRIBRAIN_DEFAULTS, download_libribrain2025
 
 logger = logging.getLogger("bm2.download")  # the logger of the module before the split
 
@@ -70,6 +71,8 @@ DEFAULTS: dict[str, tp.Any] = {
         "include": ["*.tsv", "*.json", "*.md", "*.txt", "README*", "CHANGES", "sub-A2*/*.tsv", "sub-A2*/meg/**",
                     "sourcedata/meg_task/**", "stimuli/**", "derivatives/phonemes/**"],
     },
+    # LibriBrain 2025: the h5 + events TSV of the pinned split's runs from the Hugging Face hub (bm2/download/hub.py)
+    "libribrain2025": copy.deepcopy(LIBRIBRAIN_DEFAULTS),
 }
 
 NOTHING_TO_DOWNLOAD = {"synthetic": "it is generated locally by its prepare()",
@@ -268,6 +271,7 @@ DOWNLOADERS: dict[str, tp.Callable[[Path, dict[str, tp.Any], dict[str, tp.Any]],
     "broderick2019": _download_urls,
     "brennan2019": _download_urls,
     "schoffelen2019": _download_schoffelen2019,
+    "libribrain2025": download_libribrain2025,
 }
 
 

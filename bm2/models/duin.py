@@ -6,7 +6,9 @@
 - :class:`PatchTokenizer`: the signal is cut into ``patch`` (100-sample, 100 ms) segments, each tokenised on its
   own by Conv1d(16->128, k19, s10, p9) -> BN -> Conv1d(128->128, k3) -> BN -> Conv1d(128->16, k3) -> BN, with
   **no** nonlinearity; the 16 x 10 output is flattened to a 160-d token (3 s at 1 kHz -> 30 tokens).
-- :func:`sinusoidal_embedding`: fixed sine / cosine time embedding (base 1e4) added to the tokens.
+- :func:`sinusoidal_embedding`: fixed sine / cosine time embedding (base 1e4) added to the tokens; the encoder takes
+  any number of tokens (4-s pre-training crops: 40; 3-s epochs: 30), the classifier's flattening head the number
+  it was built for.
 - :class:`PostLNBlock`: post-LN Transformer block (``x = LN(x + attn(x))``, ``x = LN(x + ffn(x))``) with 8 heads of
   64 (inner width 512 projected back to 160), attention dropout 0.2, FFN 160 -> 320 -> 160 with ReLU and dropout
   0.2 after the hidden layer.
@@ -80,6 +82,14 @@ def sinusoidal_embedding(n_tokens: int, dim: int, base: float = 1e4) -> torch.Te
     return out
 
 
+def time_embedding(table: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """The first ``n_tokens`` rows of a :func:`sinusoidal_embedding` ``table``, extended when the sequence is
+    longer than the table was built for (the embedding is fixed, so any length is the same function)."""
+    if n_tokens <= table.shape[0]:
+        return table[:n_tokens]
+    return sinusoidal_embedding(n_tokens, table.shape[1]).to(table.device)
+
+
 class PostLNBlock(nn.Module):
     """Post-LN Transformer block with ``n_heads x d_head`` attention (inner width need not equal ``dim``)."""
 
@@ -124,15 +134,14 @@ class DuinEncoder(nn.Module):
 
     def tokens(self, brain: torch.Tensor, subject_index: torch.Tensor,
                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The patch tokens ``[B, N, d_token]`` before the time embedding and the Transformer."""
-        tokens = self.tokenizer(self.subject(brain, subject_index, mask))
-        if tokens.shape[1] != self.n_tokens:
-            raise ValueError(f"built for {self.n_tokens} tokens, got {tokens.shape[1]} (window length changed?)")
-        return tokens
+        """The patch tokens ``[B, N, d_token]`` before the time embedding and the Transformer; ``N`` is the
+        window's length // ``patch``, which may differ from :attr:`n_tokens` (the length the encoder was built
+        for): Du-IN pre-trains on 4-s crops (40 tokens) and classifies 3-s epochs (30 tokens) with one encoder."""
+        return self.tokenizer(self.subject(brain, subject_index, mask))
 
     def contextualise(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Time embedding then the Transformer blocks: ``[B, N, d_token]`` -> ``[B, N, d_token]``."""
-        x = tokens + self.time_embedding.to(tokens.dtype)
+        """Time embedding then the Transformer blocks: ``[B, N, d_token]`` -> ``[B, N, d_token]`` (any ``N``)."""
+        x = tokens + time_embedding(self.time_embedding, tokens.shape[1]).to(tokens.dtype)
         for block in self.blocks:
             x = block(x)
         return x
@@ -162,9 +171,14 @@ class DuinClassifier(nn.Module):
 
     def forward(self, brain: torch.Tensor, subject_index: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.head(self.encoder(brain, subject_index, mask))
+        tokens = self.encoder(brain, subject_index, mask)
+        if tokens.shape[1] != self.encoder.n_tokens:  # the flattening head fixes the number of tokens
+            raise ValueError(f"the classifier was built for {self.encoder.n_tokens} tokens "
+                             f"({self.encoder.n_tokens * self.encoder.tokenizer.patch} samples), got "
+                             f"{tokens.shape[1]} (window of {brain.shape[-1]} samples): the window length changed")
+        logits = self.head(tokens)
         return torch.sigmoid(logits) if self.bounded_logits else logits
 
 
 __all__ = ["DuinClassifier", "DuinEncoder", "DuinSubjectLayer", "PatchTokenizer", "PostLNBlock",
-           "sinusoidal_embedding"]
+           "sinusoidal_embedding", "time_embedding"]

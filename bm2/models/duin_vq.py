@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .duin import DuinEncoder, PostLNBlock, sinusoidal_embedding
+from .duin import DuinEncoder, PostLNBlock, sinusoidal_embedding, time_embedding
 
 
 def _all_reduce(*tensors: torch.Tensor) -> None:
@@ -188,7 +188,7 @@ class DuinVQ(nn.Module):
                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         out = self.quantize(brain, subject_index, mask)
         quantized = out.pop("quantized")
-        x = self.expand(quantized) + self.time_embedding
+        x = self.expand(quantized) + time_embedding(self.time_embedding, quantized.shape[1]).to(quantized.dtype)
         for block in self.decoder:
             x = block(x)
         out["output"] = self.head(x, subject_index)

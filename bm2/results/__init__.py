@@ -28,6 +28,7 @@ from .stats import (parse_metric, subject_table, wilcoxon_paired, wilcoxon_table
 from .plots import (plot_topk, plot_subjects, plot_training, plot_confusion, plot_timelines, plot_bins, make_figures,
                     figure_png)
 from .datasets import dataset_statistics, study_statistics
+from .chain import load_chain, chain_rows, chain_table, optimistic_top1, stage_label
 
 __all__ = [
     "Result", "Labeler", "KNOWN_LABELS", "CHANCE_ROW", "MISSING", "STANDARD_METRICS", "ResultsError",
@@ -38,5 +39,6 @@ __all__ = [
     "to_csv", "to_html", "chance_table", "parse_metric", "subject_table", "wilcoxon_paired", "wilcoxon_table",
     "wilcoxon_markdown", "compare", "topk_curve", "chance_curve", "prior_curve", "plot_topk", "plot_subjects",
     "plot_training", "plot_confusion", "plot_timelines", "plot_bins", "make_figures", "figure_png",
-    "dataset_statistics", "study_statistics",
+    "dataset_statistics", "study_statistics", "load_chain", "chain_rows", "chain_table", "optimistic_top1",
+    "stage_label",
 ]

@@ -12,8 +12,10 @@ without repeating or losing one (``epoch = len(history) + 1``).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import random
 import typing as tp
 from pathlib import Path
 
@@ -25,6 +27,36 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 
+
+
+def rng_state() -> dict[str, tp.Any]:
+    """The random states a training epoch draws from (python, numpy, torch CPU and CUDA): saved with every
+    checkpoint so that a resumed run continues with the draws (shuffling, dropout, augmentation seeds) an
+    uninterrupted run would have made, instead of the seed's first ones again."""
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)
+    # numpy's key array as a tensor: checkpoints are read with weights_only=True, which refuses numpy objects
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, tp.Any]) -> None:
+    """Restore what :func:`rng_state` saved (the CUDA states only where as many devices are visible). Under DDP
+    every rank restores rank 0's states, as every rank starts from the same seed (``bm2.train``)."""
+    import numpy as np
+
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
 
 class HistoryLink(tp.Protocol):
     """What the solver needs of Dora's ``xp.link``: a history that can be replaced."""
@@ -114,7 +146,7 @@ class BaseSolver:
             return
         state = {"version": CHECKPOINT_VERSION, "history": self.history, "best_state": self.best_state,
                  "states": {name: obj.state_dict() for name, obj in self._stateful.items()},
-                 **self.extra_checkpoint}
+                 "rng": rng_state(), **self.extra_checkpoint}
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
@@ -140,6 +172,8 @@ class BaseSolver:
             obj.load_state_dict(state["states"][name])
         self.history = list(state["history"])
         self.best_state = state["best_state"]
+        if "rng" in state:  # checkpoints written before RNG states were saved resume with the current RNG
+            set_rng_state(state["rng"])
         if distrib.is_rank_zero():
             self.link.update_history(self.history)
         logger.info("resumed from %s after epoch %d", self.checkpoint_path, len(self.history))
@@ -168,6 +202,7 @@ class BaseSolver:
                 metrics: dict[str, dict] = {}
                 metrics["train"] = self.train_stage()
                 metrics["valid"] = self.valid_stage()
+                metrics.update(self.monitor_stages())
                 value = metrics[self.best_metric[0]][self.best_metric[1]]
                 if self._improved(value):
                     self.best_state = self.copy_best_state()
@@ -180,11 +215,35 @@ class BaseSolver:
                 self.load_best_state(self.best_state)
             if not self.history:
                 raise RuntimeError("no epoch ran: set optim.epochs >= 1")
-            self.history[-1]["test"] = self.test_stage()
-            self.save_checkpoint()
-            if distrib.is_rank_zero():
-                self.link.update_history(self.history)
+            self._test()
+        elif self._test_is_stale(self.history[-1]):
+            # Evaluation-only settings changed (e.g. test-time add-ons switched on for a finished XP): test the
+            # best state again, without training.
+            logger.info("test settings changed since the last test (%s): testing the best state again",
+                        self.test_settings() or "none")
+            if self.best_state is not None:
+                self.load_best_state(self.best_state)
+            self._test()
         return self.history[-1]
+
+    def _test(self) -> None:
+        self.history[-1]["test"] = self.test_stage()
+        settings = self.test_settings()
+        if settings:
+            self.history[-1]["test_settings"] = settings
+        else:
+            self.history[-1].pop("test_settings", None)
+        self.save_checkpoint()
+        if distrib.is_rank_zero():
+            self.link.update_history(self.history)
+
+    def _test_is_stale(self, entry: dict) -> bool:
+        return json.loads(json.dumps(entry.get("test_settings") or {})) != json.loads(json.dumps(self.test_settings()))
+
+    def test_settings(self) -> dict[str, tp.Any]:
+        """Settings that change only the test evaluation (not training), recorded as ``test_settings`` next to
+        the test metrics; when they differ from the recorded ones, a finished XP is tested again. Default none."""
+        return {}
 
     def log_epoch(self, metrics: dict[str, dict]) -> None:
         """One log line per epoch."""
@@ -213,6 +272,11 @@ class BaseSolver:
     def test_stage(self) -> dict[str, float]:
         """Test metrics of the best model."""
         raise NotImplementedError
+
+    def monitor_stages(self) -> dict[str, dict[str, float]]:
+        """Extra per-epoch metrics recorded in the history under their own stage names, never used to select the
+        best state or to stop (none by default)."""
+        return {}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, tp.Any]:

@@ -5,7 +5,10 @@ this class adds what every task shares: one step (``run_model`` -> objective ter
 used by train and valid alike, optimiser groups and schedules (:mod:`bm2.solvers.optim`), gradient clipping,
 an optional EMA of the weights, frozen sub-modules (chained XPs), the task's validation metrics (so the best
 state can be chosen by accuracy or F1-macro) and the task's test evaluation. The test split is never used to
-select anything: it is evaluated once, on the best state.
+select anything: it is evaluated once, on the best state. With ``test_each_epoch`` (``test.each_epoch``) the
+task's quick test metrics of every epoch are also recorded (history stage ``test_epoch``), only so that reports can
+show a published, optimistic selection rule (e.g. Du-IN's: the best validation epoch, ties broken by test
+accuracy) in a column of its own; they select nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from tqdm import tqdm
 
 from .. import distrib
 from ..data import Datasets, collate
+from ..data.loader import BatchLoader
 from ..objectives import Objective
 from ..tasks import Task, run_model
+from ..tasks.classification import addon_metrics
+from ..tasks.inference import InferenceAddOns
 from ..utils.precision import autocast, autocast_dtype
 from .base import BaseSolver, CheckpointError, HistoryLink
 from .optim import build_ema, build_optimizer, build_scheduler, param_groups
@@ -93,6 +99,13 @@ class Solver(BaseSolver):
     task : the task (:mod:`bm2.tasks`): validation metrics and test evaluation.
     optim : :class:`OptimParams`; ``batch_size`` is the **total** over processes.
     frozen : module-name prefixes whose parameters are not trained (and which stay in eval mode).
+    num_workers, loader : ``threads``: :class:`bm2.data.loader.BatchLoader` with ``num_workers`` threads filling
+        recycled buffers (0: in this thread); ``processes``: torch's ``DataLoader`` with ``num_workers`` worker
+        processes. Both yield the same batches in the same order.
+    inference : test-time add-on variants (:func:`bm2.tasks.inference.variants`: denoising, TTA); the test stage
+        reports each one's metrics next to the plain ones, under the variant's suffix (``f1_macro_tta`` ...).
+    test_each_epoch : also record the task's quick test metrics after every epoch (stage ``test_epoch``; never
+        used for selection or stopping).
     batch_sampler : a sampler of training batches (lists of indices, with ``set_epoch``), e.g.
         :class:`bm2.data.samplers.ClassStructuredBatchSampler`; None: shuffled batches of ``batch_size``.
         Not available with DDP.
@@ -103,8 +116,9 @@ class Solver(BaseSolver):
 
     def __init__(self, folder: tp.Any, link: HistoryLink, model: torch.nn.Module, objective: Objective,
                  datasets: Datasets, task: Task, optim: OptimParams = OptimParams(), *, num_workers: int = 0,
-                 device: str = "cpu", seed: int = 0, test_ks: tp.Sequence[int] = (1, 5, 10),
+                 loader: str = "threads", device: str = "cpu", seed: int = 0, test_ks: tp.Sequence[int] = (1, 5, 10),
                  test_batch_size: int = 128, frozen: tp.Sequence[str] = (),
+                 inference: tp.Sequence[InferenceAddOns] = (), test_each_epoch: bool = False,
                  batch_sampler: tp.Any | None = None) -> None:
         best_metric, best_mode = task.best if optim.best_metric is None else (optim.best_metric, optim.best_mode)
         best_mode = best_mode or ("min" if best_metric == "loss" else "max")
@@ -117,11 +131,16 @@ class Solver(BaseSolver):
         self.task = task
         self.optim = optim
         self.per_rank_batch = max(1, optim.batch_size // distrib.world_size())
+        if loader not in ("threads", "processes"):
+            raise ValueError(f"loader={loader!r}: valid values are 'threads' and 'processes'")
         self.num_workers = num_workers
+        self.loader = loader
         self.seed = seed
         self.test_ks = tuple(test_ks)
         self.test_batch_size = test_batch_size
         self.frozen = tuple(frozen)
+        self.inference = tuple(inference)
+        self.test_each_epoch = bool(test_each_epoch)
         self.batch_sampler = batch_sampler
         if batch_sampler is not None and distrib.is_distributed():
             raise ValueError("dset.batches (class-structured batches) is not available with DDP yet: run on one "
@@ -241,7 +260,7 @@ class Solver(BaseSolver):
         n = max(1, n)
         return n if self.optim.max_batches is None else min(n, self.optim.max_batches)
 
-    def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> BatchLoader | torch.utils.data.DataLoader:
         dataset = self.datasets[split]
         if shuffle and hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.epoch)  # dset.grouping.dynamic: groups redrawn, seeded by the epoch
@@ -260,6 +279,9 @@ class Solver(BaseSolver):
             sampler.set_epoch(self.epoch)
             shuffle = False
         drop_last = split == "train" and len(dataset) >= 2 * self.per_rank_batch  # CLIP needs full batches
+        if self.loader == "threads":
+            return BatchLoader(dataset, batch_size=self.per_rank_batch, shuffle=shuffle, sampler=sampler,
+                               generator=generator, drop_last=drop_last, num_workers=self.num_workers)
         return torch.utils.data.DataLoader(
             dataset, batch_size=self.per_rank_batch, shuffle=shuffle, sampler=sampler, generator=generator,
             collate_fn=collate, num_workers=self.num_workers, drop_last=drop_last,
@@ -376,7 +398,27 @@ class Solver(BaseSolver):
                                     objective=self.objective, **kwargs)
         return {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
+    def monitor_stages(self) -> dict[str, dict[str, float]]:
+        """``test_epoch``: the task's quick test metrics of this epoch's model when ``test_each_epoch``."""
+        if not self.test_each_epoch or len(self.datasets.test) == 0:
+            return {}
+        return {"test_epoch": self.task_metrics("test", quick=True)}
+
     def test_stage(self) -> dict[str, float]:
         if len(self.datasets.test) == 0:
             raise ValueError("the test split is empty: change dset.split or select more recordings")
-        return self.task_metrics("test")
+        metrics = self.task_metrics("test")
+        for addons in self.inference:
+            variant = self.task_metrics("test", addons=addons)
+            metrics = addon_metrics(metrics, variant, addons.suffix)
+            logger.info("test with %s: F1-macro %.1f%% (without: %.1f%%), balanced accuracy %.1f%% (without: %.1f%%)",
+                        addons.describe(), 100 * variant["f1_macro"], 100 * metrics["f1_macro"],
+                        100 * variant["balanced_accuracy"], 100 * metrics["balanced_accuracy"])
+        return metrics
+
+    def test_settings(self) -> dict[str, tp.Any]:
+        """The inference add-ons' settings (``{}`` without any), recorded next to the test metrics."""
+        settings: dict[str, tp.Any] = {}
+        for addons in self.inference:
+            settings.update(addons.settings())
+        return settings

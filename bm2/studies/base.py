@@ -375,6 +375,13 @@ class Study:
         """Yield the recordings of the study in a deterministic order."""
         raise NotImplementedError
 
+    def iter_continuous(self) -> tp.Iterator[Recording]:
+        """Continuous recordings for pre-training crops (``dset.crops``, :mod:`bm2.data.crops`), if the study has
+        any besides :meth:`iter_recordings` (e.g. Du-IN's ``pretrain`` folders next to its word epochs); none by
+        default. Each must carry the same ``study`` and ``subject`` as that subject's recordings and the same
+        channels in the same order, so that per-subject layers learnt on crops apply to the epochs."""
+        return iter(())
+
     @classmethod
     def metadata(cls) -> dict[str, str]:
         """The declared metadata as a dictionary."""

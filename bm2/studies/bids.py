@@ -29,10 +29,21 @@ a sound spans that sound. Events outside the data (onset < 0 or after the record
 warning saying how many and where the data end; a file with no event inside the data is an error.
 
 Sound paths are taken relative to the BIDS root (then to ``root/stimuli``). Raw files are read with mne-bids.
+
+iEEG (``datatype: ieeg``). The modality is what the channels say: ``seeg`` when most iEEG channels of
+``channels.tsv`` are of type SEEG (or DBS), ``ecog`` when they are ECOG (:func:`~bm2.studies._seeg.ieeg_modality`;
+each recording's :attr:`BidsRecording.modality`, and the study's when it reads iEEG). Contacts take their
+positions from ``electrodes.tsv`` when the dataset has one; sEEG contacts without any position get a layout from
+their names instead (one column per shaft, one row per contact, as ``duin2024``), logged. ``bipolar: true``
+re-references the good sEEG contacts to bipolar channels of direct neighbours on a shaft (``A1-A2``, ``A2-A3``
+...: :func:`~bm2.studies._seeg.bipolar_pairs` gives the pairing rule and what happens to contacts without a
+neighbour) with :func:`mne.set_bipolar_reference`, located at the midpoint of their two contacts; ECoG and other
+channels are left as they are. The option enters the recordings' identity, hence every cache key.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import typing as tp
 from pathlib import Path
@@ -40,7 +51,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import Recording, Study, StudyError
+from ._seeg import ieeg_modality, set_bipolar
+from .base import MissingPositionsError, Recording, Study, StudyError
 from ._common import (bids_inputs, canonical_code, is_missing, quiet, read_raw_bids, read_tsv, sentence_blocks,
                       sentence_id, span_blocks, to_arpabet)
 
@@ -49,7 +61,8 @@ if tp.TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DATATYPES = {"meg": "meg", "eeg": "eeg", "ieeg": "ecog"}  # BIDS datatype -> bm2 modality
+# BIDS datatype -> bm2 modality; for ieeg the channel types of channels.tsv decide (seeg / ecog), ecog without them
+DATATYPES = {"meg": "meg", "eeg": "eeg", "ieeg": "ecog"}
 DEFAULT_COLUMNS = {"kind": "trial_type", "word": "word", "sound": "sound", "phoneme": "phoneme",
                    "sentence_id": "sentence_id", "word_index": "word_index", "sound_offset": None}
 DEFAULT_KINDS = {"word": "word", "phoneme": "phoneme", "sound": "sound"}
@@ -117,13 +130,52 @@ class BidsRecording(Recording):
         """The recording's ``*_events.tsv``."""
         return Path(self.bids_path.copy().update(suffix="events", extension=".tsv").fpath)
 
+    @property
+    def channels_path(self) -> Path:
+        """The recording's ``*_channels.tsv``."""
+        return Path(self.bids_path.copy().update(suffix="channels", extension=".tsv").fpath)
+
+    @property
+    def modality(self) -> str:
+        """``meg``, ``eeg``, or for iEEG ``seeg`` / ``ecog`` as the channel types of ``channels.tsv`` say (ECoG
+        when the file is missing or names neither)."""
+        datatype = self.bids_path.datatype
+        if datatype != "ieeg":
+            return DATATYPES.get(datatype, "eeg")
+        path = self.channels_path
+        types = read_tsv(path).get("type", pd.Series(dtype=str)) if path.is_file() else []
+        return ieeg_modality(types) or DATATYPES["ieeg"]
+
     def _load_raw(self) -> mne.io.BaseRaw:
         raw = read_raw_bids(self.bids_path, extra_params={"preload": False})
         montage = self.study_.make_montage()
         if montage is not None:
             with quiet():
                 raw.set_montage(montage, match_case=False, on_missing="ignore", verbose="error")
+        if self.study_.bipolar:
+            try:
+                raw = set_bipolar(raw, source=str(self.bids_path.fpath))
+            except ValueError as exc:
+                raise StudyError(str(exc)) from exc
         return raw
+
+    def sensor_positions(self, ch_names: tp.Sequence[str]) -> np.ndarray:
+        """The dataset's positions (electrodes.tsv, montage); sEEG contacts without any get the layout of
+        their names (shaft, contact number) instead, logged."""
+        try:
+            return super().sensor_positions(ch_names)
+        except MissingPositionsError:
+            import mne
+
+            raw = self.raw()
+            types = {mne.channel_type(raw.info, raw.ch_names.index(c)) for c in ch_names}
+            if not types <= {"seeg", "dbs"}:
+                raise
+            from .duin2024 import channel_layout
+
+            logger.info("%s: sEEG contacts without positions (no electrodes.tsv): laid out by name, one column "
+                        "per shaft and one row per contact", self.bids_path.fpath.name)
+            return channel_layout(ch_names)
 
     def data_end(self) -> float:
         """Seconds of data in the raw file (onsets are seconds from its first sample)."""
@@ -484,6 +536,7 @@ class BidsStudy(Study):
         ``mne.channels.get_builtin_montages()`` or a montage file (absolute, or relative to the root or to the
         working directory); None = the positions of the dataset.
     name : the dataset's name (None = the root folder's name); enters every recording's uid.
+    bipolar : re-reference sEEG contacts to bipolar channels of neighbours on a shaft (module docstring).
     """
 
     name = "bids"
@@ -500,7 +553,7 @@ class BidsStudy(Study):
     def __init__(self, root: str | Path, subject: tp.Any = None, session: tp.Any = None, task: tp.Any = None,
                  datatype: str | None = None, columns: dict[str, str | None] | None = None,
                  kinds: dict[str, tp.Any] | None = None, blocks: str = "sentence", block_pad: float = 1.0,
-                 montage: str | None = None, name: str | None = None) -> None:
+                 montage: str | None = None, name: str | None = None, bipolar: bool = False) -> None:
         super().__init__(Path(root).expanduser().resolve())
         if datatype is not None and datatype not in DATATYPES:
             raise ValueError(f"studies.bids.datatype must be one of {list(DATATYPES)} or null, got {datatype!r}")
@@ -527,12 +580,16 @@ class BidsStudy(Study):
         if name is not None and not str(name).strip():
             raise ValueError("studies.bids.name must be a non-empty name or null (the root folder's name)")
         self.dataset_name = str(name).strip() if name is not None else self.root.name
+        self.bipolar = bool(bipolar)
 
     def options(self) -> dict[str, tp.Any]:
         """The options that shape a recording's signal or events (they enter its identity)."""
         kinds = {k: v if v is None or v == ANY else list(v) for k, v in self.kinds.items()}
-        return {"columns": self.columns, "kinds": kinds, "blocks": self.blocks, "block_pad": self.block_pad,
-                "montage": self.montage}
+        options = {"columns": self.columns, "kinds": kinds, "blocks": self.blocks, "block_pad": self.block_pad,
+                   "montage": self.montage}
+        if self.bipolar:  # only when set: the uids (and caches) of monopolar recordings stay as they were
+            options["bipolar"] = True
+        return options
 
     def prepare(self) -> None:
         if not self.root.exists():
@@ -596,5 +653,11 @@ class BidsStudy(Study):
             raise StudyError(f"study 'bids': no {'/'.join(datatypes)} recording under {self.root} matching "
                              f"subject={self.subjects} session={self.sessions} task={self.tasks}; check "
                              "paths.studies.bids and the studies.bids filters")
-        for path in sorted(found, key=lambda p: str(p.fpath)):
-            yield BidsRecording(self, path)
+        recordings = [BidsRecording(self, path) for path in sorted(found, key=lambda p: str(p.fpath))]
+        ieeg = [r.modality for r in recordings if r.bids_path.datatype == "ieeg"]
+        if ieeg and len(ieeg) == len(recordings):  # the channel types decide between sEEG and ECoG
+            self.modality = max(sorted(set(ieeg)), key=ieeg.count)  # type: ignore[misc]  # per-instance
+            if len(set(ieeg)) > 1:
+                logger.info("study 'bids': iEEG recordings of both kinds (%s); modality %s",
+                            dict(collections.Counter(ieeg)), self.modality)
+        yield from recordings

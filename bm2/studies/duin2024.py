@@ -20,6 +20,15 @@ it) whose ``text`` is the item's ``name``. Channels: those shared by **all** run
 run's order; when runs disagree the others are dropped with a warning naming them (the original asserts that
 its hard-coded channels are in every run). ``channels`` selects channels per subject (Du-IN's 10 per subject).
 
+Continuous data for pre-training (:meth:`Duin2024.iter_continuous`, used by ``dset.crops``): the original
+pre-trains on 4-s crops of ``data/seeg.he2023xuanwu/{subject}/pretrain/dataset.default.1000hz/``, an ``info``
+pickle (``.ch_names``) and ``.npy`` files each holding an array ``(2, channels, time)`` at 1 kHz (``X_s``, ``X_n``;
+only ``X_s`` is used, as for the epochs). It is not certain that the public release includes these folders; when
+a subject has one, bm2 reads it as one :class:`~bm2.studies._continuous.ContinuousRecording` (the files in
+natural order, each cut into 10-s blocks) with the subject's epoch channels in the same order (a subject whose
+folder lacks one of them is skipped with a warning naming the file). ``.npy`` files are read with
+``allow_pickle=False``.
+
 Positions: the release has no electrode coordinates, so each channel gets a deterministic 2-D layout from its
 name: the shaft (the name without its trailing contact number, e.g. ``SM`` of ``SM8``, ``TI'`` of ``TI'3``; for
 a bipolar pair ``A1-A2`` the first contact) gives the column (shafts sorted by name), the contact number the
@@ -36,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.safe_pickle import PickleReadError, load_restricted
+from ._continuous import ContinuousRecording
 from ._trials import TrialsRecording
 from .base import Study, StudyError
 
@@ -45,6 +55,7 @@ logger = logging.getLogger(__name__)
 RELEASE_CLASSES = ("utils.DotDict.DotDict",)
 DATASET = "seeg.he2023xuanwu"
 TASK = "word-recitation"
+PRETRAIN = ("pretrain", "dataset.default.1000hz")  # the continuous data of a subject (see the module docstring)
 SFREQ = 1000.0
 TMIN = -0.5
 #: loader version: enters the recording uid with the content of the pickles and the options
@@ -84,16 +95,11 @@ def read_run(folder: Path) -> tuple[list[str], list[str], list[np.ndarray]]:
     for path in files.values():
         if not path.is_file():
             raise StudyError(f"study 'duin2024': {path} is missing (each run folder holds `data` and `info`)")
+    ch_names = read_info(files["info"])
     try:
-        info = load_restricted(files["info"], classes=RELEASE_CLASSES)
         items = load_restricted(files["data"], classes=RELEASE_CLASSES)
     except PickleReadError as exc:
         raise StudyError(str(exc)) from exc
-    ch_names = _get(info, "ch_names", files["info"])
-    if isinstance(ch_names, np.ndarray):
-        ch_names = ch_names.tolist()
-    if not isinstance(ch_names, (list, tuple)) or not all(isinstance(c, str) for c in ch_names):
-        raise StudyError(f"{files['info']}: ch_names must be a list of strings, got {type(ch_names).__name__}")
     if not isinstance(items, (list, tuple)):
         raise StudyError(f"{files['data']}: expected a list of items, got {type(items).__name__}")
     labels, epochs = [], []
@@ -111,6 +117,39 @@ def read_run(folder: Path) -> tuple[list[str], list[str], list[np.ndarray]]:
     if len(lengths) > 1:
         raise StudyError(f"{files['data']}: epochs of different lengths {lengths}")
     return list(ch_names), labels, epochs
+
+
+def read_info(path: Path) -> list[str]:
+    """``ch_names`` of an ``info`` pickle (restricted unpickler); :class:`StudyError` naming the file."""
+    if not path.is_file():
+        raise StudyError(f"study 'duin2024': {path} is missing (each data folder holds an `info` pickle)")
+    try:
+        info = load_restricted(path, classes=RELEASE_CLASSES)
+    except PickleReadError as exc:
+        raise StudyError(str(exc)) from exc
+    ch_names = _get(info, "ch_names", path)
+    if isinstance(ch_names, np.ndarray):
+        ch_names = ch_names.tolist()
+    if not isinstance(ch_names, (list, tuple)) or not all(isinstance(c, str) for c in ch_names):
+        raise StudyError(f"{path}: ch_names must be a list of strings, got {type(ch_names).__name__}")
+    return list(ch_names)
+
+
+def pretrain_shapes(folder: Path) -> list[tuple[Path, tuple[int, ...]]]:
+    """The ``.npy`` files of a ``pretrain/dataset.default.1000hz`` folder (natural order) with their shapes, read
+    from the headers (``allow_pickle=False``); :class:`StudyError` naming a file that is not ``(2, C, T)`` numbers."""
+    out = []
+    for path in sorted(folder.glob("*.npy"), key=lambda p: natural_key(p.name)):
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise StudyError(f"{path}: not a readable .npy array ({exc}); expected (2, channels, time) numbers "
+                             "(X_s, X_n)") from exc
+        if array.ndim != 3 or array.shape[0] != 2 or not np.issubdtype(array.dtype, np.number):
+            raise StudyError(f"{path}: expected an array (2, channels, time) of numbers (X_s, X_n), got "
+                             f"{array.dtype} {array.shape}")
+        out.append((path, tuple(array.shape)))
+    return out
 
 
 def _get(obj: tp.Any, key: str, path: Path, index: int | None = None) -> tp.Any:
@@ -141,6 +180,28 @@ class Duin2024Recording(TrialsRecording):
         """The ``data`` and ``info`` pickles of every run."""
         return {(run / name).relative_to(self.root).as_posix(): run / name
                 for run in self.runs for name in ("data", "info")}
+
+
+class Duin2024Continuous(ContinuousRecording):
+    """A subject's ``pretrain`` folder as one continuous recording (see the module docstring)."""
+
+    def __init__(self, study: Duin2024, subject: str, folder: Path, ch_names: list[str], index: list[int],
+                 files: list[tuple[Path, tuple[int, ...]]]) -> None:
+        self.files, self.root = [f for f, _ in files], study.data_root
+        scale = np.float32(study.unit_scale)
+
+        def load(i: int) -> np.ndarray:
+            return np.asarray(np.load(self.files[i], mmap_mode="r", allow_pickle=False)[0][index]) * scale
+
+        super().__init__(study.name, subject, [f.name for f in self.files], [shape[2] for _, shape in files], load,
+                         SFREQ, ch_names, "seeg", positions=channel_layout(ch_names),
+                         identity={"format": FORMAT, "folder": folder.relative_to(study.data_root).as_posix(),
+                                   "channels": ch_names, "unit_scale": study.unit_scale})
+        self.folder = folder
+
+    def input_files(self) -> dict[str, Path]:
+        """The ``info`` pickle and the ``.npy`` files."""
+        return {p.relative_to(self.root).as_posix(): p for p in [self.folder / "info", *self.files]}
 
 
 class Duin2024(Study):
@@ -209,6 +270,44 @@ class Duin2024(Study):
         return [run / folder for run in sorted(task.iterdir(), key=lambda p: natural_key(p.name))
                 if (run / folder).is_dir()]
 
+    def subject_channels(self, subject: str, runs: list[Path]) -> list[str]:
+        """The channels of ``subject``'s epochs (the ``channels`` option, else those shared by every run), from
+        the runs' ``info`` pickles alone."""
+        wanted = self.channels_of(subject)
+        if wanted is not None:
+            return list(wanted)
+        names = [read_info(run / "info") for run in runs]
+        return [c for c in names[0] if all(c in other for other in names[1:])]
+
+    def iter_continuous(self) -> tp.Iterator[Duin2024Continuous]:
+        """Each selected subject's ``pretrain/dataset.default.1000hz`` folder (when present) as one continuous
+        recording with the channels of its epochs, in the same order."""
+        root = self.data_root
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+        for subject in found:
+            if self.subjects is not None and subject not in self.subjects:
+                continue
+            folder = root / subject / PRETRAIN[0] / PRETRAIN[1]
+            runs = self.runs_of(subject)
+            if not folder.is_dir() or not runs:
+                continue
+            files = pretrain_shapes(folder)
+            if not files:
+                logger.warning("duin2024: %s holds no .npy file; subject %s has no continuous data", folder, subject)
+                continue
+            names = read_info(folder / "info")
+            ch_names = self.subject_channels(subject, runs)
+            missing = [c for c in ch_names if c not in names]
+            if missing:
+                logger.warning("duin2024: subject %s: channels %s of its epochs are not in %s; its continuous data "
+                               "are not used", subject, missing, folder / "info")
+                continue
+            bad = [f for f, shape in files if shape[1] != len(names)]
+            if bad:
+                raise StudyError(f"{bad[0]}: {np.load(bad[0], mmap_mode='r').shape[1]} channels, but "
+                                 f"{folder / 'info'} names {len(names)}")
+            yield Duin2024Continuous(self, subject, folder, ch_names, [names.index(c) for c in ch_names], files)
+
     def read_subject(self, subject: str, runs: list[Path]) -> tuple[list[str], list[str], list[str], np.ndarray]:
         """``(ch_names, labels, trial_ids, data[trials, channels, time])`` of every run of ``subject``."""
         read = [(run, *read_run(run)) for run in runs]
@@ -265,4 +364,5 @@ def _subject_id(value: str | int) -> str:
     return f"{int(text):03d}" if text.isdigit() else text
 
 
-__all__ = ["Duin2024", "Duin2024Recording", "RELEASE_CLASSES", "channel_layout", "read_run"]
+__all__ = ["Duin2024", "Duin2024Continuous", "Duin2024Recording", "PRETRAIN", "RELEASE_CLASSES", "channel_layout",
+           "pretrain_shapes", "read_info", "read_run"]

@@ -342,7 +342,7 @@ class LibriBrain2025(Study):
     doi = "10.48550/arXiv.2506.02098"
     description = ("LibriBrain: ~52 h of within-subject MEG while listening to Sherlock Holmes audiobooks, with word "
                    "and phoneme alignments; the 2025 competition's phoneme classification and speech detection.")
-    downloadable = False
+    downloadable = True  # python -m scripts.download libribrain2025 (bm2/download/hub.py)
 
     def __init__(self, root: str | Path, split: str | None = "2025", on_missing: str = "warn",
                  books: tp.Sequence[str] | None = None, preproc: str = PREPROC) -> None:
@@ -357,14 +357,19 @@ class LibriBrain2025(Study):
         self.preproc = preproc
 
     def prepare(self) -> None:
-        """Check that the root exists; the release cannot be fetched from here: the error says what to place where."""
+        """Check that the root exists (nothing is fetched here: downloads are explicit); the error says how to fetch
+        the release and what to place where."""
         if not self.root.exists():
             raise StudyError(
-                f"study {self.name!r}: data root {self.root} does not exist. Download the serialised release of "
-                f"{self.url} (e.g. `huggingface-cli download pnpl/LibriBrain --repo-type dataset --local-dir ROOT`) "
-                f"so that ROOT/Sherlock1/derivatives/serialised/*_proc-{self.preproc}_meg.h5 and "
-                "ROOT/Sherlock1/derivatives/events/*_events.tsv exist, then point `paths.studies.libribrain2025` "
-                "(or BM2_DATA, the parent of every study folder) to ROOT.")
+                f"study {self.name!r}: data root {self.root} does not exist. Fetch the runs of the split from the "
+                f"hub repository pnpl/LibriBrain with `python -m scripts.download libribrain2025 --root {self.root}` "
+                "(or `dora run download_only=true 'dset.selections=[libribrain2025]'`; a token, if the hub asks for "
+                "one, comes from HF_TOKEN). Without a network, place the release yourself, e.g. "
+                "`hf download pnpl/LibriBrain --repo-type dataset --local-dir ROOT` elsewhere, so that "
+                f"ROOT/Sherlock1/derivatives/serialised/sub-0_ses-1_task-Sherlock1_run-1_proc-{self.preproc}_meg.h5 "
+                "and ROOT/Sherlock1/derivatives/events/sub-0_ses-1_task-Sherlock1_run-1_events.tsv exist (and so on "
+                "for every run of SPLIT_2025), then point `paths.studies.libribrain2025` (or BM2_DATA, the parent of "
+                "every study folder) to ROOT.")
 
     def on_disk(self) -> list[tuple[str, str, str, str]]:
         """Run keys ``(subject, session, book, run)`` of every h5 found under the root, sorted."""
@@ -406,7 +411,8 @@ class LibriBrain2025(Study):
             keys = [k for k in listed if k not in missing]
         if not keys:
             raise StudyError(f"study {self.name!r}: no run under {self.root} (expected "
-                             f"{h5_path(self.root, '0', '1', 'Sherlock1', '1', self.preproc)} and the like)")
+                             f"{h5_path(self.root, '0', '1', 'Sherlock1', '1', self.preproc)} and the like); fetch "
+                             f"them with `python -m scripts.download libribrain2025 --root {self.root}`")
         for key in keys:
             yield LibriBrainRecording(self, *key)
 

@@ -17,6 +17,13 @@ The model, per subject (everything seeded by ``seed``):
   large spike on one contact);
 - ``snr`` scales the responses (RMS about 20 uV x snr against about 30 uV of background); data in uV
   (``data_s``; ``data_n`` is the same array: the synthetic study has no second version of the signal).
+
+Continuous data for pre-training (``continuous_seconds`` per subject, 0 = none), in the layout the original's
+pre-training reads: ``{subject}/pretrain/dataset.default.1000hz/`` with an ``info`` pickle (``ch_names``) and
+``.npy`` files of at most ``CONTINUOUS_FILE_SECONDS`` each, arrays ``(2, channels, time)`` in uV (``X_s``,
+``X_n``, equal). The same background, with a word read every 3 to 4 s (random words, same responses and
+jitter as the ``unaligned`` runs), drawn from its own seed: no word-recitation trial is in it, so crops never
+contain the classifier's test trials.
 """
 
 from __future__ import annotations
@@ -29,17 +36,18 @@ import numpy as np
 
 from ..utils.hashing import content_hash
 from ..utils.safe_pickle import AttrDict
-from .duin2024 import DATASET, RELEASE_CLASSES, SFREQ, TASK, TMIN, Duin2024
+from .duin2024 import DATASET, PRETRAIN, RELEASE_CLASSES, SFREQ, TASK, TMIN, Duin2024
 from ._common import generate_once
 from .base import StudyError
 
-GEN_VERSION = "v1"  # bump whenever generation changes: old folders are then ignored
+GEN_VERSION = "v2"  # v2: continuous pre-training data; bump whenever generation changes: old folders are then ignored
 MARKER = "bm2_complete.json"
 N_SAMPLES = 3000
 SHAFTS = ("SM", "P", "TI'")
 LATENCIES = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0)  # s after word onset
 WIDTH = 0.06  # s, standard deviation of each bump
 JITTER = {"aligned": 0.01, "unaligned": 0.08}  # s, largest latency jitter per trial
+CONTINUOUS_FILE_SECONDS = 100.0  # longest .npy file of the continuous data
 
 
 _PurePickler: tp.Any = pickle._Pickler  # type: ignore[attr-defined]  # the pure-Python pickler (private, but stable since 3.0)
@@ -83,6 +91,8 @@ class SyntheticSeegStudy(Duin2024):
     n_channels, n_responsive : contacts per subject, and how many of them carry word responses.
     snr : scale of the word responses against the background.
     seed : seed of everything random; identical options give identical files.
+    continuous_seconds : seconds of continuous pre-training data per subject (0: none, so that pre-training
+        falls back to the epochs).
     aligned, subjects, channels : as for ``duin2024`` (what is read back; not part of the generation).
     """
 
@@ -100,7 +110,8 @@ class SyntheticSeegStudy(Duin2024):
 
     def __init__(self, root: str | Path, n_subjects: int = 2, n_runs: int = 2, n_words: int = 61, repeats: int = 3,
                  n_channels: int = 10, n_responsive: int = 4, snr: float = 1.0, seed: int = 0,
-                 aligned: bool = False, subjects: tp.Sequence[str | int] | None = None,
+                 continuous_seconds: float = 300.0, aligned: bool = False,
+                 subjects: tp.Sequence[str | int] | None = None,
                  channels: tp.Sequence[str] | tp.Mapping[str, tp.Sequence[str]] | None = None) -> None:
         super().__init__(Path(root).expanduser().resolve(), subjects=subjects, aligned=aligned, channels=channels,
                          unit_scale=1e-6)
@@ -110,7 +121,10 @@ class SyntheticSeegStudy(Duin2024):
             raise ValueError(f"n_responsive must be in [0, n_channels={n_channels}], got {n_responsive}")
         self.options: dict[str, tp.Any] = {
             "n_subjects": int(n_subjects), "n_runs": int(n_runs), "n_words": int(n_words), "repeats": int(repeats),
-            "n_channels": int(n_channels), "n_responsive": int(n_responsive), "snr": float(snr), "seed": int(seed)}
+            "n_channels": int(n_channels), "n_responsive": int(n_responsive), "snr": float(snr), "seed": int(seed),
+            "continuous_seconds": float(continuous_seconds)}
+        if continuous_seconds < 0:
+            raise ValueError(f"continuous_seconds must be >= 0, got {continuous_seconds}")
 
     @property
     def dataset(self) -> Path:
@@ -160,19 +174,12 @@ class SyntheticSeegStudy(Duin2024):
     def simulate_run(self, subject: int, run: int, variant: str) -> tuple[list[str], np.ndarray]:
         """``(labels, data[trials, channels, N_SAMPLES])`` in uV of one run; both variants share the trial order,
         the noise and the gains, and differ in latency jitter."""
-        from scipy.signal import lfilter
-
         opt = self.options
         words, shared = self.templates(subject)
         rng = np.random.default_rng([opt["seed"], 2, subject, run])
         order = rng.permutation(np.repeat(np.arange(opt["n_words"]), opt["repeats"]))
         n, c = len(order), opt["n_channels"]
-        background = lfilter([1.0], [1.0, -0.95], rng.standard_normal((n, c, N_SAMPLES + 500)), axis=-1)[..., 500:]
-        background *= 30.0 / background.std()
-        background += 5.0 * rng.standard_normal((n, c, N_SAMPLES))
-        t = np.arange(N_SAMPLES) / SFREQ
-        phase = rng.uniform(0, 2 * np.pi, (n, c, 1))
-        background += 3.0 * np.sin(2 * np.pi * 50.0 * t + phase)
+        background = self.background(rng, (n, c, N_SAMPLES))  # the same draws, in the same order, as before v2
         gains = rng.normal(1.0, 0.2, n)
         unit_jitter = rng.uniform(-1.0, 1.0, n)
         artefacts = np.flatnonzero(rng.uniform(size=n) < 0.02)
@@ -186,6 +193,45 @@ class SyntheticSeegStudy(Duin2024):
             data[trial, ch, at:at + 20] += 500.0 * np.hanning(20)
         return [self.words()[w] for w in order], data.astype(np.float32)
 
+    def background(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """1/f-like AR(1) noise (about 30 uV), white noise (5 uV) and 50 Hz line noise (3 uV, random phase per
+        row) of ``shape`` ``(..., channels, time)``."""
+        from scipy.signal import lfilter
+
+        n_times = shape[-1]
+        data = lfilter([1.0], [1.0, -0.95], rng.standard_normal((*shape[:-1], n_times + 500)), axis=-1)[..., 500:]
+        data *= 30.0 / data.std()
+        data += 5.0 * rng.standard_normal(shape)
+        t = np.arange(n_times) / SFREQ
+        data += 3.0 * np.sin(2 * np.pi * 50.0 * t + rng.uniform(0, 2 * np.pi, (*shape[:-1], 1)))
+        return data
+
+    def simulate_continuous(self, subject: int) -> np.ndarray:
+        """``data[channels, continuous_seconds * 1 kHz]`` in uV: background plus a random word every 3 to 4 s
+        (module docstring)."""
+        opt = self.options
+        words, shared = self.templates(subject)
+        rng = np.random.default_rng([opt["seed"], 3, subject])
+        n_times = int(round(opt["continuous_seconds"] * SFREQ))
+        data = self.background(rng, (opt["n_channels"], n_times))
+        at = int(rng.uniform(0.0, 1.0) * SFREQ)
+        while at + N_SAMPLES <= n_times:
+            shift = int(round(rng.uniform(-1.0, 1.0) * JITTER["unaligned"] * SFREQ))
+            w = int(rng.integers(opt["n_words"]))
+            data[:, at:at + N_SAMPLES] += rng.normal(1.0, 0.2) * np.roll(words[w] + shared, shift, axis=-1)
+            at += int(rng.uniform(3.0, 4.0) * SFREQ)
+        return data.astype(np.float32)
+
+    def _write_continuous(self, out: Path, subject: int, names: list[str]) -> None:
+        data = self.simulate_continuous(subject)
+        folder = out / f"{subject + 1:03d}" / PRETRAIN[0] / PRETRAIN[1]
+        folder.mkdir(parents=True)
+        dump_release(AttrDict(ch_names=names), folder / "info")
+        step = int(CONTINUOUS_FILE_SECONDS * SFREQ)
+        for k, start in enumerate(range(0, data.shape[1], step)):
+            piece = data[:, start:start + step]
+            np.save(folder / f"{k}.npy", np.stack([piece, piece]), allow_pickle=False)
+
     def _generate(self, out: Path) -> None:
         opt = self.options
         names = channel_names(opt["n_channels"])
@@ -198,6 +244,8 @@ class SyntheticSeegStudy(Duin2024):
                     items = [AttrDict(name=label, data_s=epoch, data_n=epoch) for label, epoch in zip(labels, data)]
                     dump_release(items, folder / "data")
                     dump_release(AttrDict(ch_names=names), folder / "info")
+            if opt["continuous_seconds"] > 0:
+                self._write_continuous(out, s, names)
 
 
 __all__ = ["SyntheticSeegStudy", "channel_names", "dump_release"]

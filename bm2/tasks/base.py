@@ -92,11 +92,13 @@ def write_summary(folder: str | Path, task: str, meta: dict[str, tp.Any] | None,
 
 
 def model_outputs(model: torch.nn.Module, dataset: tp.Any, batch_size: int = 128,
-                  device: str | torch.device = "cpu", num_workers: int = 0
+                  device: str | torch.device = "cpu", num_workers: int = 0, runner: tp.Callable | None = None
                   ) -> tp.Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """``(batch, outputs)`` for every batch of ``dataset`` in order, the model in eval mode without gradients.
 
-    The model's train / eval mode is restored when the iteration ends (or is abandoned).
+    ``runner(model, batch, device)`` replaces :func:`run_model` (e.g. :class:`bm2.tasks.inference.InferenceAddOns`:
+    denoising, test-time augmentation). The model's train / eval mode is restored when the iteration ends (or is
+    abandoned).
     """
     from ..data import collate
 
@@ -109,7 +111,7 @@ def model_outputs(model: torch.nn.Module, dataset: tp.Any, batch_size: int = 128
     try:
         with torch.no_grad():
             for batch in loader:
-                yield batch, run_model(model, batch, device)
+                yield batch, (runner or run_model)(model, batch, device)
     finally:
         model.train(was_training)
 

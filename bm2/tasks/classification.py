@@ -25,9 +25,15 @@ Conventions (all metrics from scikit-learn)
   probability (stricter when the classes are imbalanced); ``top1_p_value`` is the binomial tail
   P(X >= hits) under p = 1 / K.
 
-Outputs (:meth:`ClassificationResult.save`): ``items.csv``, ``probs.npy`` (softmax, row-aligned with
-``items.csv``), ``confusion.csv`` (true classes as rows, predictions as columns), ``per_class.csv`` and
-``summary.json``.
+Outputs (:meth:`ClassificationResult.save`): ``items.csv``, ``probs.npy`` (softmax) and ``logits.npy`` (the
+pooled logits, what stacking over models reads: ``bm2.stacking``), both row-aligned with ``items.csv``, whose
+``recording_uid`` / ``start`` / ``members`` identify each window or group across XPs, ``confusion.csv`` (true
+classes as rows, predictions as columns), ``per_class.csv`` and ``summary.json``.
+
+Inference add-ons (``test.denoise``, ``test.tta``; :mod:`bm2.tasks.inference`): ``evaluate(..., addons=...)`` scores
+the denoised / augmented inputs instead (``logits.npy`` then holds the combined scores); the solver and the offline
+evaluation add each variant's metrics to the plain ones under its suffix (:func:`addon_metrics`: ``f1_macro_tta``
+...) and :func:`classification_table` gives them one row each.
 """
 
 from __future__ import annotations
@@ -192,12 +198,17 @@ class ClassificationResult:
     confusion: pd.DataFrame
     per_class: pd.DataFrame
     probs: np.ndarray | None = None
+    logits: np.ndarray | None = None
 
     def save(self, folder: str | Path, meta: dict[str, tp.Any] | None = None) -> None:
-        """Write ``items.csv``, ``probs.npy``, ``confusion.csv``, ``per_class.csv`` and ``summary.json``."""
+        """Write ``items.csv``, ``probs.npy``, ``logits.npy``, ``confusion.csv``, ``per_class.csv`` and
+        ``summary.json``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_probs(folder, self.probs)
+        if self.logits is not None:
+            logits = self.logits.astype(np.float32)
+            atomic_write(folder / "logits.npy", lambda f: np.save(f, logits))
         atomic_write(folder / "items.csv", lambda f: self.items.to_csv(f, index=False))
         atomic_write(folder / "confusion.csv", lambda f: self.confusion.to_csv(f))
         atomic_write(folder / "per_class.csv", lambda f: self.per_class.to_csv(f, index=False))
@@ -261,7 +272,9 @@ def evaluate_classification(scores: np.ndarray, labels: np.ndarray, segments: pd
                             names: tp.Sequence[str], ks: tp.Sequence[int] = (1, 5), prior: np.ndarray | None = None,
                             keep_probs: bool = True, n_boot: int = 1000, alpha: float = 0.05,
                             group_by: tp.Sequence[str] = ("subject", "study")) -> ClassificationResult:
-    """The full result from ``[N, K]`` scores, labels and the segments rows of the N windows (in order)."""
+    """The full result from ``[N, K]`` scores, labels and the segments rows of the N windows (in order).
+
+    ``keep_probs`` keeps the softmax of the scores and the scores themselves (``probs.npy``, ``logits.npy``)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     n_classes = scores.shape[1]
@@ -297,7 +310,8 @@ def evaluate_classification(scores: np.ndarray, labels: np.ndarray, segments: pd
     if prior is not None:
         per_class["train_count"] = np.asarray(prior)
     return ClassificationResult(metrics, _groups(items, group_by), items, confusion, per_class,
-                                probs.astype(np.float32) if keep_probs else None)
+                                probs.astype(np.float32) if keep_probs else None,
+                                np.asarray(scores, dtype=np.float32) if keep_probs else None)
 
 
 def classification_table(metrics: dict[str, float]) -> str:
@@ -319,7 +333,37 @@ def classification_table(metrics: dict[str, float]) -> str:
     n = int(metrics.get("n_scored", 0))
     note = (f"\n{n} windows, {int(metrics.get('n_classes', 0))} classes ({int(metrics.get('n_classes_present', 0))} "
             f"in the test set); left out: {int(metrics.get('n_unseen', 0))} windows of a class unseen in training")
-    return "\n".join(lines) + note
+    return "\n".join(lines) + note + addons_table(metrics)
+
+
+#: metric-name suffixes of the inference add-ons (:mod:`bm2.tasks.inference`) and their row labels
+ADDON_ROWS = (("", "none"), ("_denoise", "wavelet denoising"), ("_tta", "test-time augmentation"),
+              ("_denoise_tta", "wavelet denoising + test-time augmentation"))
+
+
+def addon_metrics(plain: dict[str, float], variant: dict[str, float], suffix: str) -> dict[str, float]:
+    """``plain`` plus the metrics of an add-on ``variant`` under ``<name><suffix>`` (chance levels and counts,
+    identical for every variant, are not repeated)."""
+    out = dict(plain)
+    out.update({f"{k}{suffix}": v for k, v in variant.items() if not k.startswith(("chance_", "n_"))})
+    return out
+
+
+def addons_table(metrics: dict[str, float]) -> str:
+    """Markdown rows of top-1, balanced accuracy and F1-macro (%) without and with each inference add-on present
+    in ``metrics`` (keys ``f1_macro_tta`` ...); empty when none was evaluated."""
+    rows = [(label, suffix) for suffix, label in ADDON_ROWS if f"f1_macro{suffix}" in metrics]
+    if len(rows) < 2:
+        return ""
+
+    def pct(key: str) -> str:
+        value = metrics.get(key)
+        return "–" if value is None or value != value else f"{100 * value:.1f}"
+
+    lines = ["", "", "| inference add-on | top-1 % | balanced accuracy % | F1-macro % |", "|---|---:|---:|---:|"]
+    lines += [f"| {label} | {pct('top1' + s)} | {pct('balanced_accuracy' + s)} | {pct('f1_macro' + s)} |"
+              for label, s in rows]
+    return "\n".join(lines)
 
 
 class ClassificationTask(Task):
@@ -343,17 +387,21 @@ class ClassificationTask(Task):
     def evaluate(self, model: torch.nn.Module, dataset: tp.Any, scorer: tp.Callable | None = None, *,
                  ks: tp.Sequence[int] = (1, 5), keep_probs: bool = True, batch_size: int = 128,
                  device: str | torch.device = "cpu", num_workers: int = 0, n_boot: int = 1000,
-                 quick: bool = False, train: tp.Any = None, alpha: float = 0.05, **kwargs: tp.Any
-                 ) -> ClassificationResult | QuickResult:
+                 quick: bool = False, train: tp.Any = None, alpha: float = 0.05,
+                 addons: tp.Callable | None = None, **kwargs: tp.Any) -> ClassificationResult | QuickResult:
         """Classify every window of ``dataset``; ``train`` (training split or class counts) sets the majority
-        class; ``quick`` returns only accuracy, balanced accuracy and F1-macro (``scorer`` is unused)."""
+        class; ``quick`` returns only accuracy, balanced accuracy and F1-macro (``scorer`` is unused);
+        ``addons`` (:class:`bm2.tasks.inference.InferenceAddOns`) denoises and / or augments the inputs at test
+        time (the scores are then the combined views')."""
         kwargs.pop("objective", None)
         if kwargs:
             raise TypeError(f"unexpected arguments for the classification task: {sorted(kwargs)}")
         if quick:
+            if addons is not None:
+                raise ValueError("inference add-ons apply to the full test evaluation, not to quick=True")
             return QuickResult(self.name, self.quick_metrics(model, dataset, batch_size, device, num_workers))
         acc = ClassificationAccumulator(dataset, keep_scores=True)
-        for batch, outputs in model_outputs(model, dataset, batch_size, device, num_workers):
+        for batch, outputs in model_outputs(model, dataset, batch_size, device, num_workers, runner=addons):
             acc.update(batch, outputs)
         scores, labels = np.concatenate(acc.scores), np.concatenate(acc.labels)
         index = np.concatenate(acc.index)

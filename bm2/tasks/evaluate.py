@@ -4,6 +4,11 @@
 :func:`find_xps`. For each XP the model is rebuilt from its self-describing checkpoint (best state), the splits
 from the checkpoint's config (data paths from the current environment), and the task named by the config's
 ``test.task`` writes its per-item outputs and ``summary.json`` into ``<xp folder>/eval/``.
+
+Inference add-ons (classification: ``test.denoise``, ``test.tta``; :mod:`bm2.tasks.inference`) enabled in the
+XP's config, or switched on here (``addons=("denoise", "tta")``, the command line's ``--denoise`` / ``--tta``), are
+evaluated too: each variant's outputs go to ``eval/<variant>/`` (``eval/tta/`` ...) and its metrics join the plain
+ones in ``eval/summary.json`` under the variant's suffix (``f1_macro_tta`` ...).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 import torch
 
 from . import get_task
+from .classification import ADDON_ROWS, addon_metrics
 
 if tp.TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -65,16 +71,19 @@ class Rebuilt:
     model: torch.nn.Module
     datasets: tp.Any
     options: dict[str, tp.Any]
+    inference: tuple[tp.Any, ...] = ()
 
 
-def rebuild(ckpt: dict[str, tp.Any], cfg: DictConfig, device: str) -> Rebuilt:
-    """The model (best state, on ``device``), the datasets and the task's options of a checkpoint.
+def rebuild(ckpt: dict[str, tp.Any], cfg: DictConfig, device: str, addons: tp.Sequence[str] = ()) -> Rebuilt:
+    """The model (best state, on ``device``), the datasets, the task's options and the inference add-on variants
+    of a checkpoint.
 
     The only place of the evaluation that calls the builders: when the way a config becomes objects changes,
     this is the function to adapt. ``options`` are keyword arguments of the task's ``evaluate``: the trained
-    objective's ``scorer`` for retrieval, the training split (class prior) for the other tasks.
+    objective's ``scorer`` for retrieval, the training split (class prior) for the other tasks. ``addons``
+    (``denoise``, ``tta``) switches those add-ons on over the config's ``enabled``.
     """
-    from ..builders import build_all_datasets
+    from ..builders import build_all_datasets, build_inference
     from ..models import model_from_spec
     from ..objectives import build_objective
 
@@ -82,6 +91,7 @@ def rebuild(ckpt: dict[str, tp.Any], cfg: DictConfig, device: str) -> Rebuilt:
     model = model_from_spec(ckpt["model_spec"])
     model.load_state_dict(ckpt["best_state"] or ckpt["states"]["model"])
     task = str(cfg.test.get("task", "retrieval"))
+    inference = build_inference(cfg, get_task(task), force=addons)  # before the data: bad settings fail fast
     if task == "retrieval":
         spec = ckpt["loss_spec"]
         objective = build_objective(spec["name"], weights=spec.get("weights") or None, **spec["kwargs"])
@@ -89,7 +99,7 @@ def rebuild(ckpt: dict[str, tp.Any], cfg: DictConfig, device: str) -> Rebuilt:
         options: dict[str, tp.Any] = {"scorer": getattr(objective.to(device), "scores", None)}
     else:
         options = {"train": datasets.train}
-    return Rebuilt(model.to(device), datasets, options)
+    return Rebuilt(model.to(device), datasets, options, inference)
 
 
 def xp_meta(sig: str, argv: tp.Sequence[str], cfg: DictConfig, ckpt: dict[str, tp.Any]) -> dict[str, tp.Any]:
@@ -109,16 +119,32 @@ def _xp_identity(xp: tp.Any) -> tuple[str, Path, list[str], tp.Any]:
     return str(xp.sig), Path(xp.folder), list(xp.argv), xp.cfg.paths
 
 
+def eval_folder(folder: str | Path, split: str = "test") -> Path:
+    """Where :func:`evaluate_checkpoint` writes the evaluation of ``split`` of the XP in ``folder``: ``eval/`` for
+    the test split (what the tables and reports read), ``eval/<split>/`` for the others."""
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split must be train, valid or test, got {split!r}")
+    return Path(folder) / "eval" if split == "test" else Path(folder) / "eval" / split
+
+
 def evaluate_checkpoint(xp: tp.Any, device: str = "auto", keep_probs: bool = True, batch_size: int = 128,
-                        num_workers: int = 0) -> tp.Any:
-    """Evaluate one XP (a Dora XP or an XP folder) on its test split with its task; returns the task's result,
-    also saved in ``<xp folder>/eval/``."""
+                        num_workers: int = 0, split: str = "test", paths: tp.Any = None,
+                        addons: tp.Sequence[str] = (), overrides: tp.Sequence[str] = ()) -> tp.Any:
+    """Evaluate one XP (a Dora XP or an XP folder) on its ``split`` (test by default) with its task; returns the
+    task's result, also saved in :func:`eval_folder` (``<xp folder>/eval/`` for test). ``paths`` (a ``paths``
+    config) replaces the data paths of an XP given by its folder (default: the checkpoint's, with
+    ``$BM2_DATA`` / ``$BM2_CACHE`` when set). ``addons`` (``denoise``, ``tta``) switches inference add-ons on
+    (module docstring: each variant into ``<eval folder>/<variant>/``); ``overrides`` (``key=value``, e.g.
+    ``test.tta.noise=0.05``) are applied to the checkpoint's config first. Raises :class:`EvalError` without a
+    checkpoint or with an empty split, ``ValueError`` for add-ons on a task other than classification."""
     from omegaconf import OmegaConf
 
     from ..builders import resolve_device
     from ..solvers.base import CheckpointError, load_checkpoint
 
-    sig, folder, argv, paths = _xp_identity(xp)
+    out = eval_folder(".", split)  # checks the split's name before anything is built
+    sig, folder, argv, xp_paths = _xp_identity(xp)
+    paths = xp_paths if paths is None else paths
     try:
         ckpt = load_checkpoint(folder / "checkpoint.th")
     except CheckpointError as exc:
@@ -132,16 +158,29 @@ def evaluate_checkpoint(xp: tp.Any, device: str = "auto", keep_probs: bool = Tru
         for key, var in (("data", "BM2_DATA"), ("cache", "BM2_CACHE")):
             if os.environ.get(var) and "paths" in cfg:
                 cfg.paths[key] = os.environ[var]
+    if overrides:
+        cfg = tp.cast(tp.Any, OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides))))
     dev = resolve_device(device)
-    rebuilt = rebuild(ckpt, cfg, dev)
-    if len(rebuilt.datasets.test) == 0:
-        raise EvalError(f"XP {sig}: its test split is empty (selections {list(cfg.dset.selections)}, "
+    rebuilt = rebuild(ckpt, cfg, dev, addons)
+    dataset = getattr(rebuilt.datasets, split)
+    if len(dataset) == 0:
+        raise EvalError(f"XP {sig}: its {split} split is empty (selections {list(cfg.dset.selections)}, "
                         f"split {OmegaConf.to_container(cfg.dset.split)}); select more recordings or raise "
-                        "dset.split.test")
+                        f"dset.split.{split}")
     task = get_task(str(cfg.test.get("task", "retrieval")))
-    result = task.evaluate(rebuilt.model, rebuilt.datasets.test, ks=tuple(cfg.test.ks), keep_probs=keep_probs,
+    meta = {**xp_meta(sig, argv, cfg, ckpt), "split": split}
+    result = task.evaluate(rebuilt.model, dataset, ks=tuple(cfg.test.ks), keep_probs=keep_probs,
                            batch_size=batch_size, device=dev, num_workers=num_workers, **rebuilt.options)
-    result.save(folder / "eval", xp_meta(sig, argv, cfg, ckpt))
+    for variant in rebuilt.inference:
+        extra = task.evaluate(rebuilt.model, dataset, ks=tuple(cfg.test.ks), keep_probs=keep_probs,
+                              batch_size=batch_size, device=dev, num_workers=num_workers, addons=variant,
+                              **rebuilt.options)
+        extra.save(folder / out / variant.name, {**meta, "inference": variant.settings()})
+        result.metrics = addon_metrics(result.metrics, extra.metrics, variant.suffix)
+        logger.info("XP %s, %s: %s", sig, variant.describe(), describe(task.name, extra.metrics))
+    if rebuilt.inference:
+        meta["inference"] = {v.name: v.settings() for v in rebuilt.inference}
+    result.save(folder / out, meta)
     return result
 
 
@@ -163,4 +202,8 @@ def describe(task: str, metrics: dict[str, float]) -> str:
         if chance is not None:
             text += f" (chance {chance:.3f})" if key.startswith("pcc") else f" (chance {100 * chance:.1f}%)"
         parts.append(f"{key} {text}")
+    for suffix, label in ADDON_ROWS[1:]:
+        if f"f1_macro{suffix}" in m:
+            parts.append(f"with {label}: f1_macro {100 * m[f'f1_macro{suffix}']:.1f}%, balanced_accuracy "
+                         f"{100 * m[f'balanced_accuracy{suffix}']:.1f}%")
     return f"{task}: " + ", ".join(parts)

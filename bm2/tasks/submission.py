@@ -65,10 +65,11 @@ def speech_submission(prob: np.ndarray) -> pd.DataFrame:
 
 
 def phoneme_probabilities(model: torch.nn.Module, dataset: tp.Any, batch_size: int = 128,
-                          device: str | torch.device = "cpu") -> np.ndarray:
-    """Softmax class probabilities ``[N, C]`` of every item of ``dataset``, in order."""
+                          device: str | torch.device = "cpu", addons: tp.Callable | None = None) -> np.ndarray:
+    """Softmax class probabilities ``[N, C]`` of every item of ``dataset``, in order; ``addons``
+    (:class:`bm2.tasks.inference.InferenceAddOns`) denoises / augments the inputs first."""
     parts = []
-    for _, outputs in model_outputs(model, dataset, batch_size, device):
+    for _, outputs in model_outputs(model, dataset, batch_size, device, runner=addons):
         parts.append(torch.softmax(pooled_logits(outputs[OUTPUT]).float(), dim=-1).cpu().numpy())
     return np.concatenate(parts)
 
@@ -112,10 +113,11 @@ def write_csv(table: pd.DataFrame, out: str | Path) -> Path:
 
 
 def submission_from_xp(xp: tp.Any, out: str | Path, split: str = "test", overrides: tp.Sequence[str] = (),
-                       device: str = "cpu", batch_size: int = 128) -> pd.DataFrame:
+                       device: str = "cpu", batch_size: int = 128, addons: tp.Sequence[str] = ()) -> pd.DataFrame:
     """Rebuild an XP (a Dora XP or its folder) from its checkpoint, apply ``overrides`` (``key=value``, e.g. data
     pointing at the holdout) to its configuration, predict the windows of ``split`` and write the submission of its
-    task (classification: phonemes, detection: speech) to ``out``."""
+    task (classification: phonemes, detection: speech) to ``out``. ``addons`` (``denoise``, ``tta``; phonemes
+    only) predicts with those inference add-ons together (DeMEGa's submissions used the denoising)."""
     from omegaconf import OmegaConf
 
     from ..solvers.base import load_checkpoint
@@ -131,12 +133,18 @@ def submission_from_xp(xp: tp.Any, out: str | Path, split: str = "test", overrid
             cfg.paths[key] = os.environ[var]
     if overrides:
         cfg = tp.cast(tp.Any, OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides))))
-    rebuilt = rebuild(ckpt, cfg, device)
+    if addons:  # only those asked for: the XP's own test.* settings give their parameters
+        for name in ("denoise", "tta"):
+            if name not in addons and name in cfg.get("test", {}):
+                cfg.test[name].enabled = False
+    rebuilt = rebuild(ckpt, cfg, device, addons)
     dataset = rebuilt.datasets[split]
     task = str(cfg.test.get("task", "retrieval"))
     if task == "classification":
         vocabulary = rebuilt.datasets.vocabulary
-        table = phoneme_submission(phoneme_probabilities(rebuilt.model, dataset, batch_size, device), vocabulary)
+        variant = rebuilt.inference[-1] if addons else None  # the last variant combines every add-on asked for
+        probs = phoneme_probabilities(rebuilt.model, dataset, batch_size, device, addons=variant)
+        table = phoneme_submission(probs, vocabulary)
     elif task == "detection":
         table = speech_submission(speech_timeline(rebuilt.model, dataset, batch_size=batch_size, device=device))
     else:

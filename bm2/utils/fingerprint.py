@@ -22,8 +22,16 @@ N_PROBES = 32
 MISSING = "missing"
 
 
+_MEMO: dict[tuple, str] = {}
+
+
 def file_fingerprint(path: str | Path) -> str:
-    """A hex digest of the content of ``path`` (a file or a folder), or ``"missing"`` if it does not exist."""
+    """A hex digest of the content of ``path`` (a file or a folder), or ``"missing"`` if it does not exist.
+
+    A file's digest is kept for the life of the process, keyed by its path, device, inode, size and modification
+    time: a start of bm2 fingerprints the same sound files several times (recording uids, events), and read them
+    again each time.
+    """
     path = Path(path)
     if path.is_dir():
         digest = hashlib.sha1(b"dir")
@@ -31,9 +39,16 @@ def file_fingerprint(path: str | Path) -> str:
             digest.update(f"{sub.relative_to(path).as_posix()}\0{file_fingerprint(sub)}\0".encode())
         return digest.hexdigest()
     try:
-        size = path.stat().st_size
+        stat = path.stat()
     except (FileNotFoundError, NotADirectoryError):
         return MISSING
+    key = (str(path.absolute()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _MEMO:
+        _MEMO[key] = _content_digest(path, stat.st_size)
+    return _MEMO[key]
+
+
+def _content_digest(path: Path, size: int) -> str:
     digest = hashlib.sha1(f"{size}\0".encode())
     with open(path, "rb") as fh:
         if size <= FULL_HASH_BYTES:

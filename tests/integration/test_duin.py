@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,19 +70,46 @@ def _grid_rows(out: str) -> list[tuple[str, str]]:
     """``(name, sig)`` of each row of the table printed by ``dora grid`` (in grid order)."""
     import re
 
-    return [(m.group(1), m.group(2)) for m in re.finditer(r"^\d+\s+(.*?)\s+N/A\s+([0-9a-f]{8})\s", out, re.M)]
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"^\s*\d+\s+(.*?)\s+N/A\s+([0-9a-f]{8})\s", out, re.M)]
+
+
+#: the stage keys of grids duin.synthetic / duin.tiny, in grid order (grids.duin.plan: parents first)
+STAGES = ["all/vqvae", "all/mae"] + [f"{s}/{n}" for s in ("001", "002")
+                                     for n in ("vqvae", "mae", "cls_scratch", "cls_vqvae", "cls_mae", "cls_multi")]
 
 
 def test_duin_chain_grids_sign_the_three_stages(tmp_path):
+    """Per subject VQ-VAE -> MAE and the three ablations (no pre-training, VQ-VAE only through chain.rename, MAE),
+    plus the multi-subject pre-training and its per-subject classifiers; the local command signs the same XPs."""
     env = dict(os.environ, BM2_XP_DIR=str(tmp_path / "xps"),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     rows = _grid_rows(_dora(["grid", "duin.synthetic", "--dry_run", "--init"], env))
-    assert len(rows) == 4 and len({sig for _, sig in rows}) == 4, rows
-    (vq_name, vq), (mae_name, mae), (cls_name, _), (scratch_name, _) = rows
-    assert vq_name == "recipe=duin_vqvae" and scratch_name == "recipe=duin_classifier model=duin"
-    assert mae_name.startswith("recipe=duin_mae") and f"cha.parent={vq}" in mae_name
-    assert "cha.freeze=['vqvae']" in mae_name and "cha.modules=['vqvae']" in mae_name
-    assert f"cha.parent={mae}" in cls_name and "cha.modules=['encoder']" in cls_name
+    assert len(rows) == len(STAGES) and len({sig for _, sig in rows}) == len(STAGES), rows
+    name, sig = dict(zip(STAGES, (n for n, _ in rows))), dict(zip(STAGES, (s for _, s in rows)))
+    assert name["all/vqvae"] == "recipe=duin_vqvae" and "dse.subjects" not in name["all/mae"]
+    assert f"cha.parent={sig['all/vqvae']}" in name["all/mae"]
+    for s in ("001", "002"):
+        assert all(f"dse.subjects=['{s}']" in name[f"{s}/{n}"] for n in ("vqvae", "mae", "cls_scratch", "cls_multi"))
+        assert name[f"{s}/vqvae"].startswith("recipe=duin_vqvae")
+        mae = name[f"{s}/mae"]
+        assert mae.startswith("recipe=duin_mae") and f"cha.parent={sig[f'{s}/vqvae']}" in mae
+        assert "cha.freeze=['vqvae']" in mae and "cha.modules=['vqvae']" in mae
+        assert name[f"{s}/cls_scratch"] == f"recipe=duin_classifier model=duin dse.subjects=['{s}']"
+        vq_only = name[f"{s}/cls_vqvae"]
+        assert f"cha.parent={sig[f'{s}/vqvae']}" in vq_only and "cha.modules=['encoder']" in vq_only
+        assert "cha.rename={'vqvae.encoder': 'encoder'}" in vq_only
+        assert f"cha.parent={sig[f'{s}/mae']}" in name[f"{s}/cls_mae"]
+        assert f"cha.parent={sig['all/mae']}" in name[f"{s}/cls_multi"]
+    # one subject's whole chain, as the local command runs it: the grid's XPs, parents first
+    proc = subprocess.run([sys.executable, "-m", "scripts.duin_chain", "synthetic", "--subject", "002", "--multi",
+                           "--dry-run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    local = re.findall(r"^== (\S+) \(XP ([0-9a-f]{8})\)", proc.stdout, re.M)
+    assert local == [(k, sig[k]) for k in STAGES if k.startswith(("all/", "002/"))], local
+    proc = subprocess.run([sys.executable, "-m", "scripts.duin_chain", "synthetic", "--subject", "009"], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 2 and "subjects ['009'] are not in grid duin.synthetic" in proc.stdout
 
 
 def test_duin_tiny_chain_runs_stage_by_stage(tmp_path):
@@ -92,8 +121,9 @@ def test_duin_tiny_chain_runs_stage_by_stage(tmp_path):
                BM2_XP_DIR=str(tmp_path / "xps"), BM2_NO_PROGRESS="1", PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     rows = _grid_rows(_dora(["grid", "duin.tiny", "--dry_run", "--init"], env))
-    assert len(rows) == 4, rows
-    vq, mae, cls, _ = (sig for _, sig in rows)
+    assert len(rows) == len(STAGES), rows
+    sigs = dict(zip(STAGES, (sig for _, sig in rows)))
+    vq, mae, cls, vq_only = (sigs[f"001/{n}"] for n in ("vqvae", "mae", "cls_mae", "cls_vqvae"))
     folder = Path(env["BM2_XP_DIR"]) / "xps"
     early = _dora(["run", "-f", mae], env, check=False)
     assert f"parent XP {vq}" in early and f"dora run -f {vq}" in early
@@ -121,8 +151,19 @@ def test_duin_tiny_chain_runs_stage_by_stage(tmp_path):
     assert f"started from parent XP {mae}" in out and "| top-1 |" in out
     ckpt = torch.load(folder / cls / "checkpoint.th", weights_only=True)
     assert ckpt["parent"]["sig"] == mae and ckpt["parent"]["modules"] == ["encoder"]
-    test = json.loads((folder / cls / "history.json").read_text())[-1]["test"]
-    assert abs(test["chance_top1"] - 1 / 6) < 1e-6 and test["n_items"] == 12
+    history = json.loads((folder / cls / "history.json").read_text())
+    test = history[-1]["test"]
+    # subject 001's windows only (dset.subjects): 60 trials, 8 / 1 / 1 of 20 per word pooled over both subjects
+    assert abs(test["chance_top1"] - 1 / 6) < 1e-6 and 0 < test["n_items"] < 12
+    assert all("top1" in h["test_epoch"] for h in history)  # test.each_epoch: the optimistic column's input
+    split = (folder / cls / "split.csv").read_text().splitlines()
+    subject = split[0].split(",").index("subject")
+    assert {line.split(",")[subject] for line in split[1:]} == {"001"} and len(split) - 1 == 60
+
+    out = _dora(["run", "-f", vq_only], env)  # the "VQ-VAE only" ablation: the encoder renamed from the VQ-VAE's
+    assert f"started from parent XP {vq}" in out and "renamed vqvae.encoder -> encoder" in out
+    ckpt = torch.load(folder / vq_only / "checkpoint.th", weights_only=True)
+    assert ckpt["parent"]["sig"] == vq and ckpt["parent"]["rename"] == {"vqvae.encoder": "encoder"}
 
 
 def test_duin_vqvae_stage_trains_with_two_ddp_workers_on_cpu(tmp_path):

@@ -118,6 +118,12 @@ def test_clear_errors_from_the_cli(env):
     assert proc.returncode != 0 and "unknown study 'nope'" in proc.stdout and "synthetic" in proc.stdout
     proc = _dora(env, *TINY, "loss.name=nope")
     assert proc.returncode != 0 and "valid names" in proc.stdout
+    # an unknown recipe or key: one paragraph naming the choices, not Hydra's traceback
+    proc = _dora(env, "recipe=nope")
+    assert proc.returncode != 0 and "Could not find 'recipe/nope'" in proc.stdout and "demega" in proc.stdout
+    assert "Traceback" not in proc.stdout
+    proc = _dora(env, "optim.nope=1")
+    assert proc.returncode != 0 and "+optim.nope=1" in proc.stdout and "Traceback" not in proc.stdout
 
 
 def test_evaluation_errors_name_the_fix(env):

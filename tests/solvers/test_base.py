@@ -79,3 +79,21 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path):
         ToySolver(tmp_path, LocalLink(), [1], epochs=1).run()
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.th")
+
+
+class MonitoredSolver(ToySolver):
+    """Records a per-epoch ``test_epoch`` stage whose values would pick another epoch if they selected anything."""
+
+    def monitor_stages(self):
+        return {"test_epoch": {"loss": float(10 - self.epoch)}}
+
+
+def test_monitor_stages_are_recorded_but_select_and_stop_nothing(tmp_path):
+    link = LocalLink()
+    solver = MonitoredSolver(tmp_path, link, [1, 2, 3, 4], epochs=4, patience=2)
+    last = solver.run()
+    # validation is best at epoch 1 and stops the run 2 epochs later; the monitor (best at the last epoch) is ignored
+    assert solver.trained_epochs == [1, 2, 3]
+    assert [h["test_epoch"]["loss"] for h in link.history] == [9.0, 8.0, 7.0]
+    assert "test" in last and last["test"]["epochs_seen"] == 3
+    assert solver.best_value() == 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bm2.solvers.chain import ChainError, load_from_parent, parent_state
+from bm2.solvers.chain import ChainError, load_from_parent, parent_state, rename_keys
 from bm2.solvers.optim import WarmupCosine, build_ema, build_optimizer, build_scheduler, param_groups
 
 
@@ -107,3 +107,56 @@ def test_unfinished_or_missing_parent_is_refused_with_the_command(tmp_path):
         parent_state(tmp_path / "half", "half")
     with pytest.raises(ChainError, match="dora run -f nope"):
         parent_state(tmp_path / "nope", "nope")
+
+
+class _Wrapped(nn.Module):
+    """A parent whose encoder lives under another prefix (``stage1.encoder``), next to a ``stage1.decoder``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stage1 = nn.Module()
+        self.stage1.encoder = _Net().encoder
+        self.stage1.decoder = nn.Linear(8, 4)
+
+
+def test_rename_moves_a_parent_prefix_onto_the_child_module(tmp_path):
+    parent = _Wrapped()
+    _checkpoint(tmp_path / "p", parent)
+    ckpt = parent_state(tmp_path / "p", "p")
+    child = _Net(out=3)
+    loaded = load_from_parent(child, ckpt, "p", modules=["encoder"], rename={"stage1.encoder": "encoder"})
+    assert sorted(loaded) == sorted(k for k in child.state_dict() if k.startswith("encoder."))
+    torch.testing.assert_close(child.encoder[0].weight, parent.stage1.encoder[0].weight)
+    torch.testing.assert_close(child.encoder[1].running_var, parent.stage1.encoder[1].running_var)
+    # without the rename nothing is under `encoder`: the error lists the parent's prefixes, nested ones included
+    with pytest.raises(ChainError, match=r"selects no weight.*'stage1', 'stage1.decoder', 'stage1.encoder'"):
+        load_from_parent(_Net(out=3), ckpt, "p", modules=["encoder"])
+    with pytest.raises(ChainError, match=r"prefix 'stage1.enc' matches no weight.*'stage1.encoder'"):
+        load_from_parent(_Net(out=3), ckpt, "p", modules=["encoder"], rename={"stage1.enc": "encoder"})
+
+
+def test_rename_rules_longest_prefix_strip_and_collisions():
+    source = {"a.b.w": 1, "a.c.w": 2, "x.w": 3}
+    assert rename_keys(source, {"a": "z", "a.b": "y"}) == {"y.w": 1, "z.c.w": 2, "x.w": 3}
+    assert rename_keys(source, {"a": ""}) == {"b.w": 1, "c.w": 2, "x.w": 3}
+    assert rename_keys(source, None) == source
+    with pytest.raises(ChainError, match=r"maps both 'a.b.w' and 'x.w'.*'x.w'"):
+        rename_keys({"a.b.w": 1, "x.w": 3}, {"a.b": "x"}, "p")
+
+
+def test_vqvae_only_ablation_starts_the_duin_classifier_from_the_vqvae_encoder(tmp_path):
+    from bm2.models.duin import DuinClassifier
+    from bm2.models.duin_vq import DuinVQVAE
+
+    tiny = dict(patch=10, depth=1, n_heads=2, d_head=8, d_ff=32)
+    vqvae = DuinVQVAE(out_channels=1, n_subjects=2, n_channels=3, n_times=300, n_codes=16, d_code=8,
+                      decoder_depth=1, **tiny)
+    _checkpoint(tmp_path / "vq", vqvae)
+    ckpt = parent_state(tmp_path / "vq", "vq")
+    classifier = DuinClassifier(out_channels=6, n_subjects=2, n_channels=3, n_times=300, **tiny)
+    head = classifier.head[1].weight.clone()
+    loaded = load_from_parent(classifier, ckpt, "vq", modules=["encoder"], rename={"vqvae.encoder": "encoder"})
+    assert sorted(loaded) == sorted(k for k in classifier.state_dict() if k.startswith("encoder."))
+    for key in loaded:
+        torch.testing.assert_close(classifier.state_dict()[key], vqvae.state_dict()[f"vqvae.{key}"])
+    assert torch.equal(classifier.head[1].weight, head)  # the head stays as initialised

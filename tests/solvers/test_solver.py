@@ -133,3 +133,67 @@ def test_swa_averages_epoch_end_weights_and_is_evaluated(array_recording, tmp_pa
     torch.testing.assert_close(solver.swa.module.state_dict()[key], average)
     with pytest.raises(ValueError, match="choose one"):
         _solver(tmp_path / "both", datasets, swa=True, ema=0.9)
+
+
+def test_threaded_loader_trains_exactly_as_torch_dataloader(array_recording, tmp_path):
+    import torch
+
+    from bm2.data.loader import BatchLoader
+
+    datasets = _datasets(array_recording, tmp_path, seed=0)
+    datasets.valid = datasets.train
+    weights = {}
+    for loader, workers in (("threads", 2), ("processes", 0)):
+        torch.manual_seed(0)
+        model = build_model("simpleconv", out_channels=datasets.feature_dim, n_subjects=datasets.n_subjects,
+                            merger_channels=8, merger_pos_dim=32, hidden=8, depth=1, head_hidden=8)
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        solver = Solver(tmp_path / f"xp_{loader}{workers}", LocalLink(), model, build_objective("mse"), datasets,
+                        get_task("retrieval"), OptimParams(epochs=1, batch_size=4, patience=None),
+                        num_workers=workers, loader=loader)
+        made = solver._loader("train", shuffle=True)
+        assert isinstance(made, BatchLoader) == (loader == "threads")
+        solver.train_stage()
+        weights[(loader, workers)] = {k: v.clone() for k, v in model.state_dict().items()}
+        assert not all(torch.equal(initial[k], v) for k, v in weights[(loader, workers)].items())  # it trained
+    reference = weights[("processes", 0)]
+    for key, state in weights.items():
+        assert all(torch.equal(state[k], reference[k]) for k in reference), key
+    with pytest.raises(ValueError, match="loader='fibers'"):
+        Solver(tmp_path / "bad", LocalLink(), model, build_objective("mse"), datasets, get_task("retrieval"),
+               loader="fibers")
+
+
+def test_a_resumed_run_continues_the_random_draws_of_an_uninterrupted_one(array_recording, tmp_path):
+    """Killed after epoch 1 and resumed (with the RNG disturbed in between) = two epochs in one go."""
+    import random
+
+    import numpy as np
+    import torch
+
+    datasets = _datasets(array_recording, tmp_path, seed=0)
+    datasets.valid = datasets.train
+
+    def solver(folder, epochs):
+        torch.manual_seed(0)
+        model = build_model("simpleconv", out_channels=datasets.feature_dim, n_subjects=datasets.n_subjects,
+                            merger_channels=8, merger_pos_dim=32, hidden=8, depth=1, head_hidden=8,
+                            conv_dropout=0.5)
+        return Solver(folder, LocalLink(), model, build_objective("mse"), datasets, get_task("retrieval"),
+                      OptimParams(epochs=epochs, batch_size=4, patience=None))
+
+    def train(s):
+        while not s.should_stop():
+            s.history.append({"train": s.train_stage(), "valid": s.valid_stage()})
+            s.save_checkpoint()
+        return {k: v.clone() for k, v in s.model.state_dict().items()}
+
+    straight = train(solver(tmp_path / "straight", epochs=2))
+    first = solver(tmp_path / "resumed", epochs=1)
+    train(first)
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)  # a new process starts from other states
+    resumed = solver(tmp_path / "resumed", epochs=2)
+    assert resumed.restore() and len(resumed.history) == 1
+    weights = train(resumed)
+    assert all(torch.equal(weights[k], straight[k]) for k in straight)
+    assert np.random.get_state()[1].dtype == np.uint32  # numpy's state came back in its own form

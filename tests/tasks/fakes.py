@@ -49,9 +49,10 @@ class FakeDataset(torch.utils.data.Dataset):
         return len(self.brain)
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        brain = torch.from_numpy(np.stack([self.brain[i] for i in indices]))
         batch: dict[str, torch.Tensor] = {
-            "brain": torch.from_numpy(np.stack([self.brain[i] for i in indices])),
-            "mask": torch.ones(len(indices), 1, dtype=torch.bool),
+            "brain": brain,
+            "mask": torch.ones(len(indices), brain.shape[1] if brain.dim() > 2 else 1, dtype=torch.bool),
             "positions": torch.zeros(len(indices), 1, 2),
             "subject_index": torch.zeros(len(indices), dtype=torch.long),
             "index": torch.tensor(indices, dtype=torch.long)}

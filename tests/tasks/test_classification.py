@@ -105,6 +105,8 @@ def test_task_evaluates_and_saves(tmp_path, pooled_time):
     assert np.isnan(items["p_true"][6]) and items["subject"].tolist()[:4] == ["01", "01", "01", "02"]
     probs = np.load(tmp_path / "probs.npy")
     assert probs.shape == (7, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # the pooled logits themselves, row-aligned with items.csv (what stacking reads)
+    assert np.allclose(np.load(tmp_path / "logits.npy"), LOGITS, atol=1e-5)
     confusion = pd.read_csv(tmp_path / "confusion.csv", index_col=0)
     assert confusion.to_numpy().tolist() == [[3, 1, 0], [0, 1, 0], [1, 0, 0]]
     assert confusion.index.tolist() == VOCAB and confusion.columns.tolist() == VOCAB

@@ -7,6 +7,7 @@ import re
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,7 +34,7 @@ def test_evaluate_checkpoint_of_a_folder(tmp_path, monkeypatch):
     folder = _xp_folder(tmp_path)
     seen = {}
 
-    def rebuild(ckpt, cfg, device):
+    def rebuild(ckpt, cfg, device, addons=()):
         seen["cfg"] = cfg
         test = test_classification._dataset()
         return E.Rebuilt(Echo(), types.SimpleNamespace(train=test, test=test), {"train": test})
@@ -45,9 +46,38 @@ def test_evaluate_checkpoint_of_a_folder(tmp_path, monkeypatch):
     summary = json.loads((folder / "eval" / "summary.json").read_text())
     assert summary["task"] == "classification" and summary["metrics"]["top2"] == pytest.approx(5 / 6)
     assert summary["meta"] == {"sig": "0123abcd", "argv": ["test.task=classification"], "selections": ["toy"],
-                               "features": ["mel"], "loss": "ce", "model": "echo", "seed": 3, "epochs_trained": 2}
+                               "features": ["mel"], "loss": "ce", "model": "echo", "seed": 3, "epochs_trained": 2,
+                               "split": "test"}
     assert (folder / "eval" / "confusion.csv").exists()
     assert E.describe(result.task, result.metrics).startswith("classification: top1 66.7% (chance 33.3%)")
+
+
+def test_evaluate_checkpoint_of_the_validation_split(tmp_path, monkeypatch):
+    """``split="valid"`` evaluates the validation split into ``eval/valid/`` (logits included, what stacking
+    reads), leaves ``eval/`` (the test split's) alone, and ``paths`` replaces the data paths."""
+    from omegaconf import OmegaConf
+
+    folder = _xp_folder(tmp_path)
+    seen = {}
+
+    def rebuild(ckpt, cfg, device, addons=()):
+        seen["cfg"] = cfg
+        valid = test_classification._dataset()
+        return E.Rebuilt(Echo(), types.SimpleNamespace(train=valid, valid=valid, test=[]), {"train": valid})
+
+    monkeypatch.setattr(E, "rebuild", rebuild)
+    paths = OmegaConf.create({"data": str(tmp_path / "elsewhere"), "cache": str(tmp_path / "cache")})
+    E.evaluate_checkpoint(folder, device="cpu", batch_size=4, split="valid", paths=paths)
+    assert seen["cfg"].paths.data == str(tmp_path / "elsewhere")
+    out = folder / "eval" / "valid"
+    assert json.loads((out / "summary.json").read_text())["meta"]["split"] == "valid"
+    logits, probs = np.load(out / "logits.npy"), np.load(out / "probs.npy")
+    assert np.allclose(logits, test_classification.LOGITS) and not (folder / "eval" / "summary.json").exists()
+    assert np.allclose(probs, np.exp(logits) / np.exp(logits).sum(1, keepdims=True), atol=1e-6)
+    with pytest.raises(E.EvalError, match="its test split is empty"):
+        E.evaluate_checkpoint(folder, device="cpu", split="test")
+    with pytest.raises(ValueError, match="split must be train, valid or test"):
+        E.evaluate_checkpoint(folder, device="cpu", split="holdout")
 
 
 def test_evaluation_errors_name_the_fix(tmp_path, monkeypatch):
@@ -56,7 +86,7 @@ def test_evaluation_errors_name_the_fix(tmp_path, monkeypatch):
         E.evaluate_checkpoint(tmp_path / "untrained")
     folder = _xp_folder(tmp_path)
     empty = types.SimpleNamespace(train=[], test=[])
-    monkeypatch.setattr(E, "rebuild", lambda ckpt, cfg, device: E.Rebuilt(Echo(), empty, {}))
+    monkeypatch.setattr(E, "rebuild", lambda ckpt, cfg, device, addons=(): E.Rebuilt(Echo(), empty, {}))
     with pytest.raises(E.EvalError, match="its test split is empty.*dset.split.test"):
         E.evaluate_checkpoint(folder, device="cpu")
 

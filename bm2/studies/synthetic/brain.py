@@ -13,7 +13,6 @@ import functools
 import typing as tp
 
 import numpy as np
-from scipy import fft as sp_fft
 
 from ...events import ARPABET
 from .speech import PHONES, SAMPLE_RATE, WORDS
@@ -240,6 +239,8 @@ def _features(stim: Stimulus, model: BrainModel, sfreq: float, n_times: int) -> 
 def _coloured_noise(rng: np.random.Generator, n_series: int, n_times: int, sfreq: float,
                     alpha: int = 0) -> np.ndarray:
     """1/f (pink) noise of unit RMS, ``(n_series, time)``; the first ``alpha`` series carry an alpha rhythm."""
+    from scipy import fft as sp_fft  # lazy: not needed once the study is generated
+
     n_fft = sp_fft.next_fast_len(n_times, real=True)  # odd lengths with large prime factors are slow
     freqs = np.fft.rfftfreq(n_fft, 1 / sfreq)
     spec = rng.standard_normal((n_series, len(freqs))) + 1j * rng.standard_normal((n_series, len(freqs)))

@@ -1,0 +1,71 @@
+"""The warm start-up path (data all cached) imports no heavy module it does not need, and reads each input file's
+fingerprint once per process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bm2.utils import fingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["studies.synthetic.n_subjects=2", "studies.synthetic.n_sessions=1", "studies.synthetic.n_sentences=30",
+        "studies.synthetic.sentences_per_recording=20", "studies.synthetic.sfreq=200", "features.mel.n_mels=8"]
+# modules that a cached start needs none of (the study generator's FFTs and filters, optional model zoos, plots)
+HEAVY = ("scipy.fft", "scipy.signal", "sklearn", "transformers", "h5py", "braindecode", "matplotlib")
+
+BUILD = """
+import json, sys
+from hydra import compose, initialize_config_dir
+from bm2.builders import build_all_datasets
+import pytest
+
+from bm2.utils import fingerprint
+
+calls = []
+digest = fingerprint._content_digest
+fingerprint._content_digest = lambda path, size: calls.append(str(path)) or digest(path, size)
+with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+    cfg = compose("config", overrides=sys.argv[2:])
+datasets = build_all_datasets(cfg)
+print(json.dumps({"modules": sorted(sys.modules), "digests": calls, "n_train": len(datasets.train)}))
+"""
+
+
+def _build(tmp_path: Path) -> dict:
+    overrides = [*TINY, f"paths.data={tmp_path / 'data'}", f"paths.cache={tmp_path / 'cache'}"]
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, BM2_NO_PROGRESS="1", PYTHONPATH=path)
+    proc = subprocess.run([sys.executable, "-c", BUILD, str(ROOT / "conf"), *overrides], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_cached_start_imports_no_heavy_module(tmp_path):
+    cold = _build(tmp_path)  # generates the study and fills the cache
+    assert "scipy.fft" in cold["modules"] and "scipy.signal" in cold["modules"]  # the generator needs them
+    warm = _build(tmp_path)
+    assert warm["n_train"] == cold["n_train"] > 0
+    assert [m for m in HEAVY if m in warm["modules"]] == []
+    # every input file's content is read once, although each recording lists the study's sound files
+    assert warm["digests"] and len(warm["digests"]) == len(set(warm["digests"]))
+
+
+def test_fingerprint_kept_per_process_until_the_file_changes(tmp_path, monkeypatch):
+    reads = []
+    digest = fingerprint._content_digest
+    monkeypatch.setattr(fingerprint, "_content_digest", lambda path, size: reads.append(path) or digest(path, size))
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"x" * 100)
+    first = fingerprint.file_fingerprint(path)
+    assert fingerprint.file_fingerprint(path) == first and len(reads) == 1
+    path.write_bytes(b"y" * 100)  # same size, rewritten: a new modification time
+    os.utime(path, ns=(0, 10**18))
+    assert fingerprint.file_fingerprint(path) != first and len(reads) == 2
