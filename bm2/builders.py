@@ -234,15 +234,63 @@ def model_out_channels(datasets: Datasets) -> int:
     return datasets.feature_dim
 
 
+def word_codebook(vectors: tp.Any, dim: int, seed: int = 0) -> list[list[float]]:
+    """A ``[K, dim]`` codebook start from word vectors ``[K, D]``: a seeded Gaussian random projection (which keeps
+    cosines between words approximately, Johnson-Lindenstrauss), rows scaled to unit norm."""
+    import numpy as np
+
+    vectors = np.asarray(vectors, dtype=np.float64)
+    proj = np.random.default_rng(seed).standard_normal((vectors.shape[1], dim)) / np.sqrt(dim)
+    out = vectors @ proj
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).tolist()
+
+
 def build_model_for(cfg: DictConfig, datasets: Datasets) -> torch.nn.Module:
-    """The model ``model.name`` with its section, and the sizes it needs from the data."""
+    """The model ``model.name`` with its section, and the sizes it needs from the data.
+
+    ``model.<name>.codebook_init: word_embedding`` starts a class codebook (``model=inr``) from the
+    ``word_embedding`` feature of each class name (``features.word_embedding``), projected by :func:`word_codebook`.
+    """
     name = str(cfg.model.name)
+    section = _section(cfg, "model", name)
+    if section.get("codebook_init") == "word_embedding":
+        from .features.text import WordEmbedding
+
+        if datasets.vocabulary is None:
+            raise ValueError("codebook_init=word_embedding needs class labels (test.task=classification)")
+        words = WordEmbedding(**_section(cfg, "features", "word_embedding")).embed_words(datasets.vocabulary)
+        section["codebook_init"] = word_codebook(words, int(section.get("dim", 256)), int(cfg.seed))
     available = {"out_channels": model_out_channels(datasets), "n_subjects": datasets.n_subjects,
                  "n_channels": datasets.n_channels, "n_freqs": datasets.n_freqs,
                  "sample_rate": datasets.recordings[0].sample_rate,
                  "n_times": datasets.train.window.n_samples(datasets.recordings[0].sample_rate)
                  - datasets.train.window.offset_samples(datasets.recordings[0].sample_rate)}
-    return build_model(name, **data_kwargs_for(name, available), **_section(cfg, "model", name))
+    return build_model(name, **data_kwargs_for(name, available), **section)
+
+
+def train_class_counts(datasets: Datasets) -> tp.Any:
+    """Training windows per class of the vocabulary (int64 ``[K]``)."""
+    import numpy as np
+
+    assert datasets.vocabulary is not None
+    labels = np.asarray(datasets.train._label)
+    return np.bincount(labels[labels >= 0], minlength=len(datasets.vocabulary))
+
+
+def build_batch_sampler(cfg: DictConfig, datasets: Datasets) -> tp.Any:
+    """The training batch sampler of ``dset.batches`` (``strategy: class_structured``), or None (shuffled batches)."""
+    opts = _section(cfg, "dset", "batches")
+    strategy = opts.pop("strategy", None)
+    if strategy in (None, "none"):
+        return None
+    if strategy != "class_structured":
+        raise KeyError(f"unknown dset.batches.strategy {strategy!r}; valid: [null, class_structured]")
+    if datasets.vocabulary is None:
+        raise ValueError("dset.batches.strategy=class_structured needs class labels (test.task=classification)")
+    from .data.samplers import ClassStructuredBatchSampler, class_groups_for
+
+    groups = class_groups_for(opts.pop("groups", None), datasets.vocabulary)
+    return ClassStructuredBatchSampler(datasets.train._label, groups, seed=int(cfg.seed), **opts)
 
 
 def check_model_task(name: str, task: Task) -> None:
@@ -323,13 +371,17 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
     set_vocabulary = getattr(objective, "set_vocabulary", None)  # objectives that need the class names (DeMEGa)
     if datasets.vocabulary is not None and callable(set_vocabulary):
         set_vocabulary(datasets.vocabulary)
+    set_class_counts = getattr(objective, "set_class_counts", None)  # class-balanced objectives (codebook)
+    if datasets.vocabulary is not None and callable(set_class_counts):
+        set_class_counts(train_class_counts(datasets))
     parent = apply_chain(cfg, model, Path(folder))
     solver = Solver(folder, link, model, objective, datasets, task, params, num_workers=int(cfg.num_workers),
                     loader=str(cfg.get("loader", "threads")),
                     device=resolve_device(cfg.device), seed=int(cfg.seed), test_ks=tuple(cfg.test.ks),
                     test_batch_size=int(cfg.test.batch_size),
                     frozen=tuple(_section(cfg, "chain").get("freeze") or ()), inference=build_inference(cfg, task),
-                    test_each_epoch=bool(cfg.test.get("each_epoch", False)))
+                    test_each_epoch=bool(cfg.test.get("each_epoch", False)),
+                    batch_sampler=build_batch_sampler(cfg, datasets))
     solver.extra_checkpoint.update(
         model_spec=getattr(model, "bm2_spec", None),
         loss_spec={"name": cfg.loss.name, "kwargs": _section(cfg, "loss", cfg.loss.name),

@@ -205,6 +205,9 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
     they drift (58 ms over an hour at 2034.5101 Hz with a ratio limited to 1000). The meta also holds
     ``requested_sample_rate``, ``raw_sfreq`` and the ``resample_up`` / ``resample_down`` factors.
     """
+    spectra = recording.spectra()
+    if spectra is not None:
+        return _precomputed(recording, spectra, cache, params)
     key = {"recording": recording.signal_uid, "params": params.key()}  # events do not shape the signal
 
     def build(writer: EntryWriter) -> None:
@@ -257,6 +260,50 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
             writer.meta.update(tf="superlet", foi=tf["foi"])
 
     return cache.get("preprocess", key, PREPROCESS_VERSION, build, desc=f"preprocess {recording!r}")
+
+
+PRECOMPUTED_TRIALS = 64
+"""Trials read at a time when storing precomputed spectra (bounds memory: 64 x 127 x 64 x 512 float32 = 1 GiB)."""
+
+
+def _precomputed(recording: Recording, spectra: tp.Any, cache: Cache, params: PreprocessParams) -> CacheEntry:
+    """Store the spectra a release already holds (:meth:`Recording.spectra`, trials end to end) as the
+    ``[C, F, T]`` brain, resampled in time to ``params.sample_rate`` trial by trial (a trial's length must map to a
+    whole number of samples). Filters and a TF step would apply to a signal that is not there: they are errors."""
+    if params.tf is not None or params.notch or params.highpass or params.lowpass:
+        raise ValueError(f"{recording!r} holds time-frequency spectra already (the release's): set "
+                         "preprocess.tf=null and leave preprocess.notch / highpass / lowpass empty (they apply to "
+                         "raw signals; use the study's raw variant for them)")
+    n_trials, n_channels, n_freqs, n_times = spectra.shape
+    up, down, n_out = resampled_length(n_times, spectra.sfreq, params.sample_rate)
+    if n_out * down != n_times * up:
+        raise ValueError(f"{recording!r}: trials of {n_times} samples at {spectra.sfreq:g} Hz are not a whole number "
+                         f"of samples at preprocess.sample_rate={params.sample_rate:g}; pick a rate that divides them")
+    key = {"recording": recording.signal_uid, "params": params.key(), "precomputed": "spectra"}
+
+    def build(writer: EntryWriter) -> None:
+        from scipy import signal
+
+        out = writer.create("brain", (n_channels, n_freqs, n_trials * n_out), np.float32)
+        with writer.progress(n_trials, f"spectra {recording.subject_uid}") as bar:
+            for start in range(0, n_trials, PRECOMPUTED_TRIALS):
+                block = np.asarray(spectra.read(slice(None), slice(start, start + PRECOMPUTED_TRIALS)), np.float32)
+                if not np.isfinite(block).all():
+                    raise RecordingDataError(f"{recording!r}: non-finite values (NaN or inf) in trials "
+                                             f"{start}..{start + len(block) - 1} of the spectra")
+                if up != down:
+                    block = signal.resample_poly(block, up, down, axis=-1)[..., :n_out].astype(np.float32)
+                # [trials, C, F, T'] -> [C, F, trials * T']: trials end to end on one timeline
+                out[:, :, start * n_out:(start + len(block)) * n_out] = block.transpose(1, 2, 0, 3).reshape(
+                    n_channels, n_freqs, -1)
+                bar.update(len(block))
+        writer.save("positions", recording.sensor_positions(spectra.ch_names))
+        writer.meta.update(ch_names=list(spectra.ch_names), sample_rate=effective_rate(spectra.sfreq, up, down),
+                           n_times=n_trials * n_out, raw_sfreq=float(spectra.sfreq),
+                           requested_sample_rate=params.sample_rate, resample_up=up, resample_down=down,
+                           tf="precomputed", foi=None if spectra.foi is None else [float(f) for f in spectra.foi])
+
+    return cache.get("preprocess", key, PREPROCESS_VERSION, build, desc=f"spectra {recording!r}")
 
 
 def _superlet_into(out: np.ndarray, start: int, data: np.ndarray, rate: float, tf: dict[str, tp.Any]) -> None:

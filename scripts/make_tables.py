@@ -3,6 +3,7 @@
     python -m scripts.make_tables synthetic --out tables
     python -m scripts.make_tables SIG1 SIG2 ... --metric top1_word --compare "mel + contrastive" "mel regression"
     python -m scripts.make_tables synthetic --label loss optim.lr      # rows labelled by these keys
+    python -m scripts.make_tables lee2024 --folds                       # mean ± sd over cross-validation folds
 
 Rows are the model / objective (``--rows``, default the label of each XP), columns the study (``--cols``), and
 cells the mean ± sd over seeds of ``--metric`` (fractions in percent; correlations and STOI as they are), with a
@@ -46,11 +47,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_tables(df, out: Path, metric: str, rows: str = "model", cols: str = "study", decimals: int | None = None,
-                 chance: bool = True) -> dict[str, Path]:
-    """Write table.md / table.csv / table.tex / xps.csv of the collected ``df`` to ``out``."""
+                 chance: bool = True, over: str = "seed") -> dict[str, Path]:
+    """Write table.md / table.csv / table.tex / xps.csv of the collected ``df`` to ``out`` (mean ± sd over the
+    ``over`` column: ``seed``, or ``fold`` for cross-validation)."""
     out.mkdir(parents=True, exist_ok=True)
-    table = R.aggregate(df, rows, cols, metric, decimals=decimals, chance=chance)
-    caption = f"{metric}{' (%)' if R.is_percent(metric) else ''}, mean ± sd over seeds"
+    table = R.aggregate(df, rows, cols, metric, decimals=decimals, chance=chance, over=over)
+    caption = f"{metric}{' (%)' if R.is_percent(metric) else ''}, mean ± sd over {over}s"
     paths = {"md": out / "table.md", "csv": out / "table.csv", "tex": out / "table.tex", "xps": out / "xps.csv"}
     paths["md"].write_text(f"{caption}\n\n{R.to_markdown(table)}", encoding="utf-8")
     R.to_csv(table, paths["csv"])
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="tables", help="output folder (default ./tables)")
     parser.add_argument("--decimals", type=int, default=None, help="default 1 for percentages, 3 otherwise")
     parser.add_argument("--no-chance", action="store_true", help="leave out the chance row")
+    parser.add_argument("--folds", action="store_true",
+                        help="XPs are cross-validation folds (dset.split.fold): mean ± sd over folds, not seeds")
     parser.add_argument("--compare", nargs=2, metavar=("LABEL_A", "LABEL_B"),
                         help="paired Wilcoxon test across subjects between two labels (-> wilcoxon.md)")
     parser.add_argument("--chain", action="store_true",
@@ -102,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         if left_out:
             logger.warning("left out %d XP(s) without %s (another task): %s; tabulate them with --metric",
                            len(left_out), metric, " ".join(left_out))
-        df = R.collect(results, args.label)
-        paths = write_tables(df, out, metric, args.rows, args.cols, args.decimals, not args.no_chance)
+        df = R.collect(results, args.label, {"fold": "dset.split.fold"} if args.folds else None)
+        paths = write_tables(df, out, metric, args.rows, args.cols, args.decimals, not args.no_chance,
+                             "fold" if args.folds else "seed")
         print(paths["md"].read_text(encoding="utf-8"))
         if args.compare:
             label_a, label_b = args.compare

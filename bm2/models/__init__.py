@@ -20,12 +20,14 @@ from .demega import DeMEGa
 from .common import ChannelDropout, ChannelMerger, FourierEmb, SubjectLayers
 from .duin import DuinClassifier
 from .duin_vq import DuinMAE, DuinVQVAE
+from .inr import INRDecoder
 from .simpleconv import SimpleConv
 from .zoo import ZOO, BraindecodeModel
 
 MODELS: dict[str, type[nn.Module]] = {"simpleconv": SimpleConv, "duin": DuinClassifier, **ZOO}
 MODELS["demega"] = DeMEGa
 MODELS.update(duin_vqvae=DuinVQVAE, duin_mae=DuinMAE)  # Du-IN pre-training stages 1 and 2
+MODELS["inr"] = INRDecoder  # Lee et al. 2024's class-codebook decoder of superlet spectra
 
 # Always passed to a model constructor, and the data-dependent sizes a model may declare in ``data_kwargs``:
 # number of sensors, window length in samples, sampling rate in Hz, number of frequencies of [B, C, F, T] inputs.
@@ -41,6 +43,7 @@ __all__ = [
     "ChannelMerger",
     "DuinClassifier",
     "FourierEmb",
+    "INRDecoder",
     "SimpleConv",
     "SubjectLayers",
     "build_model",

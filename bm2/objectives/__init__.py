@@ -151,3 +151,4 @@ from .demega import DeMEGaObjective  # noqa: E402  (it imports the names above)
 
 OBJECTIVES["demega"] = DeMEGaObjective
 from . import duin as _duin  # noqa: E402,F401  (registers duin_vqvae and duin_mae)
+from . import codebook as _codebook  # noqa: E402,F401  (registers codebook)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from .load import (Result, Labeler, KNOWN_LABELS, CHANCE_ROW, MISSING, STANDARD_METRICS, ResultsError, MissingEvalError,
                    load_xp_results, resolve_folders, load_all, targets_from_env, require_env, headline_metrics,
                    main_metric, is_percent, resolve_metric)
-from .labels import argv_value, is_random, default_label, xp_config, label_from_keys, order_labels
+from .labels import argv_value, config_value, is_random, default_label, xp_config, label_from_keys, order_labels
 from .tables import (collect, aggregate_stats, format_mean_sd, aggregate, to_markdown, parse_markdown, latex_escape,
                      to_latex, to_csv, to_html, chance_table)
 from .stats import (parse_metric, subject_table, wilcoxon_paired, wilcoxon_table, wilcoxon_markdown, compare,
@@ -33,7 +33,7 @@ from .chain import load_chain, chain_rows, chain_table, optimistic_top1, stage_l
 __all__ = [
     "Result", "Labeler", "KNOWN_LABELS", "CHANCE_ROW", "MISSING", "STANDARD_METRICS", "ResultsError",
     "MissingEvalError", "load_xp_results", "resolve_folders", "load_all", "targets_from_env", "require_env",
-    "headline_metrics", "main_metric", "is_percent", "resolve_metric",
+    "headline_metrics", "main_metric", "is_percent", "resolve_metric", "config_value",
     "argv_value", "is_random", "default_label", "xp_config", "label_from_keys", "order_labels", "collect",
     "aggregate_stats", "format_mean_sd", "aggregate", "to_markdown", "parse_markdown", "latex_escape", "to_latex",
     "to_csv", "to_html", "chance_table", "parse_metric", "subject_table", "wilcoxon_paired", "wilcoxon_table",

@@ -97,6 +97,12 @@ def _config_value(result: Result, key: str) -> tp.Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
+def config_value(result: Result, key: str) -> tp.Any:
+    """The value of ``key`` for an XP: a summary meta field, else its command-line override, else its config
+    (dotted keys such as ``dset.split.fold``); :class:`ResultsError` naming the key when none has it."""
+    return _config_value(result, key)
+
+
 def label_from_keys(keys: tp.Sequence[str]) -> Labeler:
     """A labeler showing ``key=value`` for each key (summary meta fields or dotted config keys)."""
     keys = list(keys)

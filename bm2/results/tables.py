@@ -22,14 +22,17 @@ def _as_results(items: tp.Sequence[Result | str | Path]) -> list[Result]:
     return load_all([tp.cast("str | Path", x) for x in items])
 
 
-def collect(targets: tp.Sequence[Result | str | Path], label: Labeler | tp.Sequence[str] | None = None
-            ) -> pd.DataFrame:
+def collect(targets: tp.Sequence[Result | str | Path], label: Labeler | tp.Sequence[str] | None = None,
+            columns: tp.Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per XP: ``sig``, ``task``, ``model`` (label), ``study``, ``seed``, ... and every metric (fractions
     in percent, see :func:`bm2.results.is_percent`).
 
     ``targets`` are results of :func:`load_all` or anything it accepts; ``label`` is a labeler or a list of
-    keys for :func:`label_from_keys` (default :func:`default_label`).
+    keys for :func:`label_from_keys` (default :func:`default_label`). ``columns`` adds ``{column: key}`` columns read
+    from each XP's summary or config (e.g. ``{"fold": "dset.split.fold"}``).
     """
+    from .labels import config_value
+
     labeler = _labeler(label)
     rows = []
     for res in _as_results(targets):
@@ -40,6 +43,8 @@ def collect(targets: tp.Sequence[Result | str | Path], label: Labeler | tp.Seque
             "seed": int(meta.get("seed", 0)), "loss": meta.get("loss"),
             "features": "+".join(map(str, meta.get("features") or [])), "architecture": meta.get("model"),
             "epochs_trained": int(meta.get("epochs_trained", len(res["history"]))), "folder": str(res["folder"])}
+        for column, key in (columns or {}).items():
+            row[column] = config_value(res, key)
         for key, value in res["metrics"].items():
             value = float("nan") if value is None else float(value)
             row[key] = 100.0 * value if is_percent(key) else value
@@ -47,23 +52,24 @@ def collect(targets: tp.Sequence[Result | str | Path], label: Labeler | tp.Seque
     return pd.DataFrame(rows)
 
 
-def aggregate_stats(df: pd.DataFrame, rows: str = "model", cols: str = "study", metric: str = "top10_segment"
-                    ) -> pd.DataFrame:
+def aggregate_stats(df: pd.DataFrame, rows: str = "model", cols: str = "study", metric: str = "top10_segment",
+                    over: str = "seed") -> pd.DataFrame:
     """Long table of ``mean``, ``sd`` (sample, ddof=1) and ``n`` of ``metric`` over seeds per (rows, cols).
 
-    XPs without ``metric`` (XPs of another task) are left out.
+    ``over`` names the column of the repetitions (``seed``, or ``fold`` for cross-validation folds). XPs without
+    ``metric`` (XPs of another task) are left out.
     """
-    for key in (rows, cols, metric):
+    for key in (rows, cols, metric, over):
         if key not in df.columns:
             raise ResultsError(f"no column {key!r}; available: {sorted(df.columns)}")
     df = df[df[metric].notna()]
-    keys = list(dict.fromkeys([rows, cols, "seed"]))
+    keys = list(dict.fromkeys([rows, cols, over]))
     dup = df[df.duplicated(keys, keep=False)]
     if len(dup):
         first = dup.iloc[0]
         sigs = dup[(dup[keys] == first[keys]).all(axis=1)]["sig"].tolist()
-        raise ResultsError(f"XPs {sigs} share {rows}={first[rows]!r}, {cols}={first[cols]!r}, seed={first['seed']}: "
-                           "they are not seeds of one configuration; tell them apart with --label KEY ... "
+        raise ResultsError(f"XPs {sigs} share {rows}={first[rows]!r}, {cols}={first[cols]!r}, {over}={first[over]}: "
+                           f"they are not {over}s of one configuration; tell them apart with --label KEY ... "
                            "(the hyper-parameters that differ) or select fewer XPs")
     grouped = df.groupby([rows, cols], sort=False)[metric]
     out = grouped.agg(mean="mean", sd=lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
@@ -81,8 +87,9 @@ def format_mean_sd(mean: float, sd: float, decimals: int = 1) -> str:
 
 
 def aggregate(df: pd.DataFrame, rows: str = "model", cols: str = "study", metric: str = "top10_segment",
-              decimals: int | None = None, chance: bool = True) -> pd.DataFrame:
-    """Table of ``"mean ± sd"`` strings (over seeds): ``rows`` values as index, ``cols`` as columns.
+              decimals: int | None = None, chance: bool = True, over: str = "seed") -> pd.DataFrame:
+    """Table of ``"mean ± sd"`` strings (over seeds, or the ``over`` column, e.g. ``fold``): ``rows`` values as
+    index, ``cols`` as columns.
 
     Fractions are in percent with one decimal, correlations and STOI as they are with three (``decimals``
     overrides). With ``chance``, a last row gives ``chance_<metric>`` (retrieval: uniform over candidates /
@@ -90,7 +97,7 @@ def aggregate(df: pd.DataFrame, rows: str = "model", cols: str = "study", metric
     """
     if decimals is None:
         decimals = 1 if is_percent(metric) else 3
-    stats = aggregate_stats(df, rows, cols, metric)
+    stats = aggregate_stats(df, rows, cols, metric, over)
     row_order = order_labels(stats[rows].astype(str))
     col_order = sorted(stats[cols].astype(str).unique())
     table = pd.DataFrame(MISSING, index=pd.Index(row_order, name=rows), columns=pd.Index(col_order, name=cols),

@@ -31,12 +31,15 @@ def param_groups(modules: dict[str, nn.Module], lr: float, weight_decay: float,
 
     With neither ``lr_mult`` nor ``no_decay_norm_bias`` this is one group holding every trainable parameter in
     module order, i.e. exactly ``torch.optim.Adam(params)`` as before. Raises ``KeyError`` for a ``lr_mult`` prefix
-    that names no parameter.
+    that names no parameter. With ``no_decay_norm_bias``, the parameters a module lists in its
+    ``no_weight_decay()`` (names relative to it, e.g. positional embeddings) get no weight decay either.
     """
     lr_mult = dict(lr_mult or {})
     used: set[str] = set()
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for prefix, root in modules.items():
+        listed = getattr(root, "no_weight_decay", None)
+        skip = set(listed()) if callable(listed) else set()
         for mod_name, module in root.named_modules():
             for p_name, param in module.named_parameters(recurse=False):
                 if not param.requires_grad:
@@ -47,7 +50,9 @@ def param_groups(modules: dict[str, nn.Module], lr: float, weight_decay: float,
                     if full == key or full.startswith(key + "."):
                         mult = float(value)
                         used.add(key)
-                decay = 0.0 if (no_decay_norm_bias and _is_norm_or_bias(module, p_name)) else weight_decay
+                own = ".".join(x for x in (mod_name, p_name) if x)
+                decay = 0.0 if (no_decay_norm_bias and (_is_norm_or_bias(module, p_name) or own in skip)) \
+                    else weight_decay
                 groups.setdefault((mult, decay), []).append(param)
     unused = sorted(set(lr_mult) - used)
     if unused:

@@ -106,13 +106,20 @@ class Solver(BaseSolver):
         reports each one's metrics next to the plain ones, under the variant's suffix (``f1_macro_tta`` ...).
     test_each_epoch : also record the task's quick test metrics after every epoch (stage ``test_epoch``; never
         used for selection or stopping).
+    batch_sampler : a sampler of training batches (lists of indices, with ``set_epoch``), e.g.
+        :class:`bm2.data.samplers.ClassStructuredBatchSampler`; None: shuffled batches of ``batch_size``.
+        Not available with DDP.
+
+    An objective with a ``set_epoch(epoch)`` method is told the epoch before each train and valid stage (the
+    codebook objective's warm-up).
     """
 
     def __init__(self, folder: tp.Any, link: HistoryLink, model: torch.nn.Module, objective: Objective,
                  datasets: Datasets, task: Task, optim: OptimParams = OptimParams(), *, num_workers: int = 0,
                  loader: str = "threads", device: str = "cpu", seed: int = 0, test_ks: tp.Sequence[int] = (1, 5, 10),
                  test_batch_size: int = 128, frozen: tp.Sequence[str] = (),
-                 inference: tp.Sequence[InferenceAddOns] = (), test_each_epoch: bool = False) -> None:
+                 inference: tp.Sequence[InferenceAddOns] = (), test_each_epoch: bool = False,
+                 batch_sampler: tp.Any | None = None) -> None:
         best_metric, best_mode = task.best if optim.best_metric is None else (optim.best_metric, optim.best_mode)
         best_mode = best_mode or ("min" if best_metric == "loss" else "max")
         super().__init__(folder, link, epochs=optim.epochs, patience=optim.patience,
@@ -134,6 +141,10 @@ class Solver(BaseSolver):
         self.frozen = tuple(frozen)
         self.inference = tuple(inference)
         self.test_each_epoch = bool(test_each_epoch)
+        self.batch_sampler = batch_sampler
+        if batch_sampler is not None and distrib.is_distributed():
+            raise ValueError("dset.batches (class-structured batches) is not available with DDP yet: run on one "
+                             "process or set dset.batches.strategy=null")
         self.ignore_config: tuple[str, ...] = ("dora", "slurm")  # plus dora.exclude (set by the builder)
         self.amp_dtype = autocast_dtype(self.device, cuda=optim.amp, cpu=optim.amp and optim.amp_cpu)
         self.amp = self.amp_dtype is not None
@@ -242,6 +253,9 @@ class Solver(BaseSolver):
 
     # ----------------------------------------------------------------- data
     def _steps_per_epoch(self) -> int:
+        if self.batch_sampler is not None:
+            n = len(self.batch_sampler)
+            return n if self.optim.max_batches is None else min(n, self.optim.max_batches)
         n = len(self.datasets.train) // max(1, self.per_rank_batch * distrib.world_size())
         n = max(1, n)
         return n if self.optim.max_batches is None else min(n, self.optim.max_batches)
@@ -252,6 +266,11 @@ class Solver(BaseSolver):
             dataset.set_epoch(self.epoch)  # dset.grouping.dynamic: groups redrawn, seeded by the epoch
         if len(dataset) == 0:
             raise ValueError(f"the {split} split is empty: change dset.split or select more recordings")
+        if split == "train" and shuffle and self.batch_sampler is not None:
+            self.batch_sampler.set_epoch(self.epoch)
+            return torch.utils.data.DataLoader(dataset, batch_sampler=self.batch_sampler, collate_fn=collate,
+                                               num_workers=self.num_workers, persistent_workers=False,
+                                               pin_memory=self.device.type == "cuda")
         sampler: torch.utils.data.Sampler | None = None
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)  # same order after a resume
         if distrib.is_distributed():
@@ -276,6 +295,11 @@ class Solver(BaseSolver):
             outputs = run_model(model, batch, self.device)
         return self.objective(batch, outputs)  # in float32: objectives cast the outputs
 
+    def _tell_epoch(self) -> None:
+        set_epoch = getattr(self.objective, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.epoch)
+
     def _set_train_mode(self) -> None:
         self.model.train()
         for name, module in self.model.named_modules():
@@ -284,6 +308,7 @@ class Solver(BaseSolver):
 
     # ----------------------------------------------------------------- stages
     def train_stage(self) -> dict[str, float]:
+        self._tell_epoch()
         self._set_train_mode()
         loader = self._loader("train", shuffle=True)
         total = len(loader) if self.optim.max_batches is None else min(len(loader), self.optim.max_batches)
@@ -333,6 +358,7 @@ class Solver(BaseSolver):
 
     @torch.no_grad()
     def valid_stage(self) -> dict[str, float]:
+        self._tell_epoch()
         model = self.eval_model()
         model.eval()
         sums: dict[str, float] = {}

@@ -38,6 +38,23 @@ class UnknownStudyError(StudyError, KeyError):
         return str(self.args[0])
 
 
+class Spectra(tp.Protocol):
+    """Precomputed time-frequency trials of a recording (:meth:`Recording.spectra`), read lazily.
+
+    ``shape`` is ``(n_trials, n_channels, n_freqs, n_times)``; trials are laid end to end in time, as
+    :class:`~bm2.studies._trials.TrialsRecording` lays raw trials. ``sfreq`` (Hz) is the rate of the time axis,
+    ``foi`` the centre frequencies (Hz, None when the release does not say), ``ch_names`` the channels.
+    """
+
+    shape: tuple[int, int, int, int]
+    sfreq: float
+    foi: list[float] | None
+    ch_names: list[str]
+
+    def read(self, channels: slice, trials: slice) -> np.ndarray:
+        """float32 ``[n_trials_read, n_channels_read, n_freqs, n_times]``."""
+
+
 class Recording:
     """One continuous recording of brain activity and its events.
 
@@ -138,6 +155,12 @@ class Recording:
     def sensor_positions(self, ch_names: tp.Sequence[str]) -> np.ndarray:
         """2-D layout positions of ``ch_names`` in [0, 1], shape ``(len(ch_names), 2)``."""
         return layout_positions(self.raw().info, ch_names)
+
+    def spectra(self) -> Spectra | None:
+        """Time-frequency data the release already holds (e.g. lee2024's superlet spectra), or None (default):
+        then :func:`bm2.preprocessing.preprocess` stores them as the ``[C, F, T]`` brain instead of reading
+        :meth:`raw`."""
+        return None
 
     def _load_raw(self) -> mne.io.BaseRaw:
         raise NotImplementedError

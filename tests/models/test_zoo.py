@@ -31,13 +31,24 @@ AVAILABLE = {"out_channels": OUT, "n_subjects": SUBJECTS, "n_channels": C, "n_ti
 # Models whose defaults are too big for a unit test get small sizes here; others build with their defaults.
 TINY = {"simpleconv": {"merger_channels": 8, "merger_pos_dim": 32, "hidden": 12, "depth": 4, "head_hidden": 16},
         "duin_vqvae": {"depth": 1, "decoder_depth": 1, "n_codes": 16, "d_code": 8},
-        "duin_mae": {"depth": 1, "vqvae": {"n_codes": 16, "d_code": 8, "decoder_depth": 1}}}
+        "duin_mae": {"depth": 1, "vqvae": {"n_codes": 16, "d_code": 8, "decoder_depth": 1}},
+        "inr": {"depth": 1, "d_ff": 32}}
+F_SPECTRA = 8  # frequencies of [B, C, F, T] inputs, for models that declare n_freqs (spectra: model=inr)
 
 
-def _batch() -> dict[str, torch.Tensor]:
+def _spectral(name: str) -> bool:
+    return "n_freqs" in getattr(MODELS[name], "data_kwargs", ())
+
+
+def _available(name: str) -> dict:
+    return {**AVAILABLE, "n_freqs": F_SPECTRA} if _spectral(name) else AVAILABLE
+
+
+def _batch(n_freqs: int | None = None) -> dict[str, torch.Tensor]:
     mask = torch.ones(B, C, dtype=torch.bool)
     mask[0, -2:] = False
-    return {"brain": torch.randn(B, C, T), "mask": mask, "positions": torch.rand(B, C, 2),
+    brain = torch.randn(B, C, T) if n_freqs is None else torch.randn(B, C, n_freqs, T)
+    return {"brain": brain, "mask": mask, "positions": torch.rand(B, C, 2),
             "subject_index": torch.tensor([0, 1, 1]), "index": torch.arange(B)}
 
 
@@ -49,9 +60,9 @@ def test_every_registered_model_builds_runs_and_rebuilds(name: str) -> None:
     assert isinstance(getattr(cls, "inputs", None), tuple) and cls.inputs, f"{name} must declare inputs"
     assert set(getattr(cls, "data_kwargs", ())) <= set(DATA_KWARGS), f"{name} declares unknown data_kwargs"
     torch.manual_seed(0)
-    model = build_model(name, **data_kwargs_for(name, AVAILABLE), **TINY.get(name, {}))
+    model = build_model(name, **data_kwargs_for(name, _available(name)), **TINY.get(name, {}))
     assert count_parameters(model) > 0
-    batch = _batch()
+    batch = _batch(F_SPECTRA if _spectral(name) else None)
 
     model.train()
     outputs = run_model(model, batch)
@@ -167,9 +178,9 @@ def test_every_registered_model_has_a_config(name: str) -> None:
     if issubclass(MODELS[name], BraindecodeModel) and not HAS_BRAINDECODE:
         pytest.skip(NO_BRAINDECODE)
     tiny = TINY.get(name, {})
-    model = build_model(name, **data_kwargs_for(name, AVAILABLE), **{**kwargs, **tiny})
+    model = build_model(name, **data_kwargs_for(name, _available(name)), **{**kwargs, **tiny})
     with torch.no_grad():
-        out = run_model(model.eval(), _batch())["output"]
+        out = run_model(model.eval(), _batch(F_SPECTRA if _spectral(name) else None))["output"]
     expected = (B,) if getattr(MODELS[name], "pretraining", False) else (B, OUT)
     assert out.shape[:len(expected)] == expected
 
