@@ -34,10 +34,37 @@ def seed_everything(seed: int) -> None:
 
 @hydra_main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Train one XP (its folder and history come from Dora)."""
+    """Train one XP (its folder and history come from Dora). Errors about the user's data or settings (bm2's own
+    error classes, :func:`user_errors`) end the run with their message only; ``verbose=true`` shows the traceback."""
+    setup_logging(cfg.get("verbose", False))
+    try:
+        _main(cfg)
+    except user_errors() as exc:
+        if cfg.get("verbose", False):
+            raise
+        raise SystemExit(f"bm2 stopped ({type(exc).__name__}): {exc}\n(`verbose=true` shows the traceback)") from None
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """bm2's error classes that describe a problem with the data, the files or the settings (and name the fix), as
+    opposed to a bug: their message is all a user needs."""
+    from .download.http import DownloadError
+    from .events import EventsValidationError
+    from .features.base import FeatureError
+    from .preprocessing import RecordingDataError
+    from .solvers.base import CheckpointError
+    from .solvers.chain import ChainError
+    from .stacking import StackError
+    from .studies.base import StudyError
+    from .utils.safe_pickle import PickleReadError
+
+    return (StudyError, DownloadError, EventsValidationError, FeatureError, RecordingDataError, CheckpointError,
+            ChainError, StackError, PickleReadError)
+
+
+def _main(cfg: DictConfig) -> None:
     from .builders import build_study, get_solver
 
-    setup_logging(cfg.get("verbose", False))
     xp = get_xp()
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
@@ -89,10 +116,36 @@ def _short_config_errors(compose: tp.Callable[..., DictConfig]) -> tp.Callable[.
         except (ConfigCompositionException, OverrideParseException) as exc:
             what = str(exc).split("\nConfig search path")[0]  # Hydra's search path says nothing actionable
             detail = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
-            raise SystemExit(f"bm2: invalid overrides {list(overrides)}: {what}{detail}\n"
+            raise SystemExit(f"bm2: invalid overrides {list(overrides)}: {what}{detail}\n{_did_you_mean(what)}"
                              "Recipes are the files of conf/recipe/, models those of conf/model/; an existing key "
                              "is set as key=value (see conf/config.yaml).") from None
     return wrapped
+
+
+def _did_you_mean(message: str) -> str:
+    """For Hydra's "Could not override 'KEY'": the existing keys closest to KEY, and a warning that Hydra's
+    ``+KEY=...`` would add a key nothing reads."""
+    import difflib
+    import re
+
+    from omegaconf import OmegaConf
+
+    found = re.search(r"Could not override '([^']+)'", message)
+    if not found:
+        return ""
+    key = found.group(1)
+    keys: list[str] = []
+
+    def walk(node: tp.Any, prefix: str) -> None:
+        for k, v in node.items():
+            keys.append(f"{prefix}{k}")
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+
+    walk(OmegaConf.to_container(main._base_cfg, resolve=False), "")  # type: ignore[attr-defined, arg-type]
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
+    hint = f"Did you mean {' or '.join(close)}? " if close else ""
+    return (f"{hint}bm2 reads no key {key!r}: adding it with +{key}=... would be silently ignored.\n")
 
 
 main._get_config_noinit = _short_config_errors(main._get_config_noinit)  # type: ignore[method-assign]

@@ -413,6 +413,26 @@ def _model_kwargs(name: str) -> dict[str, tp.Any]:
     return dict(cfg["simpleconv"])
 
 
+def _time_steps(step: tp.Callable[[], None], device: str, s: Sizes) -> tuple[int, float]:
+    """Run ``step`` after a warm-up (allocations, kernels: 2 steps on CUDA, 1 on CPU) for at least
+    ``s.train_min_steps`` steps and ``s.train_min_seconds``; returns (steps, seconds), CUDA synchronised."""
+    import torch
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(2 if device.startswith("cuda") else 1):
+        step()
+    sync()
+    steps, start = 0, time.perf_counter()
+    while steps < s.train_min_steps or time.perf_counter() - start < s.train_min_seconds:
+        step()
+        sync()
+        steps += 1
+    return steps, time.perf_counter() - start
+
+
 def _train_speed(config: str, device: str, s: Sizes, bf16: bool | None = None) -> dict[str, tp.Any]:
     import torch
 
@@ -450,20 +470,8 @@ def _train_speed_seeded(config: str, device: str, s: Sizes, bf16: bool | None = 
         loss.backward()
         optim.step()
 
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     model.train()
-    for _ in range(2 if device.startswith("cuda") else 1):  # warm-up (allocations, kernels)
-        step()
-    sync()
-    steps, start = 0, time.perf_counter()
-    while steps < s.train_min_steps or time.perf_counter() - start < s.train_min_seconds:
-        step()
-        sync()
-        steps += 1
-    elapsed = time.perf_counter() - start
+    steps, elapsed = _time_steps(step, device, s)
     return {"config": config, "device": device, "parameters": count_parameters(model), "steps": steps,
             "seconds_per_step": elapsed / steps, "samples_per_s": steps * b / elapsed,
             "precision": "bf16" if dtype is not None else "fp32"}
@@ -520,20 +528,8 @@ def _model_step_speed(spec: dict[str, tp.Any], device: str, s: Sizes, bf16: bool
             loss.backward()
             optim.step()
 
-        def sync() -> None:
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-
         model.train()
-        for _ in range(2 if device.startswith("cuda") else 1):  # warm-up (allocations, kernels, k-means start)
-            step()
-        sync()
-        steps, start = 0, time.perf_counter()
-        while steps < s.train_min_steps or time.perf_counter() - start < s.train_min_seconds:
-            step()
-            sync()
-            steps += 1
-        elapsed = time.perf_counter() - start
+        steps, elapsed = _time_steps(step, device, s)  # the warm-up step also runs the k-means start
     return {"config": spec["model"], "device": device, "parameters": count_parameters(model), "steps": steps,
             "batch": spec["batch"], "seconds_per_step": elapsed / steps,
             "samples_per_s": steps * spec["batch"] / elapsed,

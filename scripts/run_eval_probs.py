@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
-import torch
 
-from bm2.tasks.evaluate import EvalError, describe, eval_folder, evaluate_checkpoint, find_xps, get_main
+from bm2.tasks.evaluate import (EvalError, describe, eval_folder, evaluate_checkpoint, find_xps, get_main,
+                                start_cli)
 
 logger = logging.getLogger("scripts.run_eval_probs")
 
@@ -52,16 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[],
                         help="key=value applied to each XP's config before evaluating (e.g. test.tta.noise=0.05)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    os.environ.setdefault("BM2_NO_PROGRESS", "1")
-    import mne
-
-    mne.set_log_level("ERROR")
-    torch.set_grad_enabled(False)
-    try:
-        xps = find_xps(args.targets)
-    except EvalError as exc:
-        parser.error(str(exc))
+    xps = start_cli(parser, args.targets)
     failures = 0
     addons = [name for name in ("denoise", "tta") if getattr(args, name)]
     for xp in xps:

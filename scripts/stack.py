@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import typing as tp
 from pathlib import Path
 
@@ -76,20 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="where missing evaluations run: auto, cpu or cuda")
     parser.add_argument("--no-evaluate", action="store_true", help="fail instead of evaluating bases without logits")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    os.environ.setdefault("BM2_NO_PROGRESS", "1")
-    import mne
-    import torch
-
     from bm2.stacking import StackError, describe_meta, stack_folders
-    from bm2.tasks.evaluate import EvalError, find_xps
+    from bm2.tasks.evaluate import start_cli
 
-    mne.set_log_level("ERROR")
-    torch.set_grad_enabled(False)
-    try:
-        xps = find_xps(args.targets)
-    except EvalError as exc:
-        parser.error(str(exc))
+    xps = start_cli(parser, args.targets)
     failures = 0
     for name, folders, options, paths in plan(xps, args.C, args.meta, args.seed):
         try:

@@ -42,6 +42,23 @@ def get_main() -> tp.Any:
     return main
 
 
+def start_cli(parser: tp.Any, targets: tp.Sequence[str]) -> list[tp.Any]:
+    """The shared start of the evaluation command lines (``scripts.run_eval_probs``, ``scripts.stack``): log
+    messages plainly, no progress bars unless ``BM2_NO_PROGRESS`` is set otherwise, mne quiet, autograd off; returns
+    the XPs of ``targets`` (:func:`find_xps`), or exits through ``parser.error`` naming what was not found."""
+    import mne
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("BM2_NO_PROGRESS", "1")
+    mne.set_log_level("ERROR")
+    torch.set_grad_enabled(False)
+    try:
+        return find_xps(targets)
+    except EvalError as exc:
+        parser.error(str(exc))
+        raise  # parser.error exits; for type checkers
+
+
 def find_xps(targets: tp.Sequence[str]) -> list[tp.Any]:
     """Dora XPs for signatures and / or grid names, in order, without duplicates."""
     main = get_main()

@@ -116,6 +116,7 @@ def test_ddp_two_workers_on_cpu(env):
 def test_clear_errors_from_the_cli(env):
     proc = _dora(env, "dset.selections=[nope]")
     assert proc.returncode != 0 and "unknown study 'nope'" in proc.stdout and "synthetic" in proc.stdout
+    assert "Traceback" not in proc.stdout and "verbose=true" in proc.stdout  # a user error: the message only
     proc = _dora(env, *TINY, "loss.name=nope")
     assert proc.returncode != 0 and "valid names" in proc.stdout
     # an unknown recipe or key: one paragraph naming the choices, not Hydra's traceback
@@ -124,6 +125,8 @@ def test_clear_errors_from_the_cli(env):
     assert "Traceback" not in proc.stdout
     proc = _dora(env, "optim.nope=1")
     assert proc.returncode != 0 and "+optim.nope=1" in proc.stdout and "Traceback" not in proc.stdout
+    proc = _dora(env, "optim.epoch=1")  # a typo: the close key is named, and Hydra's +key is flagged as ignored
+    assert proc.returncode != 0 and "Did you mean optim.epochs?" in proc.stdout and "silently ignored" in proc.stdout
 
 
 def test_evaluation_errors_name_the_fix(env):
