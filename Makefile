@@ -29,7 +29,7 @@ $(STAMP): setup.py Makefile
 	# Keep a torch that is already there (e.g. a CUDA build); otherwise install $(TORCH).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
 	# Pin the installed torch so that no dependency pulls another build (multi-GB CUDA wheels).
-	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(CONSTRAINTS)
+	$(PY) -W ignore -c "import torch; print('torch==' + torch.__version__)" > $(CONSTRAINTS)  # -W: torch warns when numpy is not installed yet
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 

@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     exp = build(args.targets, args.explorer)
     if not exp.datapoints:
-        raise SystemExit(f"no XP found for {args.targets}: run `dora grid NAME --dry_run --init` or check the "
-                         "signatures (dora info -f SIG)")
+        raise SystemExit(f"no XP found for {args.targets}: a grid name works once `dora grid NAME` has scheduled its "
+                         "XPs (a `--dry_run --init` links none: pass the signatures it printed instead); check the "
+                         "signatures with `dora info -f SIG`")
     out = Path(args.output)
     exp.to_html(str(out))
     print(f"wrote {out} ({len(exp.datapoints)} points)")

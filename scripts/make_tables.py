@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         metric = R.resolve_metric(results, args.metric)
         left_out = [r["sig"] for r in results if metric not in r["metrics"]]
         if left_out:
-            logger.warning("left out %d XP(s) without %s (another task): %s; tabulate them with --metric",
-                           len(left_out), metric, " ".join(left_out))
+            logger.warning("left out %d XP(s) without the metric %s (another task, or not evaluated with the "
+                           "add-on it names): %s; tabulate them with --metric NAME (a metric of their "
+                           "eval/summary.json)", len(left_out), metric, " ".join(left_out))
         df = R.collect(results, args.label, {"fold": "dset.split.fold"} if args.folds else None)
         paths = write_tables(df, out, metric, args.rows, args.cols, args.decimals, not args.no_chance,
                              "fold" if args.folds else "seed")
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     except R.ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logger.info("wrote %s (%d XPs)", ", ".join(sorted(p.name for p in out.iterdir())), len(df))
+    logger.info("wrote %s (%d XPs in the table)", ", ".join(sorted(p.name for p in out.iterdir())),
+                len(results) - len(left_out))
     return 0
 
 

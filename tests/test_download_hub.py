@@ -222,6 +222,14 @@ def test_offline_explains_what_to_place_where(tmp_path, hub, capsys):
     hub.offline = True
     assert main(["libribrain2025", "--root", str(root), "backoff=0"]) == 1
     assert "Place the files yourself" in capsys.readouterr().err
+    # the grouped files: their full paths where the loader reads them, and the command that fetches them
+    with pytest.raises(DownloadError) as info:
+        download_study("libribrain2025", root, _options(grouped=[100]))
+    text = str(info.value)
+    assert str(root / "grouped" / "data" / "grouped_100" / "test_grouped.h5") in text
+    assert "grouped/grouped" not in text
+    assert (f"hf download wordcab/libribrain-meg-preprocessed --repo-type dataset --local-dir {root / 'grouped'} "
+            "--include 'data/grouped_100/train_grouped.h5'") in text
 
 
 def test_token_comes_from_the_environment_and_is_never_printed(tmp_path, hub, monkeypatch, caplog, capsys):

@@ -135,8 +135,10 @@ def offline_help(root: Path, spec: dict[str, tp.Any], missing: tp.Sequence[str],
                   f"  e.g. {root / runs[0]}"]
     grouped = [f for f in missing if f.startswith("grouped/")]
     if grouped:
-        lines.append(f"and the grouped files of {spec['grouped_repo']} under {root / 'grouped'}: "
-                     + ", ".join(grouped))
+        lines += [f"and the grouped files of the hub repository {spec['grouped_repo']} (its data/grouped_K/ folders "
+                  f"under {root / 'grouped'}):", *(f"  {root / f}" for f in grouped),
+                  f"  with network: hf download {spec['grouped_repo']} --repo-type dataset "
+                  f"--local-dir {root / 'grouped'} " + " ".join(f"--include '{f.split('/', 1)[1]}'" for f in grouped)]
     include = " ".join(f"--include '{p}'" for p in (f"Sherlock*/derivatives/serialised/*_proc-{preproc}_meg.h5",
                                                       "Sherlock*/derivatives/events/*_events.tsv"))
     lines += ["On a machine with network, these files (and any other run of the repository) come with",
