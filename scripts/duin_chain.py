@@ -6,7 +6,8 @@
     python -m scripts.duin_chain synthetic --subject 001 optim.epochs=20   # extra overrides apply to every stage
 
 The stages are those of the grid ``duin.<GRID>`` (:func:`grids.duin.plan`) for each subject given: VQ-VAE, MAE, and
-the classifiers without pre-training, from the VQ-VAE's encoder and from the MAE (with ``--multi``: the VQ-VAE and
+the classifiers without pre-training, from the VQ-VAE's encoder and from the MAE, and braindecode's EEGConformer
+(no pre-training; needs ``pip install bm2[zoo]``) on the same trials (with ``--multi``: the VQ-VAE and
 MAE pre-trained on all subjects, once, and each subject's classifier started from them). Each stage runs as
 ``dora run`` with the grid's overrides, so it is the same XP (signature) as ``dora grid duin.<GRID>`` signs: a
 finished stage is not run again, a killed one resumes. ``--dry-run`` prints the signatures and commands only. XPs

@@ -18,10 +18,10 @@ CHANCE1, CHANCE5 = 1 / 61, 5 / 61
 
 
 def _xp(root: Path, sig: str, loss: str, subjects: list[str] | None, parent: str | None = None,
-        history: list[dict] | None = None, task: str = "classification", seed: int = 0) -> Path:
+        history: list[dict] | None = None, task: str = "classification", seed: int = 0, model: str = "duin") -> Path:
     folder = root / sig
     (folder / ".hydra").mkdir(parents=True)
-    cfg = {"seed": seed, "loss": {"name": loss}, "dset": {"subjects": subjects},
+    cfg = {"seed": seed, "model": {"name": model}, "loss": {"name": loss}, "dset": {"subjects": subjects},
            "chain": {"parent": parent}, "test": {"task": task},
            "optim": {"best_metric": "top1" if task == "classification" else "loss",
                      "best_mode": "max" if task == "classification" else "min"}}
@@ -44,7 +44,8 @@ def _cls_history(valid: list[float], test_epoch: list[float] | None, top1: float
 @pytest.fixture
 def chain(tmp_path):
     """Two subjects' chains (VQ-VAE, MAE; classifiers from scratch, from the VQ-VAE, from the MAE) and a
-    multi-subject pre-training with one classifier per subject; subject 001's scratch classifier has two seeds."""
+    multi-subject pre-training with one classifier per subject, and braindecode's EEGConformer per subject (no
+    parent); subject 001's scratch classifier has two seeds."""
     xps = tmp_path / "xps"
     _xp(xps, "vqall", "duin_vqvae", None, task="pretraining")
     _xp(xps, "maeall", "duin_mae", None, "vqall", task="pretraining")
@@ -61,6 +62,9 @@ def chain(tmp_path):
             # epochs 2 and 3 tie on validation; the test top-1 of epoch 3 is 10 points above the selected one
             history = _cls_history([0.1, 0.6, 0.6], [0.0, top1, top1 + 0.1], top1, top5)
             cls.append(_xp(xps, f"cls_{name}{s}", "cross_entropy", [s], parent, history))
+    for s, top1 in (("001", 0.10), ("002", 0.20)):  # the baseline model: a row of its own, not "no pre-training"
+        cls.append(_xp(xps, f"cls_conformer{s}", "cross_entropy", [s], None, _cls_history([0.5], None, top1, 0.5),
+                       model="eegconformer"))
     # a second seed of 001's scratch classifier: the subject's value is the mean of its seeds
     cls.append(_xp(xps, "cls_scratch001s1", "cross_entropy", ["001"], None,
                    _cls_history([0.5], None, 0.50, 0.60), seed=1))
@@ -70,19 +74,21 @@ def chain(tmp_path):
 def test_chain_table_values(chain):
     xps, cls = chain
     records = R.load_chain([*cls, xps / "vq001", xps / "maeall"])  # pre-training XPs are left out
-    assert len(records) == 9
+    assert len(records) == 11
     rows = R.chain_rows(records).set_index("sig")
     assert rows.loc["cls_scratch001", "stage"] == "no pre-training"
     assert rows.loc["cls_vq002", "stage"] == "VQ-VAE"
     assert rows.loc["cls_mae002", "stage"] == "VQ-VAE → MAE"
     assert rows.loc["cls_multi001", "stage"] == "VQ-VAE → MAE, multi-subject pre-training"
+    assert rows.loc["cls_conformer001", "stage"] == "EEGConformer (braindecode), no pre-training"
     assert rows.loc["cls_mae001", "optimistic_top1"] == pytest.approx(60.0)   # tie broken by the test accuracy
     assert rows.loc["cls_mae001", "top1"] == pytest.approx(50.0)              # validation only: the first best epoch
     assert rows.loc["cls_scratch001s1", "optimistic_top1"] != rows.loc["cls_scratch001s1", "optimistic_top1"]  # NaN
 
     table = R.chain_table(records)
-    assert list(table.index) == ["no pre-training", "VQ-VAE", "VQ-VAE → MAE",
-                                 "VQ-VAE → MAE, multi-subject pre-training", "chance"]
+    assert list(table.index) == ["no pre-training", "EEGConformer (braindecode), no pre-training", "VQ-VAE",
+                                 "VQ-VAE → MAE", "VQ-VAE → MAE, multi-subject pre-training", "chance"]
+    assert table.loc["EEGConformer (braindecode), no pre-training", "top-1 %"] == "15.0 ± 5.0"
     # no pre-training: subject 001 = mean(30, 50) = 40 over its seeds, 002 = 50 -> 45 ± sd(40, 50) / sqrt(2) = 5
     assert table.loc["no pre-training", "top-1 %"] == "45.0 ± 5.0"
     assert table.loc["no pre-training", "top-5 %"] == "70.0 ± 10.0"      # 001: mean(60, 60), 002: 80

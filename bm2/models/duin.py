@@ -40,11 +40,14 @@ class DuinSubjectLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_subjects, d_out))
 
     def forward(self, x: torch.Tensor, subject_index: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``x [B, C, T]`` -> ``[B, T, d_out]``."""
+        """``x [B, C, T]`` -> ``[B, T, d_out]``; ``C`` may be below ``n_channels`` (a batch of subjects with fewer
+        channels than the data's largest montage, which the batch is not padded to): the first ``C`` rows apply."""
+        if x.shape[1] > self.weight.shape[1]:
+            raise ValueError(f"the subject layer was built for {self.weight.shape[1]} channels, got {x.shape[1]}")
         if mask is not None:
             x = x * mask[:, :, None].to(x.dtype)
         index = subject_index.long()
-        return torch.einsum("bct,bcd->btd", x, self.weight[index]) + self.bias[index][:, None, :]
+        return torch.einsum("bct,bcd->btd", x, self.weight[index][:, :x.shape[1]]) + self.bias[index][:, None, :]
 
 
 class PatchTokenizer(nn.Module):

@@ -191,7 +191,8 @@ class DuinVQ(nn.Module):
         x = self.expand(quantized) + time_embedding(self.time_embedding, quantized.shape[1]).to(quantized.dtype)
         for block in self.decoder:
             x = block(x)
-        out["output"] = self.head(x, subject_index)
+        # the batch's channels: those of its largest montage, which may be fewer than n_channels
+        out["output"] = self.head(x, subject_index)[:, :brain.shape[1]]
         return out
 
 

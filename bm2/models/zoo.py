@@ -13,7 +13,9 @@ every study: the size of the last layer is inferred from ``n_times`` (``final_fc
 braindecode still has that option), to be used with a cross-entropy loss.
 
 These models take one fixed montage: sensor ``c`` of every batch must be the same physical sensor (unlike
-SimpleConv's spatial attention, which reads sensor positions). Sensors masked out in the batch are zeroed.
+SimpleConv's spatial attention, which reads sensor positions). Sensors masked out in the batch are zeroed, and
+a batch with fewer sensors than ``n_channels`` (subjects with fewer sensors, padded by the data to the largest
+montage) is zero-padded at the end.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class BraindecodeModel(nn.Module):
     Args:
         out_channels: number of outputs (classes), braindecode's ``n_outputs``.
         n_subjects: accepted for a uniform builder call and ignored (braindecode models are not per subject).
-        n_channels: number of sensors C of every batch, braindecode's ``n_chans``.
+        n_channels: number of sensors, braindecode's ``n_chans``; a batch with fewer is zero-padded.
         n_times: window length T in samples; every batch must have exactly this length.
         sample_rate: sampling rate of ``brain`` in Hz, braindecode's ``sfreq``.
         **kwargs: passed to the braindecode class unchanged (plain values: they are saved in ``bm2_spec``).
@@ -120,16 +122,24 @@ class BraindecodeModel(nn.Module):
                 f"kernel_length) or a longer window") from error
 
     def forward(self, brain: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``[B, out_channels]`` for ``brain[B, C, T]`` (C = n_channels, T = n_times), masked sensors zeroed.
+        """Logits ``[B, out_channels]`` for ``brain[B, C, T]`` (T = n_times), masked sensors zeroed.
 
-        Raises ``ValueError`` for another shape (braindecode models have a fixed input size).
+        ``C`` may be below ``n_channels``: the batch's montages are padded to the largest of the batch
+        (:func:`bm2.data.dataset.collate`), the model's to the largest of the data, so a batch of the subjects with
+        fewer sensors (e.g. one subject's windows, ``dset.subjects``) is zero-padded at the end, like the padded
+        sensors of a mixed batch.
+
+        Raises ``ValueError`` for another shape (more than ``n_channels`` sensors, another length: braindecode
+        models have a fixed input size).
         """
-        if brain.dim() != 3 or brain.shape[1:] != (self.n_channels, self.n_times):
+        if brain.dim() != 3 or brain.shape[1] > self.n_channels or brain.shape[2] != self.n_times:
             raise ValueError(f"{type(self).__name__} was built for brain [B, {self.n_channels}, {self.n_times}] "
                              f"(n_channels, n_times), got shape {tuple(brain.shape)}")
         if mask is not None:
             # where() rather than a product: a missing sensor may hold NaN.
             brain = torch.where(mask.bool()[..., None], brain, torch.zeros_like(brain))
+        if brain.shape[1] < self.n_channels:
+            brain = nn.functional.pad(brain, (0, 0, 0, self.n_channels - brain.shape[1]))
         out = self.model(brain)
         if out.dim() > 2:  # some braindecode versions keep singleton time / space axes
             out = out.flatten(1)

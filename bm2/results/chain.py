@@ -16,7 +16,9 @@ accuracy**); it needs the per-epoch test metrics that ``test.each_epoch=true`` r
 
 Rows are labelled by the chain of pre-training stages the classifier descends from (``VQ-VAE``, ``VQ-VAE → MAE``,
 names from :data:`STAGE_NAMES`, else the stage's ``loss.name``), ``no pre-training`` without a parent, and
-``..., multi-subject pre-training`` when an ancestor was trained on other subjects than the classifier. An XP's
+``..., multi-subject pre-training`` when an ancestor was trained on other subjects than the classifier. A baseline
+model of :data:`MODEL_NAMES` (``model.name``, e.g. braindecode's EEGConformer) gets a row of its own, its name
+first: ``EEGConformer (braindecode), no pre-training``, after the ``no pre-training`` row. An XP's
 subject is its ``dset.subjects`` (joined with ``+``; ``all`` when unset). Each subject's value is first averaged
 over seeds; the s.e. is the sample sd over subjects divided by sqrt(n) (undefined for one subject).
 """
@@ -35,6 +37,9 @@ from .load import CHANCE_ROW, MISSING, ResultsError, resolve_folders
 
 #: display names of pre-training stages, by ``loss.name``
 STAGE_NAMES = {"duin_vqvae": "VQ-VAE", "duin_mae": "MAE", "clip": "CLIP", "mse": "regression"}
+#: display names of baseline models (``model.name``) whose classifiers get rows of their own
+MODEL_NAMES = {"eegconformer": "EEGConformer (braindecode)", "eegnet": "EEGNet (braindecode)",
+               "shallowfbcspnet": "ShallowFBCSPNet (braindecode)"}
 NO_PRETRAINING = "no pre-training"
 MULTI_SUBJECT = "multi-subject pre-training"
 COLUMNS = ("top-1 %", "top-5 %", "optimistic top-1 %", "subjects")
@@ -113,14 +118,17 @@ def load_chain(targets: tp.Sequence[str | Path]) -> list[dict[str, tp.Any]]:
 
 def stage_label(record: dict[str, tp.Any]) -> str:
     """The row of an XP: ``no pre-training``, or its pre-training stages joined by ``→`` (``VQ-VAE → MAE``),
-    plus ``, multi-subject pre-training`` when an ancestor saw other subjects."""
+    plus ``, multi-subject pre-training`` when an ancestor saw other subjects; prefixed by the model's name
+    (``EEGConformer (braindecode), ...``) for a model of :data:`MODEL_NAMES`."""
     ancestors = record["ancestors"]
     if not ancestors:
-        return NO_PRETRAINING
-    label = " → ".join(STAGE_NAMES.get(a["loss"], a["loss"]) for a in ancestors)
-    if any(a["subject"] != record["subject"] for a in ancestors):
-        label += f", {MULTI_SUBJECT}"
-    return label
+        label = NO_PRETRAINING
+    else:
+        label = " → ".join(STAGE_NAMES.get(a["loss"], a["loss"]) for a in ancestors)
+        if any(a["subject"] != record["subject"] for a in ancestors):
+            label += f", {MULTI_SUBJECT}"
+    model = MODEL_NAMES.get(str(_get(record["config"], "model.name")))
+    return f"{model}, {label}" if model else label
 
 
 def optimistic_top1(history: tp.Sequence[dict[str, tp.Any]], metric: str = "top1", mode: str = "max") -> float:
@@ -171,12 +179,14 @@ def _mean_only(values: pd.Series, decimals: int) -> str:
     return MISSING if values.empty else f"{float(values.mean()):.{decimals}f}"
 
 
-def _order(label: str) -> tuple[int, int, str]:
-    return (label != NO_PRETRAINING, label.count("→") + (MULTI_SUBJECT in label) * 10, label)
+def _order(label: str) -> tuple[int, int, int, str]:
+    baseline = label.startswith(tuple(f"{name}, " for name in MODEL_NAMES.values()))
+    return (label != NO_PRETRAINING, not baseline, label.count("→") + (MULTI_SUBJECT in label) * 10, label)
 
 
 def chain_table(records: tp.Sequence[dict[str, tp.Any]] | pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
-    """Rows: stages (:func:`stage_label`, no pre-training first) and ``chance``; columns :data:`COLUMNS`: test
+    """Rows: stages (:func:`stage_label`, no pre-training first, then the baseline models) and ``chance``; columns
+    :data:`COLUMNS`: test
     top-1 and top-5 (validation-only selection) and the optimistic top-1, as ``mean ± s.e.`` over subjects in
     percent (each subject averaged over seeds first), and the number of subjects. The chance row gives the
     uniform chance top-1 / top-5 (1 / K and 5 / K for K classes; mean over the XPs if they differ)."""
@@ -194,5 +204,5 @@ def chain_table(records: tp.Sequence[dict[str, tp.Any]] | pd.DataFrame, decimals
     return table
 
 
-__all__ = ["COLUMNS", "MULTI_SUBJECT", "NO_PRETRAINING", "STAGE_NAMES", "chain_rows", "chain_table", "load_chain",
-           "optimistic_top1", "stage_label"]
+__all__ = ["COLUMNS", "MODEL_NAMES", "MULTI_SUBJECT", "NO_PRETRAINING", "STAGE_NAMES", "chain_rows", "chain_table",
+           "load_chain", "optimistic_top1", "stage_label"]

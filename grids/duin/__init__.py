@@ -10,6 +10,8 @@ test). For each subject (the original trains every stage on one subject):
 - three classifiers on the same split: ``cls_scratch`` (no pre-training), ``cls_vqvae`` (the encoder started from
   the VQ-VAE's encoder, skipping the MAE: ``chain.rename={vqvae.encoder: encoder}``) and ``cls_mae`` (from the
   MAE: Du-IN);
+- the baseline ``cls_conformer``: braindecode's EEGConformer (``model=eegconformer``, bm2's zoo adapter; the paper's
+  EEG-Conformer row) with the same recipe, split and trials, no pre-training (its sizes: ``conformer=``);
 - with ``multi_subject``: one VQ-VAE and one MAE pre-trained on all subjects together (``all/vqvae``,
   ``all/mae``), and per subject a classifier started from that MAE (``cls_multi``).
 
@@ -34,8 +36,9 @@ from .._chain import stage
 ENCODER_KEYS = ("d_subject", "patch", "depth", "n_heads", "d_head", "d_ff", "attn_dropout", "ff_dropout")
 #: the tokenizer's own sizes (stage 1, and stage 2's frozen copy)
 VQ_KEYS = ("n_codes", "d_code", "decay", "kmeans_iters", "decoder_depth")
-#: the classifiers of the paper's ablation table: no pre-training, VQ-VAE only, MAE (Du-IN)
-ABLATIONS = ("scratch", "vqvae", "mae")
+#: the classifiers of the paper's ablation table: no pre-training, VQ-VAE only, MAE (Du-IN), and the EEGConformer
+#: baseline (braindecode's, no pre-training)
+ABLATIONS = ("scratch", "vqvae", "mae", "conformer")
 #: key of the stages pre-trained on all subjects together (the multi-subject variant)
 ALL = "all"
 
@@ -58,17 +61,20 @@ class Stage:
 
     @property
     def name(self) -> str:
-        """``vqvae``, ``mae`` (pre-training) or ``cls_scratch``, ``cls_vqvae``, ``cls_mae``, ``cls_multi``."""
+        """``vqvae``, ``mae`` (pre-training) or ``cls_scratch``, ``cls_vqvae``, ``cls_mae``, ``cls_conformer``,
+        ``cls_multi``."""
         return self.key.split("/", 1)[1]
 
 
 def plan(encoder: dict | None = None, vq: dict | None = None, stages: tp.Sequence[dict] = ({}, {}, {}),
          subjects: tp.Sequence[str] = ("001",), multi_subject: bool = True,
-         ablations: tp.Sequence[str] = ABLATIONS) -> list[Stage]:
+         ablations: tp.Sequence[str] = ABLATIONS, conformer: dict | None = None) -> list[Stage]:
     """The stages of the chain, parents before children, with the ``encoder`` and ``vq`` sizes (model keys, see
     :data:`ENCODER_KEYS`, :data:`VQ_KEYS`; empty: the recipes' paper sizes), extra overrides per stage (VQ-VAE,
-    MAE, classifier), one chain per subject id of ``subjects`` and the classifiers of ``ablations``; with
-    ``multi_subject`` also the pre-training on all subjects and a classifier per subject started from it.
+    MAE, classifier; the classifier's also apply to the EEGConformer), one chain per subject id of ``subjects`` and
+    the classifiers of ``ablations``; ``conformer``: EEGConformer keys (``model.eegconformer.*``, see
+    ``conf/model/eegconformer.yaml``; empty: braindecode's defaults); with ``multi_subject`` also the pre-training
+    on all subjects and a classifier per subject started from it.
 
     Raises ``KeyError`` for unknown sizes or ablations and ``ValueError`` for no or repeated subjects."""
     encoder, vq = dict(encoder or {}), dict(vq or {})
@@ -86,6 +92,8 @@ def plan(encoder: dict | None = None, vq: dict | None = None, stages: tp.Sequenc
            **{f"model.duin_mae.vqvae.{k}": v for k, v in vq.items()}, **stages[1]}
     classifier = {"recipe": "duin_classifier", "model": "duin",
                   **{f"model.duin.{k}": v for k, v in encoder.items()}, **stages[2]}
+    baseline = {"recipe": "duin_classifier", "model": "eegconformer",
+                **{f"model.eegconformer.{k}": v for k, v in (conformer or {}).items()}, **stages[2]}
     tokenizer = {"modules": ["vqvae"], "freeze": ["vqvae"]}
     out: list[Stage] = []
     if multi_subject:
@@ -102,6 +110,8 @@ def plan(encoder: dict | None = None, vq: dict | None = None, stages: tp.Sequenc
                              {"modules": ["encoder"], "rename": {"vqvae.encoder": "encoder"}}))
         if "mae" in ablations:
             out.append(Stage(f"{subject}/cls_mae", cls, f"{subject}/mae", {"modules": ["encoder"]}))
+        if "conformer" in ablations:
+            out.append(Stage(f"{subject}/cls_conformer", {**baseline, **only}))
         if multi_subject:
             out.append(Stage(f"{subject}/cls_multi", cls, f"{ALL}/mae", {"modules": ["encoder"]}))
     return out

@@ -1,7 +1,8 @@
 """Du-IN's chain at CPU sizes that still learn (the README's measurement): 3 subjects x 2 runs x 61 words x 5
 repeats of the synthetic sEEG study, 10 contacts, at 100 Hz (10-sample patches: 30 tokens), a 2-block encoder, a
 256 x 16 codebook; 30 / 30 / 60 epochs (VQ-VAE / MAE / classifier), 3 warm-up epochs. Per subject the three
-ablations (no pre-training, VQ-VAE only, MAE) and the multi-subject variant.
+ablations (no pre-training, VQ-VAE only, MAE), braindecode's EEGConformer at its defaults (60 epochs, the
+classifiers' recipe) and the multi-subject variant.
 
     python -m scripts.duin_chain small --subject 001 002 003 --multi    # all of it, locally, parents first
     dora grid duin.small --dry_run --init                               # or sign; then `dora run -f SIG`
@@ -20,6 +21,7 @@ SMALL_VQ = {"n_codes": 256, "d_code": 16, "decoder_depth": 1}
 BASE = SMALL_SEEG
 #: the chain's arguments (grids.duin.plan)
 CHAIN = {"encoder": SMALL_ENCODER, "vq": SMALL_VQ, "subjects": ("001", "002", "003"), "multi_subject": True,
+         "conformer": {},
          "stages": ({"optim.epochs": 30}, {"optim.epochs": 30}, {"optim.epochs": 60})}
 
 

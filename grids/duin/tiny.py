@@ -1,6 +1,7 @@
 """Du-IN's chain at tiny sizes on a tiny synthetic sEEG study, on CPU in seconds per stage (integration test):
 2 subjects x 2 runs x 6 words x 5 repeats, 6 contacts, 100 Hz (10-sample patches: 30 tokens of 16), one block,
-a 32 x 8 codebook, 2 epochs per stage; per subject the three ablations, and the multi-subject variant.
+a 32 x 8 codebook, 2 epochs per stage; per subject the three ablations, a tiny EEGConformer (8 temporal filters,
+one block of 2 heads), and the multi-subject variant.
 
     dora grid duin.tiny --dry_run --init           # sign; then `dora run -f SIG` for each stage, parents first
     python -m scripts.duin_chain tiny --subject 001  # or: one subject's whole chain in one command
@@ -17,10 +18,13 @@ TINY_SEEG = {"studies.synthetic_seeg.n_subjects": 2, "studies.synthetic_seeg.n_r
              "num_threads": 1}
 TINY_ENCODER = {"patch": 10, "depth": 1, "n_heads": 2, "d_head": 8, "d_ff": 32}
 TINY_VQ = {"n_codes": 32, "d_code": 8, "decoder_depth": 1}
+#: braindecode EEGConformer keys (its kernels, 25 + 75 samples, fit the 300-sample window)
+TINY_CONFORMER = {"n_filters_time": 8, "att_heads": 2, "att_depth": 1}
 #: overrides shared by every XP of the grid
 BASE = TINY_SEEG
 #: the chain's arguments (grids.duin.plan)
-CHAIN = {"encoder": TINY_ENCODER, "vq": TINY_VQ, "subjects": ("001", "002"), "multi_subject": True}
+CHAIN = {"encoder": TINY_ENCODER, "vq": TINY_VQ, "subjects": ("001", "002"), "multi_subject": True,
+         "conformer": TINY_CONFORMER}
 
 
 @TaskExplorer

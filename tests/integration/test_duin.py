@@ -74,13 +74,15 @@ def _grid_rows(out: str) -> list[tuple[str, str]]:
 
 
 #: the stage keys of grids duin.synthetic / duin.tiny, in grid order (grids.duin.plan: parents first)
-STAGES = ["all/vqvae", "all/mae"] + [f"{s}/{n}" for s in ("001", "002")
-                                     for n in ("vqvae", "mae", "cls_scratch", "cls_vqvae", "cls_mae", "cls_multi")]
+STAGES = ["all/vqvae", "all/mae"] + [f"{s}/{n}" for s in ("001", "002") for n in
+                                     ("vqvae", "mae", "cls_scratch", "cls_vqvae", "cls_mae", "cls_conformer",
+                                      "cls_multi")]
 
 
 def test_duin_chain_grids_sign_the_three_stages(tmp_path):
-    """Per subject VQ-VAE -> MAE and the three ablations (no pre-training, VQ-VAE only through chain.rename, MAE),
-    plus the multi-subject pre-training and its per-subject classifiers; the local command signs the same XPs."""
+    """Per subject VQ-VAE -> MAE, the three ablations (no pre-training, VQ-VAE only through chain.rename, MAE) and
+    braindecode's EEGConformer, plus the multi-subject pre-training and its per-subject classifiers; the local
+    command signs the same XPs."""
     env = dict(os.environ, BM2_XP_DIR=str(tmp_path / "xps"),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     rows = _grid_rows(_dora(["grid", "duin.synthetic", "--dry_run", "--init"], env))
@@ -95,6 +97,7 @@ def test_duin_chain_grids_sign_the_three_stages(tmp_path):
         assert mae.startswith("recipe=duin_mae") and f"cha.parent={sig[f'{s}/vqvae']}" in mae
         assert "cha.freeze=['vqvae']" in mae and "cha.modules=['vqvae']" in mae
         assert name[f"{s}/cls_scratch"] == f"recipe=duin_classifier model=duin dse.subjects=['{s}']"
+        assert name[f"{s}/cls_conformer"] == f"recipe=duin_classifier model=eegconformer dse.subjects=['{s}']"
         vq_only = name[f"{s}/cls_vqvae"]
         assert f"cha.parent={sig[f'{s}/vqvae']}" in vq_only and "cha.modules=['encoder']" in vq_only
         assert "cha.rename={'vqvae.encoder': 'encoder'}" in vq_only
@@ -114,7 +117,8 @@ def test_duin_chain_grids_sign_the_three_stages(tmp_path):
 
 def test_duin_tiny_chain_runs_stage_by_stage(tmp_path):
     """``dora grid duin.tiny --dry_run --init``, then ``dora run -f`` VQ-VAE, MAE and classifier in order: each
-    finishes, and each child starts from its parent (the MAE's frozen tokenizer is the VQ-VAE's, exactly)."""
+    finishes, and each child starts from its parent (the MAE's frozen tokenizer is the VQ-VAE's, exactly); the
+    EEGConformer baseline tests on the same trials, and the chain table shows it as a row of its own."""
     import torch
 
     env = dict(os.environ, BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
@@ -156,7 +160,8 @@ def test_duin_tiny_chain_runs_stage_by_stage(tmp_path):
     # subject 001's windows only (dset.subjects): 60 trials, 8 / 1 / 1 of 20 per word pooled over both subjects
     assert abs(test["chance_top1"] - 1 / 6) < 1e-6 and 0 < test["n_items"] < 12
     assert all("top1" in h["test_epoch"] for h in history)  # test.each_epoch: the optimistic column's input
-    split = (folder / cls / "split.csv").read_text().splitlines()
+    split_text = (folder / cls / "split.csv").read_text()
+    split = split_text.splitlines()
     subject = split[0].split(",").index("subject")
     assert {line.split(",")[subject] for line in split[1:]} == {"001"} and len(split) - 1 == 60
 
@@ -164,6 +169,17 @@ def test_duin_tiny_chain_runs_stage_by_stage(tmp_path):
     assert f"started from parent XP {vq}" in out and "renamed vqvae.encoder -> encoder" in out
     ckpt = torch.load(folder / vq_only / "checkpoint.th", weights_only=True)
     assert ckpt["parent"]["sig"] == vq and ckpt["parent"]["rename"] == {"vqvae.encoder": "encoder"}
+
+    conformer = sigs["001/cls_conformer"]  # braindecode's EEGConformer (tiny), no parent, the same split
+    out = _dora(["run", "-f", conformer], env)
+    assert "| top-1 |" in out and "started from parent" not in out
+    spec = torch.load(folder / conformer / "checkpoint.th", weights_only=True)["model_spec"]
+    assert spec["name"] == "eegconformer" and spec["kwargs"]["n_times"] == 300 and spec["kwargs"]["att_depth"] == 1
+    assert (folder / conformer / "split.csv").read_text() == split_text
+    from bm2 import results as R
+
+    table = R.chain_table(R.load_chain([folder / s for s in (cls, vq_only, conformer)]))
+    assert list(table.index) == ["EEGConformer (braindecode), no pre-training", "VQ-VAE", "VQ-VAE → MAE", "chance"]
 
 
 def test_duin_vqvae_stage_trains_with_two_ddp_workers_on_cpu(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bm2.models import build_model, count_parameters
@@ -45,6 +46,10 @@ def test_subject_layer_maps_each_subject_with_its_own_weights_and_masks_padding(
     torch.testing.assert_close(out[1], x[1].T @ layer.weight[1])
     masked = layer(x, torch.tensor([0, 1]), torch.tensor([[True, True, True, False]] * 2))
     torch.testing.assert_close(masked[0], x[0, :3].T @ layer.weight[0, :3])
+    # a batch of subjects with fewer channels than the data's largest montage (collate pads to the batch's)
+    torch.testing.assert_close(layer(x[:, :3], torch.tensor([0, 1])), masked)
+    with pytest.raises(ValueError, match="built for 4 channels, got 5"):
+        layer(torch.randn(2, 5, 50), torch.tensor([0, 1]))
 
 
 def test_parameter_count_at_the_paper_sizes():

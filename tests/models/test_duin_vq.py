@@ -99,6 +99,15 @@ def test_vqvae_reconstructs_the_signal_and_trains():
     objective.total(terms).backward()
     assert model.vqvae.encoder.subject.weight.grad is not None  # through the straight-through estimator
     assert model.vqvae.head.weight.grad is not None
+    # a batch of subjects with fewer channels than n_channels (collate pads to the batch's largest montage):
+    # the first channels' reconstruction, scored against them
+    model.eval()
+    few = {**batch, "brain": batch["brain"][:, :2], "mask": batch["mask"][:, :2]}
+    with torch.no_grad():
+        out, full = model(**few), model(**batch)
+    assert out["output"].shape == (4, 2, 300)  # the third channel is masked in ``batch``: the same first two
+    torch.testing.assert_close(out["output"], full["output"][:, :2])
+    assert torch.isfinite(objective(few, out)["reconstruction"])
 
 
 def test_mae_predicts_the_frozen_tokenizers_codes():

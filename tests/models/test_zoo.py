@@ -143,6 +143,24 @@ def test_adapter_maps_kwargs_and_masks_sensors() -> None:
 
 
 @NEEDS_BRAINDECODE
+def test_adapter_pads_a_batch_with_fewer_sensors() -> None:
+    """A batch of subjects with fewer sensors than the data's largest montage (collate pads to the batch's largest)
+    gives the logits of the same windows zero-padded to ``n_channels`` (as in a mixed batch, masked)."""
+    torch.manual_seed(0)
+    model = build_model("eegconformer", **data_kwargs_for("eegconformer", AVAILABLE), n_filters_time=8,
+                        att_heads=2, att_depth=1).eval()
+    few = torch.randn(2, C - 3, T)
+    padded = torch.cat([few, torch.zeros(2, 3, T)], dim=1)
+    mask = torch.ones(2, C, dtype=torch.bool)
+    mask[:, -3:] = False
+    with torch.no_grad():
+        torch.testing.assert_close(model(few, torch.ones(2, C - 3, dtype=torch.bool)), model(padded, mask))
+        torch.testing.assert_close(model(few), model(padded))
+    with pytest.raises(ValueError, match=r"brain \[B, 8, 200\]"):
+        model(torch.randn(2, C + 1, T))
+
+
+@NEEDS_BRAINDECODE
 def test_adapter_errors() -> None:
     model = build_model("eegnet", **data_kwargs_for("eegnet", AVAILABLE))
     with pytest.raises(ValueError, match=r"brain \[B, 8, 200\]"):
