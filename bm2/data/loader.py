@@ -27,6 +27,20 @@ import torch
 from .dataset import collate
 
 
+def _free_refcount() -> int:
+    """What ``sys.getrefcount`` reports, inside a loop over a pool list, for an array nothing else references: 3 on
+    CPython 3.11 (the list, the loop name, the call's argument). Measured rather than assumed, as interpreters
+    differ (borrowed references in newer CPythons, free-threaded builds): a count too high would reuse a buffer a
+    batch still holds."""
+    pool = [np.empty(1, dtype=np.float32)]
+    for array in pool:
+        return sys.getrefcount(array)
+    raise AssertionError("unreachable")
+
+
+_FREE_REFCOUNT = _free_refcount()
+
+
 class BufferPool:
     """Float32 batch buffers recycled once the consumer has released them (thread-safe).
 
@@ -50,8 +64,8 @@ class BufferPool:
         with self._lock:
             pool = self._buffers[(key, shape)]
             for array in pool:
-                # the pool's list, this loop's name and getrefcount's argument only: no batch uses it any more
-                if sys.getrefcount(array) <= 3:
+                # only the pool's own references (as counted by this interpreter): no batch uses it any more
+                if sys.getrefcount(array) <= _FREE_REFCOUNT:
                     self.reused += 1
                     return torch.from_numpy(array)
             self.allocated += 1
