@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bm2 import results as R
+
+from .notebook_kernel import install_kernel
 
 CHANCE1, CHANCE5 = 1 / 61, 5 / 61
 
@@ -155,18 +156,12 @@ def test_chain_notebook_shows_the_table(chain, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     xps, cls = chain
-    spec = tmp_path / "jupyter" / "kernels" / "bm2-test"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "bm2 test", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    kernel = install_kernel(tmp_path, monkeypatch)
     monkeypatch.setenv("BM2_TARGETS", " ".join(map(str, cls)))
     root = Path(__file__).resolve().parents[1]
     monkeypatch.setenv("PYTHONPATH", str(root))
     nb = nbformat.read(root / "notebook_templates" / "chain_table.ipynb", as_version=4)
-    NotebookClient(nb, kernel_name="bm2-test", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(nb, kernel_name=kernel, timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
                    if o.output_type == "stream" and o.name == "stdout")
     table = R.parse_markdown(text[text.index("| stage"):])

@@ -20,6 +20,7 @@ import pytest
 
 from bm2 import results as R
 
+from ..notebook_kernel import install_kernel
 from ._cli import DORA, ROOT, TINY_ARGS
 
 pytestmark = pytest.mark.slow
@@ -173,17 +174,11 @@ def test_report(xps):
 @pytest.fixture
 def kernel(xps, tmp_path, monkeypatch):
     """A kernelspec running this interpreter (the venv's ipykernel), and the notebooks' environment."""
-    spec = tmp_path / "jupyter" / "kernels" / "bm2-test"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "bm2 test", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    kernel = install_kernel(tmp_path, monkeypatch)
     for key in ("BM2_DATA", "BM2_CACHE", "BM2_XP_DIR", "BM2_NO_PROGRESS"):
         monkeypatch.setenv(key, xps["env"][key])
     monkeypatch.setenv("BM2_TARGETS", GRID)
-    return "bm2-test"
+    return kernel
 
 
 def _execute(name: str, kernel: str, cwd: Path):
