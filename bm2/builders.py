@@ -26,7 +26,7 @@ from .preprocessing import PreprocessParams
 from .solvers.base import HistoryLink
 from .solvers.chain import ChainError, load_from_parent, parent_state
 from .solvers.solver import OptimParams, Solver
-from .studies.base import Recording, Study, get_study_class, study_root
+from .studies.base import Recording, Study, UnknownSubjectError, get_study_class, study_root
 from .targets import LabelParams, SpeechParams
 from .tasks import Task, get_task
 from .tasks.inference import DenoiseParams, InferenceAddOns, TTAParams, variants
@@ -140,14 +140,15 @@ def select_subjects(datasets: Datasets, subjects: tp.Sequence[tp.Any] | None) ->
     Everything else stays as built on all recordings: the split of each window, the vocabulary, the scalers and
     the subject indices (the model keeps one subject layer per recording subject). So a classifier fine-tuned on
     one subject after a multi-subject pre-training sees the same test windows, and the same subject index, as
-    that pre-training had set aside. Raises ``ValueError`` naming the available subjects when one matches none.
+    that pre-training had set aside. Raises :class:`~bm2.studies.base.UnknownSubjectError` (a ``ValueError``)
+    naming the available subjects when one matches none.
     """
     if not subjects:
         return datasets
     available = sorted({r.subject for r in datasets.recordings})
     unknown = [s for s in subjects if not any(_same_subject(s, a) for a in available)]
     if unknown:
-        raise ValueError(f"dset.subjects: {unknown} match no subject of the selected recordings; available: "
+        raise UnknownSubjectError(f"dset.subjects: {unknown} match no subject of the selected recordings; available: "
                          f"{available} (studies {sorted({r.study for r in datasets.recordings})})")
     keep = {a for a in available if any(_same_subject(s, a) for s in subjects)}
 

@@ -33,6 +33,9 @@ def stage_commands(grid: str, subjects: tp.Sequence[str], multi: bool = False, e
     from bm2.train import main
     from grids.duin import ALL, plan
 
+    grids = sorted(f.stem for f in Path(__file__).resolve().parents[1].joinpath("grids", "duin").glob("[a-z]*.py"))
+    if grid not in grids:
+        raise ValueError(f"unknown Du-IN grid {grid!r}; the grids are {grids} (grids/duin/<grid>.py)")
     module = importlib.import_module(f"grids.duin.{grid}")
     chain = dict(module.CHAIN)
     known = [str(s) for s in chain["subjects"]]

@@ -92,9 +92,9 @@ def set_bipolar(raw: mne.io.BaseRaw, source: str = "the recording") -> mne.io.Ba
     dropped = [c for c in seeg if c in raw.ch_names]  # unpaired and bad contacts, still monopolar
     if dropped:
         raw.drop_channels(dropped)
-    logger.info("%s: %d bipolar sEEG channels (%s ...); contacts without a neighbour or bad, dropped: %s", source,
-                len(anodes), ", ".join(f"{a}-{c}" for a, c in list(zip(anodes, cathodes))[:3]),
-                dropped or "none")
+    pairs = [f"{a}-{c}" for a, c in zip(anodes, cathodes)]
+    logger.info("%s: %d bipolar sEEG channels (%s%s); contacts without a neighbour or bad, dropped: %s", source,
+                len(pairs), ", ".join(pairs[:3]), " ..." if len(pairs) > 3 else "", dropped or "none")
     if unpaired:
         logger.info("%s: unpaired sEEG contacts (no direct neighbour on their shaft): %s", source, unpaired)
     return raw

@@ -31,6 +31,10 @@ class StudyError(RuntimeError):
     """A study cannot be found, prepared or read; the message says how to fix it."""
 
 
+class UnknownSubjectError(StudyError, ValueError):
+    """A selected subject id (``dset.subjects``) matches no subject of the selected recordings."""
+
+
 class UnknownStudyError(StudyError, KeyError):
     """No study is registered under that name."""
 
