@@ -31,6 +31,8 @@ The spectra are bm2's superlet power (:mod:`bm2.superlet`, ``foi`` evenly spaced
 from __future__ import annotations
 
 import datetime
+import logging
+import os
 import typing as tp
 from pathlib import Path
 
@@ -40,6 +42,8 @@ from ..utils.hashing import content_hash
 from ._common import generate_once
 from .base import StudyError
 from .lee2024 import CLASSES, N_CHANNELS, TRIPLETS, Lee2024
+
+logger = logging.getLogger(__name__)
 
 GEN_VERSION = "v2"  # bump whenever generation changes (v2: 9-uV bursts instead of 3)
 MARKER = "bm2_complete.json"
@@ -305,12 +309,18 @@ class Lee2024Synthetic(Lee2024):
         from ..superlet import superlet
 
         opt = self.options
+        from tqdm import tqdm
+
         out = np.empty((*data.shape[:2], opt["n_freqs"], data.shape[-1]), dtype=np.float32)
-        for start in range(0, len(data), 16):
+        quiet = True if os.environ.get("BM2_NO_PROGRESS") == "1" else None  # None: only on a terminal
+        for start in tqdm(range(0, len(data), 16), desc="superlet spectra", unit="16 trials", disable=quiet):
             out[start:start + 16] = superlet(data[start:start + 16], opt["sfreq"], self.foi_hz, 3.0, opt["order"])
         return out
 
     def _generate(self, out: Path) -> None:
+        logger.info("generating lee2024_synthetic in %s: %d subject(s) x %d trials, raw and superlet spectra (about "
+                    "20-40 s on 2 cores)", self.dataset, self.options["n_subjects"], len(CLASSES) *
+                    self.options["repeats"])
         names, xyz = montage_channels()
         write_channel_info(out / CHANNEL_FILE, names, self.options["sfreq"], xyz)
         for folder in VARIANTS:
