@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import typing as tp
 from pathlib import Path
 
@@ -210,7 +211,10 @@ def describe(task: str, metrics: dict[str, float]) -> str:
                 f"chance top-10 {100 * m['chance_top10_segment']:.1f}%, {m['n_segments']:.0f} segments, "
                 f"{m['n_candidates']:.0f} candidates")
     parts = []
-    for key in get_task(task).headline:
+    headline = list(get_task(task).headline)
+    # every top-k level the XP computed (e.g. lee2024's top-10), in order of k, then the other headline metrics
+    topk = sorted({k for k in [*headline, *m] if re.fullmatch(r"top\d+", k)}, key=lambda k: int(k[3:]))
+    for key in topk + [k for k in headline if k not in topk]:
         if key not in m:
             continue
         value = m[key]

@@ -50,6 +50,8 @@ def test_evaluate_checkpoint_of_a_folder(tmp_path, monkeypatch):
                                "split": "test"}
     assert (folder / "eval" / "confusion.csv").exists()
     assert E.describe(result.task, result.metrics).startswith("classification: top1 66.7% (chance 33.3%)")
+    extra = E.describe("classification", {"top1": 0.5, "top10": 0.9, "chance_top10": 0.114, "top5": 0.7})
+    assert extra.startswith("classification: top1 50.0%, top5 70.0%, top10 90.0% (chance 11.4%)")
 
 
 def test_evaluate_checkpoint_of_the_validation_split(tmp_path, monkeypatch):
