@@ -323,6 +323,15 @@ def check_finished(folder: str | Path) -> dict[str, tp.Any]:
     return ckpt
 
 
+def _current_logits(out: Path, ckpt: dict[str, tp.Any]) -> bool:
+    """Whether ``out`` holds logits of the XP's current checkpoint, evaluated as trained: written after as many
+    epochs as the checkpoint holds (a continued or retrained XP is evaluated again) and without ``--override``."""
+    if not (out / "logits.npy").exists() or not (out / "summary.json").exists():
+        return False
+    meta = json.loads((out / "summary.json").read_text()).get("meta") or {}
+    return meta.get("epochs_trained") == len(ckpt.get("history") or []) and not meta.get("overrides")
+
+
 def stack_folders(folders: tp.Sequence[str | Path], C: float = 1.0, device: str = "auto", paths: tp.Any = None,
                   evaluate: bool = True, meta: str = "mlp", seed: int = 0,
                   mlp: tp.Mapping[str, tp.Any] | None = None) -> StackResult:
@@ -345,7 +354,7 @@ def stack_folders(folders: tp.Sequence[str | Path], C: float = 1.0, device: str 
             raise StackError(f"base XP {folder.name} is a {cfg.get('test', {}).get('task')!r} XP: stacking needs "
                              "classification XPs")
         for split, out in (("valid", valid), ("test", test)):
-            if evaluate and not (eval_folder(folder, split) / "logits.npy").exists():
+            if evaluate and not _current_logits(eval_folder(folder, split), ckpt):
                 try:
                     evaluate_checkpoint(folder, device, split=split, paths=paths)
                 except EvalError as exc:

@@ -239,7 +239,7 @@ def _xp(root, sig: str, split_logits: dict[str, S.SplitLogits] | None, k: int, f
         out = folder / "eval" if split == "test" else folder / "eval" / split
         result = evaluate_classification(data.logits, data.labels, data.items.drop(columns=["label"]), NAMES,
                                          n_boot=0)
-        result.save(out, {"sig": sig, "split": split})
+        result.save(out, {"sig": sig, "split": split, "epochs_trained": len(history)})
     return folder
 
 
@@ -310,3 +310,27 @@ def test_a_stage_waits_for_every_unfinished_stage(monkeypatch):
     assert _chain.dependency_for("stack") == "afterok:11:13"
     assert _chain.dependency_for("done") is None and _chain.dependency_for("child") == "afterok:11"
     assert _chain.dependency_for("a") is None
+
+
+def test_logits_of_an_older_checkpoint_or_an_override_are_evaluated_again(tmp_path):
+    import json as _json
+
+    from bm2.stacking import _current_logits
+
+    out = tmp_path / "eval" / "valid"
+    out.mkdir(parents=True)
+    ckpt = {"history": [{}, {}, {}]}
+    assert not _current_logits(out, ckpt)  # nothing evaluated yet
+    np.save(out / "logits.npy", np.zeros((2, 3), dtype=np.float32))
+    for meta, current in (({"epochs_trained": 3}, True), ({"epochs_trained": 2}, False),
+                          ({"epochs_trained": 3, "overrides": ["dset.selections=[other]"]}, False)):
+        (out / "summary.json").write_text(_json.dumps({"meta": meta}))
+        assert _current_logits(out, ckpt) is current, meta
+
+
+def test_a_result_without_logits_removes_the_older_file(tmp_path):
+    from bm2.tasks.base import write_probs
+
+    np.save(tmp_path / "probs.npy", np.ones(3))
+    write_probs(tmp_path, None)
+    assert not (tmp_path / "probs.npy").exists()

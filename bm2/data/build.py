@@ -21,6 +21,7 @@ from ..cache import Cache, EntryWriter
 from ..features import FeatureStack
 from ..preprocessing import PreprocessParams, RobustScaler, StandardScaler, preprocess
 from ..studies.base import Recording
+from ..utils.hashing import content_hash
 from ..targets import UNKNOWN, LabelParams, SpeechParams, build_vocabulary, encode_labels, label_names, speech_timeline
 from .dataset import (SCALER_VERSION, AugmentParams, Datasets, LazyArray, NormParams, PreparedRecording,
                       SegmentDataset)
@@ -35,7 +36,9 @@ def _fit_scaler(dataset: SegmentDataset, rec_index: int, rows: np.ndarray, norm:
     """The robust scaler of one recording, fitted on up to ``norm.n_fit_windows`` of its training windows.
 
     Cached (it costs a median and quantiles over ~200 windows per recording at every start otherwise); the
-    key holds everything that decides which windows are used: recording, preprocessing, window, split, seed.
+    key holds the recording, preprocessing, window, seed and the starts of the training windows it may draw from
+    (which the split, the task's label filter and a stratified split all decide: keying by their settings alone
+    would hand back a scaler fitted on windows that are now validation or test windows).
     Signals with a frequency axis get one scaler per (channel, frequency).
     """
     rec = dataset.recordings[rec_index]
@@ -50,7 +53,9 @@ def _fit_scaler(dataset: SegmentDataset, rec_index: int, rows: np.ndarray, norm:
         writer.save("scale", fitted.scale.reshape(lead))
 
     entry = cache.get("robust-scaler", {**key, "recording": rec.uid, "n_fit_windows": norm.n_fit_windows,
-                                        "baseline": norm.baseline, "seed": seed}, SCALER_VERSION, build)
+                                        "baseline": norm.baseline, "seed": seed,
+                                        "train_starts": content_hash(dataset._start[rows].tolist())},
+                      SCALER_VERSION, build)
     return RobustScaler(np.array(entry["center"]), np.array(entry["scale"]), norm.max_scale)
 
 

@@ -77,10 +77,13 @@ def atomic_write(path: str | Path, write: tp.Callable[[tp.BinaryIO], object]) ->
 
 
 def write_probs(folder: str | Path, probs: np.ndarray | None) -> None:
-    """Write ``probs.npy`` (float32) atomically when ``probs`` is given."""
-    if probs is not None:
-        values = probs.astype(np.float32)
-        atomic_write(Path(folder) / "probs.npy", lambda f: np.save(f, values))
+    """Write ``probs.npy`` (float32) atomically when ``probs`` is given, else remove an older one (it would not
+    match the items written next to it)."""
+    if probs is None:
+        (Path(folder) / "probs.npy").unlink(missing_ok=True)
+        return
+    values = probs.astype(np.float32)
+    atomic_write(Path(folder) / "probs.npy", lambda f: np.save(f, values))
 
 
 def write_summary(folder: str | Path, task: str, meta: dict[str, tp.Any] | None, metrics: dict[str, float],

@@ -209,6 +209,8 @@ class ClassificationResult:
         if self.logits is not None:
             logits = self.logits.astype(np.float32)
             atomic_write(folder / "logits.npy", lambda f: np.save(f, logits))
+        else:  # an older file would not match these items (stacking reads it)
+            (folder / "logits.npy").unlink(missing_ok=True)
         atomic_write(folder / "items.csv", lambda f: self.items.to_csv(f, index=False))
         atomic_write(folder / "confusion.csv", lambda f: self.confusion.to_csv(f))
         atomic_write(folder / "per_class.csv", lambda f: self.per_class.to_csv(f, index=False))

@@ -187,6 +187,8 @@ def evaluate_checkpoint(xp: tp.Any, device: str = "auto", keep_probs: bool = Tru
                         f"dset.split.{split}")
     task = get_task(str(cfg.test.get("task", "retrieval")))
     meta = {**xp_meta(sig, argv, cfg, ckpt), "split": split}
+    if overrides:
+        meta["overrides"] = list(overrides)  # this evaluation is not the XP's own: tables and stacking can tell
     result = task.evaluate(rebuilt.model, dataset, ks=tuple(cfg.test.ks), keep_probs=keep_probs,
                            batch_size=batch_size, device=dev, num_workers=num_workers, **rebuilt.options)
     for variant in rebuilt.inference:
