@@ -333,6 +333,12 @@ class Lee2024Recording(Recording):
                 raise StudyError(f"study 'lee2024': {self.path}: cannot read x_data ({exc}); the file is "
                                  "truncated or damaged") from exc
         n, c, t = data.shape
+        # Known defect (issue 15): filters and preprocess.tf=superlet then run across trial borders, so a trial's
+        # spectra take in its neighbours' signal (possibly other splits'); said at every read until per-trial
+        # transforms land.
+        logger.warning("lee2024: %s: %d raw trials joined end to end; filters and superlets run across trial "
+                       "borders (neighbouring trials leak into each other's spectra): prefer the released spectra "
+                       "(4-D x_data) until per-trial transforms land", self.path.name, n)
         continuous = data.transpose(1, 0, 2).reshape(c, n * t) * self._unit_scale
         info = montage_info(self.ch_names, self.xyz, self.sfreq)
         return mne.io.RawArray(continuous, info, verbose="error")

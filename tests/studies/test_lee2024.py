@@ -122,6 +122,14 @@ def test_raw_release_goes_through_superlets(tmp_path, montage):
     assert np.asarray(entry["brain"]).shape == (N_CH, 3, 3 * 128)
 
 
+def test_raw_trials_joined_end_to_end_are_flagged(tmp_path, montage, caplog):
+    _release(tmp_path, montage, n_trials=3, shape=(0, 256), raw=True)
+    (rec,) = list(Lee2024(tmp_path).iter_recordings())
+    with caplog.at_level("WARNING", logger="bm2.studies.lee2024"):
+        rec.raw()
+    assert "run across trial borders" in caplog.text
+
+
 def test_labels_out_of_range_name_the_file(tmp_path, montage):
     _release(tmp_path, montage, labels=np.arange(12) + 80)  # 80 .. 91
     with pytest.raises(StudyError, match=r"sub_1_ImaginedSpeech.h5.*out of range \[0, 88\)"):
