@@ -176,8 +176,8 @@ class FormantSynthesizer(nn.Module):
 
     # -- sources -------------------------------------------------------------------------------------------
     def stft(self, wave: torch.Tensor) -> torch.Tensor:
-        """Complex STFT ``[B, n_fft, 1 + S // hop]`` of ``wave [B, S]``, the same as
-        :func:`bm2.features.nsd_spec.power_spectrogram` (its squared magnitude)."""
+        """Complex STFT ``[B, n_fft, 1 + (S - 1) // hop]`` (``T`` frames for ``S = T * hop``) of ``wave [B, S]``,
+        the same as :func:`bm2.features.nsd_spec.power_spectrogram` (its squared magnitude)."""
         length = nsd_spec.stft_length(self.n_fft)
         return torch.stft(wave, n_fft=length, hop_length=self.hop, win_length=length,
                           window=self.window.to(wave.dtype), center=True, pad_mode="reflect", return_complex=True)
@@ -278,7 +278,9 @@ class FormantSynthesizer(nn.Module):
         if waveform:
             with torch.no_grad():
                 spec = sum(g.detach().clamp_min(0).sqrt() * x for g, x in zip(gains, sources))
-                spec = F.pad(tp.cast(torch.Tensor, spec), (0, 1))  # the STFT's last frame, dropped above
+                # one more, silent frame: the 511-point STFT of T * hop samples has T frames, and the overlap-add needs
+                # the next window to reach the last samples
+                spec = F.pad(tp.cast(torch.Tensor, spec), (0, 1))
                 length = nsd_spec.stft_length(self.n_fft)
                 out["waveform"] = torch.istft(spec, n_fft=length, hop_length=self.hop, win_length=length,
                                               window=self.window, center=True, length=s)
@@ -317,5 +319,35 @@ def synthesize(params: tp.Mapping[str, torch.Tensor], sex: str = "female", seed:
                      generator=generator)["waveform"]
 
 
+def smooth_random_parameters(batch: int, frames: int, sex: str = "female", seed: int = 0,
+                             knots: int = 8) -> dict[str, torch.Tensor]:
+    """Smooth random speech parameters ``[batch, frames]`` / ``[batch, frames, 6]`` within the ranges of ``sex``
+    (for tests and synthetic data): each trajectory is a seeded random walk on ``knots`` points, linearly
+    interpolated; formants sorted; loudness a power gain between about 1e-6 (silence, first and last eighth of the
+    frames ramping) and 1e-2; ``speech [batch, frames]`` is the on-stage mask (loudness above 1e-4)."""
+    g = torch.Generator().manual_seed(int(seed))
+
+    def curve(n: int = 1) -> torch.Tensor:  # [batch, frames, n] in [0, 1]
+        points = torch.rand(batch, n, knots, generator=g)
+        return F.interpolate(points, size=frames, mode="linear", align_corners=True).permute(0, 2, 1)
+
+    lo, hi = F0_RANGES[check_sex(sex)]
+    f_lo = torch.tensor([r[0] for r in FORMANT_RANGES[sex]])
+    f_hi = torch.tensor([r[1] for r in FORMANT_RANGES[sex]])
+    formants = torch.sort(curve(N_FORMANTS) * (f_hi - f_lo) + f_lo, dim=-1).values
+    amps = torch.softmax(3.0 * curve(N_FORMANTS) - torch.arange(N_FORMANTS) * 0.5, dim=-1)
+    t = torch.arange(frames, dtype=torch.float32)
+    onset, offset = frames / 8.0, frames * 7.0 / 8.0
+    envelope = torch.sigmoid((t - onset) / 2.0) * torch.sigmoid((offset - t) / 2.0)  # [frames]
+    loud_db = -60.0 + envelope * (35.0 + 10.0 * curve()[..., 0])
+    loudness = torch.pow(10.0, loud_db / 10.0)
+    return {"f0_hz": curve()[..., 0] * (hi - lo) + lo, "loudness": loudness,
+            "voicing": 0.3 + 0.7 * curve()[..., 0], "formant_hz": formants, "formant_amp": amps,
+            "noise_formant_hz": curve()[..., 0] * 4000.0 + 4000.0,
+            "noise_formant_bw_hz": curve()[..., 0] * 2000.0 + 1000.0, "noise_amp": 0.5 * curve()[..., 0],
+            "speech": (loudness > 1e-4).float()}
+
+
 __all__ = ["F0_RANGES", "FORMANT_RANGES", "FormantSynthesizer", "N_HARMONICS", "NOISE_FORMANT_RANGE",
-           "PARAMETER_KEYS", "SEXES", "check_parameters", "check_sex", "formant_bandwidth", "synthesize"]
+           "PARAMETER_KEYS", "SEXES", "check_parameters", "check_sex", "formant_bandwidth", "smooth_random_parameters",
+           "synthesize"]
