@@ -152,3 +152,25 @@ def test_a2a_training_improves_pcc_on_synthesized_speech():
         optimizer.step()
     end = pcc()
     assert end > start + 0.2, (start, end)
+
+
+@pytest.mark.parametrize("recipe", ["nsd_a2a", "nsd_e2a"])
+def test_recipes_build_the_model_and_objective(recipe, stand_in):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from bm2.builders import _section, build_loss_objective
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        cfg = compose("config", overrides=[f"recipe={recipe}", "model.nsd.channels=16", "model.nsd.encoder_depth=2"])
+    assert cfg.model.name == "nsd" and list(cfg.optim.betas) == [0.0, 0.99] and cfg.optim.lr == 2e-3
+    assert cfg.optim.batch_size == 16 and cfg.norm.scale_features is False and cfg.test.task == "reconstruction"
+    assert type(build_loss_objective(cfg)).__name__ == {"nsd_a2a": "NSDA2AObjective",
+                                                        "nsd_e2a": "NSDE2AObjective"}[recipe]
+    model = build_model("nsd", out_channels=256, n_subjects=1, n_channels=64, **_section(cfg, "model", "nsd"))
+    assert model.stage == recipe[-3:]
+    names = {name for name, _ in model.named_children()}
+    if recipe == "nsd_e2a":  # the parent's modules, loaded and frozen, exist under the same names
+        assert set(cfg.chain.freeze) == {"encoder", "synth"} <= names and set(cfg.chain.modules) <= names
