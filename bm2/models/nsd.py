@@ -67,12 +67,13 @@ class ParameterHead(nn.Module):
     """Features ``[B, in_channels, T]`` -> the speech parameters (dict of ``[B, T]`` / ``[B, T, 6]`` tensors).
 
     ``sex`` picks the f0 and formant ranges (:data:`F0_RANGES`, :data:`FORMANT_RANGES`); ``causal`` pads the
-    kernel-3 heads on the left only. ``forward(x, loudness_logit=None)``: a ``[B, T]`` logit replaces the loudness
-    head's (the speech encoder's spectrogram branch). Raises ``ValueError`` for an unknown sex or a wrong channel
-    count.
+    kernel-3 heads on the left only. ``loudness=False`` leaves out the loudness head: ``forward(x, loudness_logit)``
+    then takes a ``[B, T]`` logit from elsewhere (the speech encoder's spectrogram branch), so that no parameter
+    goes without gradient (DDP). Raises ``ValueError`` for an unknown sex, a wrong channel count or a missing
+    loudness logit.
     """
 
-    def __init__(self, in_channels: int, sex: str = "female", causal: bool = False) -> None:
+    def __init__(self, in_channels: int, sex: str = "female", causal: bool = False, loudness: bool = True) -> None:
         super().__init__()
         self.sex = check_sex(sex)
         self.in_channels = int(in_channels)
@@ -83,8 +84,9 @@ class ParameterHead(nn.Module):
         self.voicing = nn.Conv1d(in_channels, 2, 1)
         self.noise_hz = nn.Conv1d(in_channels, 1, 1)
         self.noise_bw = nn.Conv1d(in_channels, 1, 1)
-        self.loudness = nn.Conv1d(in_channels, 1, 1)
-        nn.init.constant_(tp.cast(torch.Tensor, self.loudness.bias), LOUDNESS_BIAS)
+        self.loudness = nn.Conv1d(in_channels, 1, 1) if loudness else None
+        if self.loudness is not None:
+            nn.init.constant_(tp.cast(torch.Tensor, self.loudness.bias), LOUDNESS_BIAS)
         lo, hi = zip(*FORMANT_RANGES[sex])
         self.f0_range = F0_RANGES[sex]
         self.register_buffer("formant_lo", torch.tensor(lo).view(1, 1, -1), persistent=False)
@@ -96,11 +98,14 @@ class ParameterHead(nn.Module):
         lo, hi = self.f0_range
         noise_lo, noise_hi = NOISE_FORMANT_RANGE
         amps7 = torch.softmax(self.noise_amps(x), dim=1)  # [B, 7, T]
-        logit = self.loudness(x)[:, 0] if loudness_logit is None else loudness_logit
+        if loudness_logit is None:
+            if self.loudness is None:
+                raise ValueError("this ParameterHead has no loudness head: pass loudness_logit [B, T]")
+            loudness_logit = self.loudness(x)[:, 0]
         lo_f, span_f = tp.cast(torch.Tensor, self.formant_lo), tp.cast(torch.Tensor, self.formant_span)
         return {
             "f0_hz": torch.sigmoid(self.f0(x)[:, 0]) * (hi - lo) + lo,
-            "loudness": F.softplus(logit),
+            "loudness": F.softplus(loudness_logit),
             "voicing": torch.softmax(self.voicing(x), dim=1)[:, 0],
             "formant_hz": torch.sigmoid(self.formant_hz(x)).transpose(1, 2) * span_f + lo_f,
             "formant_amp": torch.softmax(self.formant_amp(x), dim=1).transpose(1, 2),
@@ -131,7 +136,7 @@ class SpeechEncoder(nn.Module):
             layers += [_Conv(cin, channels, 3, causal, dilation=2 ** i), norm, nn.LeakyReLU(0.2)]
             cin = channels
         self.trunk = nn.Sequential(*layers)
-        self.head = ParameterHead(channels, sex=sex, causal=causal)
+        self.head = ParameterHead(channels, sex=sex, causal=causal, loudness=False)
         window = torch.hann_window(smooth + 2, periodic=False)[1:-1]  # no zero taps
         self.register_buffer("smoothing", (window / window.sum()).view(1, 1, -1), persistent=False)
         self.smooth_pads = (smooth - 1, 0) if causal else ((smooth - 1) // 2, smooth // 2)

@@ -174,3 +174,15 @@ def test_recipes_build_the_model_and_objective(recipe, stand_in):
     names = {name for name, _ in model.named_children()}
     if recipe == "nsd_e2a":  # the parent's modules, loaded and frozen, exist under the same names
         assert set(cfg.chain.freeze) == {"encoder", "synth"} <= names and set(cfg.chain.modules) <= names
+
+
+def test_every_parameter_gets_a_gradient_in_a2a():
+    model = NSDModel(**SMALL)
+    spec = torch.rand(2, 256, 16) * 2 - 1
+    out = model(spec)
+    objective = build_objective("nsd_a2a")
+    objective.total(objective({"features": spec, "speech": torch.ones(2, 16)}, out)).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing  # DDP needs every parameter used
+    with pytest.raises(ValueError, match="loudness_logit"):
+        model.encoder.head(torch.zeros(1, 16, 4))
