@@ -97,22 +97,24 @@ class ParameterHead(nn.Module):
             raise ValueError(f"ParameterHead takes features [B, {self.in_channels}, T], got {tuple(x.shape)}")
         lo, hi = self.f0_range
         noise_lo, noise_hi = NOISE_FORMANT_RANGE
-        amps7 = torch.softmax(self.noise_amps(x), dim=1)  # [B, 7, T]
+        # the convolutions may run in bf16 (autocast); ranges and softmaxes in float32
+        amps7 = torch.softmax(self.noise_amps(x).float(), dim=1)  # [B, 7, T]
         if loudness_logit is None:
             if self.loudness is None:
                 raise ValueError("this ParameterHead has no loudness head: pass loudness_logit [B, T]")
-            loudness_logit = self.loudness(x)[:, 0]
+            loudness_logit = self.loudness(x).float()[:, 0]
+        loudness_logit = loudness_logit.float()
         lo_f, span_f = tp.cast(torch.Tensor, self.formant_lo), tp.cast(torch.Tensor, self.formant_span)
         return {
-            "f0_hz": torch.sigmoid(self.f0(x)[:, 0]) * (hi - lo) + lo,
+            "f0_hz": torch.sigmoid(self.f0(x).float()[:, 0]) * (hi - lo) + lo,
             "loudness": F.softplus(loudness_logit),
-            "voicing": torch.softmax(self.voicing(x), dim=1)[:, 0],
-            "formant_hz": torch.sigmoid(self.formant_hz(x)).transpose(1, 2) * span_f + lo_f,
-            "formant_amp": torch.softmax(self.formant_amp(x), dim=1).transpose(1, 2),
+            "voicing": torch.softmax(self.voicing(x).float(), dim=1)[:, 0],
+            "formant_hz": torch.sigmoid(self.formant_hz(x).float()).transpose(1, 2) * span_f + lo_f,
+            "formant_amp": torch.softmax(self.formant_amp(x).float(), dim=1).transpose(1, 2),
             "formant_amp_noise": amps7[:, :N_FORMANTS].transpose(1, 2),
             "noise_amp": amps7[:, N_FORMANTS],
-            "noise_formant_hz": torch.sigmoid(self.noise_hz(x)[:, 0]) * (noise_hi - noise_lo) + noise_lo,
-            "noise_formant_bw_hz": F.softplus(self.noise_bw(x)[:, 0]) * NOISE_BW_SCALE + NOISE_BW_MIN,
+            "noise_formant_hz": torch.sigmoid(self.noise_hz(x).float()[:, 0]) * (noise_hi - noise_lo) + noise_lo,
+            "noise_formant_bw_hz": F.softplus(self.noise_bw(x).float()[:, 0]) * NOISE_BW_SCALE + NOISE_BW_MIN,
         }
 
 
@@ -201,8 +203,12 @@ class NSDModel(nn.Module):
             self.head = ParameterHead(channels, sex=sex, causal=causal)
 
     def _synthesize(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        generator = None if self.training else torch.Generator(device=params["f0_hz"].device).manual_seed(0)
-        return self.synth(params, waveform=not self.training, generator=generator)
+        device = params["f0_hz"].device
+        generator = None if self.training else torch.Generator(device=device).manual_seed(0)
+        # float32 even under the solver's bf16 autocast: phases over 16k samples and dB need the precision
+        with torch.autocast(device_type=device.type, enabled=False):
+            params = {k: v.float() for k, v in params.items()}
+            return self.synth(params, waveform=not self.training, generator=generator)
 
     def forward(self, features: torch.Tensor, brain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         features = features.float()

@@ -93,6 +93,10 @@ def test_a2a_model_registered_and_outputs():
         first, second = model(spec), model(spec)
     assert first["waveform"].shape == (2, 24 * nsd_spec.HOP)
     torch.testing.assert_close(first["waveform"], second["waveform"])  # seeded noise at evaluation
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the solver's bf16 forward: synthesis stays in float32
+        mixed = model(spec)
+    assert mixed["output"].dtype == torch.float32 and mixed["param_f0_hz"].dtype == torch.float32
     with pytest.raises(ValueError, match="256-bin"):
         NSDModel(out_channels=80)
     with pytest.raises(ValueError, match="stage"):
