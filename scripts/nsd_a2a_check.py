@@ -5,7 +5,9 @@ Spectrograms of smooth random parameter trajectories, rendered by the untrained 
 is trained on a pool of them with the ``nsd_a2a`` objective and the recipe's optimiser (Adam, betas (0, 0.99),
 lr 2e-3), then scored on held-out trajectories: ``pcc`` as the reconstruction task computes it (Pearson r of each
 bin over every frame of every window, averaged over bins) and ``pcc_window`` (over all bins and frames of each
-window, averaged over windows). Quick check without data preparation; the XP path is ``dora run recipe=nsd_a2a``.
+window, averaged over windows), each with the noise drawn (as the release) and with its expected power
+(``model.nsd.expected_noise``), next to the same scores of the synthesizer fed the true parameters (the ceiling
+set by the noise draws). Quick check without data preparation; the XP path is ``dora run recipe=nsd_a2a``.
 
     python -m scripts.nsd_a2a_check --steps 300 --batch 16
 """
@@ -39,14 +41,42 @@ def scores(model: NSDModel, spec: torch.Tensor, batch: int = 16) -> dict[str, fl
     reconstruction of ``spec`` (evaluation mode)."""
     from torchmetrics.functional import pearson_corrcoef
 
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([model(spec[i:i + batch])["output"] for i in range(0, len(spec), batch)])
-    model.train()
     flat = lambda x: x.permute(0, 2, 1).reshape(-1, x.shape[1]).double()  # noqa: E731
-    per_bin = pearson_corrcoef(flat(out), flat(spec)).numpy()
-    windows = [float(np.corrcoef(o.flatten().numpy(), s.flatten().numpy())[0, 1]) for o, s in zip(out, spec)]
-    return {"pcc": float(np.nanmean(per_bin)), "pcc_window": float(np.mean(windows))}
+    result = {}
+    model.eval()
+    for expected in (False, True):
+        model.expected_noise = expected
+        with torch.no_grad():
+            out = torch.cat([model(spec[i:i + batch])["output"] for i in range(0, len(spec), batch)])
+        per_bin = pearson_corrcoef(flat(out), flat(spec)).numpy()
+        windows = [float(np.corrcoef(o.flatten().numpy(), s.flatten().numpy())[0, 1]) for o, s in zip(out, spec)]
+        suffix = "_expected_noise" if expected else ""
+        result.update({"pcc" + suffix: round(float(np.nanmean(per_bin)), 4),
+                       "pcc_window" + suffix: round(float(np.mean(windows)), 4)})
+    model.expected_noise = False
+    model.train()
+    return result
+
+
+def ceiling(n: int, frames: int, sex: str, seed: int) -> dict[str, float]:
+    """The PCC of the synthesizer fed the TRUE parameters (drawn and expected noise) against the spectrograms of
+    :func:`spectrograms`: what a perfect speech encoder would score, the noise draws differing."""
+    from torchmetrics.functional import pearson_corrcoef
+
+    from bm2.models.formant_synth import FormantSynthesizer
+
+    params = smooth_random_parameters(n, frames, sex=sex, seed=seed)
+    params.pop("speech")
+    target = nsd_spec.release_spectrogram(synthesize(params, sex=sex, seed=seed))[0]
+    flat = lambda x: x.permute(0, 2, 1).reshape(-1, x.shape[1]).double()  # noqa: E731
+    synth, out = FormantSynthesizer(sex=sex), {}
+    for expected in (False, True):
+        with torch.no_grad():
+            spec = synth(params, waveform=False, generator=torch.Generator().manual_seed(seed + 1),
+                         expected_noise=expected)["output"]
+        out["ceiling_pcc" + ("_expected_noise" if expected else "")] = round(
+            float(np.nanmean(pearson_corrcoef(flat(spec), flat(target)).numpy())), 4)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -69,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = NSDModel(sex=args.sex, channels=args.channels)
     objective = build_objective("nsd_a2a")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.0, 0.99))
+    logger.info("true parameters: %s", ceiling(args.test, args.frames, args.sex, args.seed + 10_000))
     result = scores(model, test)
     logger.info("step 0: test %s", result)
     start = time.time()

@@ -234,11 +234,14 @@ class FormantSynthesizer(nn.Module):
 
     # -- synthesis -----------------------------------------------------------------------------------------
     def forward(self, params: tp.Mapping[str, torch.Tensor], waveform: bool = True,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, expected_noise: bool = False) -> dict[str, torch.Tensor]:
         """Synthesize from ``params`` (the keys of :data:`PARAMETER_KEYS`, ``[B, T]`` / ``[B, T, 6]``).
 
         Returns ``output`` (the [-1, 1] dB spectrogram ``[B, n_fft, T]``), ``power`` (``[B, n_fft, T]``) and,
         with ``waveform``, ``waveform [B, T * hop]`` (16 kHz, detached). ``generator`` seeds the noise sources.
+        ``expected_noise``: the spectrogram takes the expected power of the noise and background sources (flat,
+        their variance times the window energy) instead of one draw's (the waveform still uses a draw): a
+        deterministic spectrogram, closest on average to a noisy target (not in the release, which always draws).
         Raises ``KeyError`` / ``ValueError`` (see :func:`check_parameters`).
         """
         b, t = check_parameters(params)
@@ -272,8 +275,11 @@ class FormantSynthesizer(nn.Module):
         bg_gain = F.softplus(self.background_gain) / math.log(2.0) * self.profile.view(1, -1, 1) / energy
         gains = (loud * voicing * harmonic_gain, loud * (1.0 - voicing) * noise_gain, bg_gain.expand_as(noise_gain))
         sources = (harm, noise, bg)
-        power = sum(g * (x.real.square() + x.imag.square()) for g, x in zip(gains, sources))
-        power = tp.cast(torch.Tensor, power)
+        powers = [x.real.square() + x.imag.square() for x in sources]
+        if expected_noise:  # E|X|^2 of white noise is its variance times the window energy, in every bin
+            powers[1] = torch.full_like(powers[1], 1.0) * energy
+            powers[2] = (bg_wave.square().mean(dim=-1) * energy).view(-1, 1, 1).expand_as(powers[2])
+        power = tp.cast(torch.Tensor, sum(g * x for g, x in zip(gains, powers)))
         out = {"output": nsd_spec.db_to_norm(nsd_spec.power_to_db(power)), "power": power}
         if waveform:
             with torch.no_grad():

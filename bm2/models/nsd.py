@@ -165,6 +165,9 @@ class NSDModel(nn.Module):
     causal : causal speech encoder and ECoG decoder. sex : "female" | "male" | "unified" (ranges, bandwidths).
     channels : width of the speech encoder and of the ECoG decoder's features ``D``. encoder_depth : its blocks.
     n_filter_samples, learned_mask, noise_profile : the synthesizer's (:class:`FormantSynthesizer`).
+    expected_noise : at evaluation, the spectrogram takes the noise sources' expected power instead of a draw
+        (not in the release, which always draws; training always draws). A drawn noise spectrum fluctuates by about
+        5 dB per bin, which caps the PCC against a target that has its own draw.
     decoder_kwargs : more keyword arguments of ``build_ecog_decoder`` (e.g. ``grid``).
 
     ``forward(features)`` (a2a) or ``forward(brain, features)`` (e2a) returns ``output`` (the decoded [-1, 1]
@@ -180,7 +183,7 @@ class NSDModel(nn.Module):
     def __init__(self, out_channels: int = nsd_spec.N_FFT, n_subjects: int = 1, n_channels: int = 64,
                  stage: str = "a2a", decoder: str = "resnet", causal: bool = False, sex: str = "female",
                  channels: int = 128, encoder_depth: int = 4, n_filter_samples: int = 80, learned_mask: bool = True,
-                 noise_profile: tp.Sequence[float] | None = None,
+                 noise_profile: tp.Sequence[float] | None = None, expected_noise: bool = False,
                  decoder_kwargs: dict[str, tp.Any] | None = None) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -188,7 +191,7 @@ class NSDModel(nn.Module):
         if out_channels != nsd_spec.N_FFT:
             raise ValueError(f"model=nsd decodes the release's {nsd_spec.N_FFT}-bin spectrogram, but the data's "
                              f"features have {out_channels} channels: use the NSD spectrogram feature")
-        self.stage, self.causal = stage, bool(causal)
+        self.stage, self.causal, self.expected_noise = stage, bool(causal), bool(expected_noise)
         self.inputs: tuple[str, ...] = ("features",) if stage == "a2a" else ("brain", "features")
         self.encoder = SpeechEncoder(out_channels, channels, encoder_depth, sex=sex, causal=causal)
         self.synth = FormantSynthesizer(sex=sex, n_filter_samples=n_filter_samples, learned_mask=learned_mask,
@@ -208,7 +211,8 @@ class NSDModel(nn.Module):
         # float32 even under the solver's bf16 autocast: phases over 16k samples and dB need the precision
         with torch.autocast(device_type=device.type, enabled=False):
             params = {k: v.float() for k, v in params.items()}
-            return self.synth(params, waveform=not self.training, generator=generator)
+            return self.synth(params, waveform=not self.training, generator=generator,
+                              expected_noise=self.expected_noise and not self.training)
 
     def forward(self, features: torch.Tensor, brain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         features = features.float()
