@@ -177,6 +177,7 @@ class NSDModel(nn.Module):
     or decoder, a wrong number of bins, or an ECoG decoder whose output length differs from the spectrogram's.
     """
 
+    inputs: tuple[str, ...] = ("features",)  # a2a; an instance of stage e2a takes ("brain", "features")
     data_kwargs = ("n_channels",)
     audio_sample_rate = nsd_spec.SAMPLE_RATE
 
@@ -192,7 +193,7 @@ class NSDModel(nn.Module):
             raise ValueError(f"model=nsd decodes the release's {nsd_spec.N_FFT}-bin spectrogram, but the data's "
                              f"features have {out_channels} channels: use the NSD spectrogram feature")
         self.stage, self.causal, self.expected_noise = stage, bool(causal), bool(expected_noise)
-        self.inputs: tuple[str, ...] = ("features",) if stage == "a2a" else ("brain", "features")
+        self.inputs = ("features",) if stage == "a2a" else ("brain", "features")
         self.encoder = SpeechEncoder(out_channels, channels, encoder_depth, sex=sex, causal=causal)
         self.synth = FormantSynthesizer(sex=sex, n_filter_samples=n_filter_samples, learned_mask=learned_mask,
                                         noise_profile=noise_profile)

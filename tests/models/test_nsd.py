@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from bm2.features import nsd_spec
-from bm2.models import MODELS, build_model, data_kwargs_for
+from bm2.models import MODELS, build_model, data_kwargs_for, model_from_spec
 from bm2.models.formant_synth import (F0_RANGES, FORMANT_RANGES, NOISE_FORMANT_RANGE, smooth_random_parameters,
                                       synthesize)
 from bm2.models.nsd import NSDModel, ParameterHead, SpeechEncoder
@@ -97,6 +97,10 @@ def test_a2a_model_registered_and_outputs():
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the solver's bf16 forward: synthesis stays in float32
         mixed = model(spec)
     assert mixed["output"].dtype == torch.float32 and mixed["param_f0_hz"].dtype == torch.float32
+    rebuilt = model_from_spec(model.bm2_spec).eval()  # a checkpoint's spec rebuilds it
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(spec)["output"], first["output"])
     with pytest.raises(ValueError, match="256-bin"):
         NSDModel(out_channels=80)
     with pytest.raises(ValueError, match="stage"):
