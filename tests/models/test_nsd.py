@@ -194,3 +194,20 @@ def test_every_parameter_gets_a_gradient_in_a2a():
     assert not missing  # DDP needs every parameter used
     with pytest.raises(ValueError, match="loudness_logit"):
         model.encoder.head(torch.zeros(1, 16, 4))
+
+
+def test_e2a_starts_from_an_a2a_parent(stand_in):
+    from bm2.solvers.chain import load_from_parent
+
+    parent = NSDModel(**SMALL)
+    with torch.no_grad():
+        parent.synth.shape_logits.normal_()
+    child = NSDModel(stage="e2a", **SMALL)
+    loaded = load_from_parent(child, {"best_state": parent.state_dict()}, "a2a-sig", modules=["encoder", "synth"])
+    assert loaded and all(k.startswith(("encoder.", "synth.")) for k in loaded)
+    torch.testing.assert_close(child.synth.shape_logits, parent.synth.shape_logits)
+    spec = torch.rand(1, 256, 12) * 2 - 1
+    parent.eval(), child.eval()
+    with torch.no_grad():  # the child's guidance is the parent's encoding of the true spectrogram
+        guide = child(spec, brain=torch.randn(1, 64, 28))["guide_formant_hz"]
+        torch.testing.assert_close(guide, parent(spec)["param_formant_hz"])
