@@ -97,8 +97,6 @@ class ECoGResNet3d(nn.Module):
     Size at the paper's defaults (64 electrodes, out_channels 32): 3 765 184 parameters.
     """
 
-    inputs = ("brain",)
-
     def __init__(self, n_electrodes: int = 64, out_channels: int = 32, causal: bool = False,
                  grid: tuple[int, int] = (8, 8), width: int = 16, dropout: float = 0.2) -> None:
         super().__init__()
@@ -156,8 +154,6 @@ class ECoGLSTM(nn.Module):
     Size at the paper's defaults (64 electrodes, out_channels 64): 1 005 632 parameters (bidirectional), 371 776
     (causal).
     """
-
-    inputs = ("brain",)
 
     def __init__(self, n_electrodes: int = 64, out_channels: int = 64, causal: bool = False, hidden: int = 128,
                  layers: int = 3, dropout: float = 0.5, shift: int = 8) -> None:

@@ -195,8 +195,6 @@ class ECoGSwin3d(nn.Module):
     Size at the paper's defaults (64 electrodes on 8 x 8, 3 stages, out_channels 32): 3 178 134 parameters.
     """
 
-    inputs = ("brain",)
-
     def __init__(self, n_electrodes: int = 64, out_channels: int = 32, causal: bool = False,
                  grid: tuple[int, int] = (8, 8), embed_dim: int = 48, depths: Sequence[int] | None = None,
                  heads: Sequence[int] | None = None, patch: tuple[int, int, int] = (2, 2, 2),
