@@ -38,6 +38,8 @@ from .formant_synth import (F0_RANGES, FORMANT_RANGES, N_FORMANTS, NOISE_BW_MIN,
 LOUDNESS_BIAS = -9.0
 STAGES = ("a2a", "e2a")
 DECODERS = ("resnet", "lstm", "swin")
+# the original's feature width D of each ECoG decoder (the input of its parameter head)
+DECODER_CHANNELS = {"resnet": 32, "lstm": 64, "swin": 32}
 PARAM_PREFIX, GUIDE_PREFIX = "param_", "guide_"
 
 
@@ -163,7 +165,8 @@ class NSDModel(nn.Module):
     out_channels : spectrogram bins of the data (must be ``n_fft``, 256); n_subjects : unused (one model).
     n_channels : ECoG electrodes (e2a). stage : "a2a" | "e2a". decoder : "resnet" | "lstm" | "swin" (e2a).
     causal : causal speech encoder and ECoG decoder. sex : "female" | "male" | "unified" (ranges, bandwidths).
-    channels : width of the speech encoder and of the ECoG decoder's features ``D``. encoder_depth : its blocks.
+    channels : width of the speech encoder. encoder_depth : its blocks. decoder_channels : the ECoG decoder's
+        feature width ``D`` (None: the original's, :data:`DECODER_CHANNELS`).
     n_filter_samples, learned_mask, noise_profile : the synthesizer's (:class:`FormantSynthesizer`).
     expected_noise : at evaluation, the spectrogram takes the noise sources' expected power instead of a draw
         (not in the release, which always draws; training always draws). A drawn noise spectrum fluctuates by about
@@ -185,7 +188,7 @@ class NSDModel(nn.Module):
                  stage: str = "a2a", decoder: str = "resnet", causal: bool = False, sex: str = "female",
                  channels: int = 128, encoder_depth: int = 4, n_filter_samples: int = 80, learned_mask: bool = True,
                  noise_profile: tp.Sequence[float] | None = None, expected_noise: bool = False,
-                 decoder_kwargs: dict[str, tp.Any] | None = None) -> None:
+                 decoder_channels: int | None = None, decoder_kwargs: dict[str, tp.Any] | None = None) -> None:
         super().__init__()
         if stage not in STAGES:
             raise ValueError(f"model.nsd.stage must be one of {list(STAGES)}, got {stage!r}")
@@ -202,9 +205,10 @@ class NSDModel(nn.Module):
                 raise ValueError(f"model.nsd.decoder must be one of {list(DECODERS)}, got {decoder!r}")
             # lazy: the ECoG decoders live in their own module, imported only for e2a
             build_ecog_decoder = importlib.import_module("bm2.models.ecog_decoders").build_ecog_decoder
-            self.decoder = build_ecog_decoder(decoder, n_electrodes=n_channels, causal=causal, out_channels=channels,
+            width = int(decoder_channels or DECODER_CHANNELS[decoder])
+            self.decoder = build_ecog_decoder(decoder, n_electrodes=n_channels, causal=causal, out_channels=width,
                                               **(decoder_kwargs or {}))
-            self.head = ParameterHead(channels, sex=sex, causal=causal)
+            self.head = ParameterHead(width, sex=sex, causal=causal)
 
     def _synthesize(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device = params["f0_hz"].device
@@ -238,4 +242,5 @@ class NSDModel(nn.Module):
         return out
 
 
-__all__ = ["DECODERS", "GUIDE_PREFIX", "NSDModel", "PARAM_PREFIX", "ParameterHead", "STAGES", "SpeechEncoder"]
+__all__ = ["DECODERS", "DECODER_CHANNELS", "GUIDE_PREFIX", "NSDModel", "PARAM_PREFIX", "ParameterHead", "STAGES",
+           "SpeechEncoder"]

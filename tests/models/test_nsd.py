@@ -22,6 +22,7 @@ class StandInDecoder(nn.Module):
     """A tiny ECoG decoder with helper C's interface: ``[B, E, T + lead] -> [B, D, T]``, attribute ``lead``."""
 
     def __init__(self, n_electrodes=64, causal=False, grid=(8, 8), out_channels=16, lead=16):
+        assert out_channels == 16, "the stand-in expects model.nsd.decoder_channels=16"
         super().__init__()
         self.lead, self.causal = lead, causal
         self.conv = nn.Conv1d(n_electrodes, out_channels, 1)
@@ -108,7 +109,7 @@ def test_a2a_model_registered_and_outputs():
 
 
 def test_e2a_model_with_a_stand_in_decoder(stand_in):
-    model = NSDModel(stage="e2a", decoder="lstm", causal=True, n_channels=12, **SMALL)
+    model = NSDModel(stage="e2a", decoder="lstm", causal=True, n_channels=12, decoder_channels=16, **SMALL)
     assert stand_in[0][0] == "lstm" and stand_in[0][1]["causal"] and stand_in[0][1]["n_electrodes"] == 12
     assert model_inputs(model) == ("brain", "features")
     assert {"encoder", "synth", "decoder", "head"} <= {name for name, _ in model.named_children()}
@@ -172,7 +173,8 @@ def test_recipes_build_the_model_and_objective(recipe, stand_in):
 
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = compose("config", overrides=[f"recipe={recipe}", "model.nsd.channels=16", "model.nsd.encoder_depth=2"])
+        cfg = compose("config", overrides=[f"recipe={recipe}", "model.nsd.channels=16", "model.nsd.encoder_depth=2",
+                                           "model.nsd.decoder_channels=16"])
     assert cfg.model.name == "nsd" and list(cfg.optim.betas) == [0.0, 0.99] and cfg.optim.lr == 2e-3
     assert cfg.optim.batch_size == 16 and cfg.norm.scale_features is False and cfg.test.task == "reconstruction"
     assert type(build_loss_objective(cfg)).__name__ == {"nsd_a2a": "NSDA2AObjective",
@@ -202,7 +204,7 @@ def test_e2a_starts_from_an_a2a_parent(stand_in):
     parent = NSDModel(**SMALL)
     with torch.no_grad():
         parent.synth.shape_logits.normal_()
-    child = NSDModel(stage="e2a", **SMALL)
+    child = NSDModel(stage="e2a", decoder_channels=16, **SMALL)
     loaded = load_from_parent(child, {"best_state": parent.state_dict()}, "a2a-sig", modules=["encoder", "synth"])
     assert loaded and all(k.startswith(("encoder.", "synth.")) for k in loaded)
     torch.testing.assert_close(child.synth.shape_logits, parent.synth.shape_logits)
@@ -211,3 +213,16 @@ def test_e2a_starts_from_an_a2a_parent(stand_in):
     with torch.no_grad():  # the child's guidance is the parent's encoding of the true spectrogram
         guide = child(spec, brain=torch.randn(1, 64, 28))["guide_formant_hz"]
         torch.testing.assert_close(guide, parent(spec)["param_formant_hz"])
+
+
+@pytest.mark.parametrize("decoder", ["resnet", "lstm", "swin"])
+def test_e2a_with_each_ecog_decoder(decoder):
+    from tests.models.test_ecog_decoders import TINY as TINY_DECODERS
+
+    model = NSDModel(stage="e2a", decoder=decoder, causal=True, decoder_kwargs=TINY_DECODERS[decoder], **SMALL)
+    spec = torch.rand(2, 256, 32) * 2 - 1
+    out = run_model(model, {"brain": torch.randn(2, 64, 32 + model.decoder.lead), "features": spec})
+    assert out["output"].shape == (2, 256, 32)
+    objective = build_objective("nsd_e2a")
+    objective.total(objective({"features": spec, "speech": torch.ones(2, 32)}, out)).backward()
+    assert all(p.grad is not None for p in model.decoder.parameters() if p.requires_grad)
