@@ -328,9 +328,10 @@ def synthesize(params: tp.Mapping[str, torch.Tensor], sex: str = "female", seed:
 def smooth_random_parameters(batch: int, frames: int, sex: str = "female", seed: int = 0,
                              knots: int = 8) -> dict[str, torch.Tensor]:
     """Smooth random speech parameters ``[batch, frames]`` / ``[batch, frames, 6]`` within the ranges of ``sex``
-    (for tests and synthetic data): each trajectory is a seeded random walk on ``knots`` points, linearly
-    interpolated; formants sorted; loudness a power gain between about 1e-6 (silence, first and last eighth of the
-    frames ramping) and 1e-2; ``speech [batch, frames]`` is the on-stage mask (loudness above 1e-4)."""
+    (for tests and synthetic data): each trajectory joins ``knots`` seeded uniform random points linearly; formants
+    sorted, their amplitudes falling with rank; loudness a power gain between about 1e-6 (silence, ramping in the
+    first and last eighth of the frames) and 1e-2; ``speech [batch, frames]`` is the on-stage mask (loudness above
+    1e-4)."""
     g = torch.Generator().manual_seed(int(seed))
 
     def curve(n: int = 1) -> torch.Tensor:  # [batch, frames, n] in [0, 1]
@@ -341,7 +342,8 @@ def smooth_random_parameters(batch: int, frames: int, sex: str = "female", seed:
     f_lo = torch.tensor([r[0] for r in FORMANT_RANGES[sex]])
     f_hi = torch.tensor([r[1] for r in FORMANT_RANGES[sex]])
     formants = torch.sort(curve(N_FORMANTS) * (f_hi - f_lo) + f_lo, dim=-1).values
-    amps = torch.softmax(3.0 * curve(N_FORMANTS) - torch.arange(N_FORMANTS) * 0.5, dim=-1)
+    # amplitudes falling with the formant's rank, as in speech (and as the a2a amplitude-ordering term expects)
+    amps = torch.sort(torch.softmax(3.0 * curve(N_FORMANTS), dim=-1), dim=-1, descending=True).values
     t = torch.arange(frames, dtype=torch.float32)
     onset, offset = frames / 8.0, frames * 7.0 / 8.0
     envelope = torch.sigmoid((t - onset) / 2.0) * torch.sigmoid((offset - t) / 2.0)  # [frames]
