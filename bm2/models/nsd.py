@@ -167,7 +167,7 @@ class NSDModel(nn.Module):
     causal : causal speech encoder and ECoG decoder. sex : "female" | "male" | "unified" (ranges, bandwidths).
     channels : width of the speech encoder. encoder_depth : its blocks. decoder_channels : the ECoG decoder's
         feature width ``D`` (None: the original's, :data:`DECODER_CHANNELS`).
-    n_filter_samples, learned_mask, noise_profile : the synthesizer's (:class:`FormantSynthesizer`).
+    n_filter_samples, learned_mask, noise_profile, background_mlp : the synthesizer's (:class:`FormantSynthesizer`).
     expected_noise : at evaluation, the spectrogram takes the noise sources' expected power instead of a draw
         (not in the release, which always draws; training always draws). A drawn noise spectrum fluctuates by about
         5 dB per bin, which caps the PCC against a target that has its own draw.
@@ -187,7 +187,8 @@ class NSDModel(nn.Module):
     def __init__(self, out_channels: int = nsd_spec.N_FFT, n_subjects: int = 1, n_channels: int = 64,
                  stage: str = "a2a", decoder: str = "resnet", causal: bool = False, sex: str = "female",
                  channels: int = 128, encoder_depth: int = 4, n_filter_samples: int = 80, learned_mask: bool = True,
-                 noise_profile: tp.Sequence[float] | None = None, expected_noise: bool = False,
+                 noise_profile: tp.Sequence[float] | None = None, background_mlp: bool = True,
+                 expected_noise: bool = False,
                  decoder_channels: int | None = None, decoder_kwargs: dict[str, tp.Any] | None = None) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -199,7 +200,7 @@ class NSDModel(nn.Module):
         self.inputs = ("features",) if stage == "a2a" else ("brain", "features")
         self.encoder = SpeechEncoder(out_channels, channels, encoder_depth, sex=sex, causal=causal)
         self.synth = FormantSynthesizer(sex=sex, n_filter_samples=n_filter_samples, learned_mask=learned_mask,
-                                        noise_profile=noise_profile)
+                                        noise_profile=noise_profile, background_mlp=background_mlp)
         if stage == "e2a":
             if decoder not in DECODERS:
                 raise ValueError(f"model.nsd.decoder must be one of {list(DECODERS)}, got {decoder!r}")

@@ -166,3 +166,12 @@ def test_expected_noise_is_the_mean_of_the_draws():
     # one draw fluctuates by several dB per bin, the expectation does not
     db = nsd_spec.power_to_db
     assert db(draws[0][:, band]).std() > 3 * db(expected[0]["power"][:, band]).std()
+
+
+def test_background_without_mlp_is_white_noise_at_the_same_level():
+    plain, full = FormantSynthesizer(background_mlp=False), FormantSynthesizer()
+    assert not any(name.startswith("background.") for name, _ in plain.named_parameters())
+    quiet = params(t=40, loudness=0.0)
+    for synth in (plain, full):
+        db = mean_db(synth, quiet)
+        assert abs(float(db[5:-5].mean()) - (-35.0)) < 1.0  # the default flat profile, white
