@@ -135,7 +135,7 @@ def _pcc(a, b):
     return float((a * b).sum() / (a.norm() * b.norm()))
 
 
-@pytest.mark.slow  # 30 training steps: about 10-60 s on 2 shared CPU cores
+@pytest.mark.slow  # 30 training steps: about 15 s on 2 shared CPU cores
 def test_a2a_training_improves_pcc_on_synthesized_speech():
     torch.manual_seed(0)
     params = smooth_random_parameters(4, 32, seed=0)
