@@ -50,7 +50,9 @@ class PreprocessParams:
         cycles, default 3), ``order`` (``[min, max]`` or one number, default ``[1, 30]``), ``rule``
         (``multiplicative`` default | ``additive``), ``log`` (store ``log10(power + eps)``, default false)
         and ``eps`` (default 1e-30, in the signal's SI unit^2 (V^2 for EEG): far below any EEG / MEG power, it
-        only keeps ``log10`` of an exactly flat stretch finite).
+        only keeps ``log10`` of an exactly flat stretch finite) and ``phase`` (default false: also store the
+        superlet's phase, radians in ``[-pi, pi]``, as ``F`` more rows of the frequency axis: ``[C, 2F, T]``, power
+        rows first; an optional second input, as the original's FieldTrip phase).
     """
 
     sample_rate: float = 120.0
@@ -76,10 +78,10 @@ class PreprocessParams:
         from .superlet import foi_from_config
 
         given = dict(self.superlet or {})
-        unknown = set(given) - {"foi", "fmin", "fmax", "n_freqs", "c1", "order", "rule", "log", "eps"}
+        unknown = set(given) - {"foi", "fmin", "fmax", "n_freqs", "c1", "order", "rule", "log", "eps", "phase"}
         if unknown:
             raise ValueError(f"unknown preprocess.superlet keys {sorted(unknown)} "
-                             "(foi, fmin, fmax, n_freqs, c1, order, rule, log, eps)")
+                             "(foi, fmin, fmax, n_freqs, c1, order, rule, log, eps, phase)")
         if given.get("foi") is not None:
             foi = foi_from_config(given["foi"])
         elif all(given.get(k) is not None for k in ("fmin", "fmax", "n_freqs")):
@@ -97,8 +99,11 @@ class PreprocessParams:
         c1 = float(given.get("c1", 3.0))
         if not c1 > 0:
             raise ValueError(f"preprocess.superlet.c1 must be > 0, got {c1}")
-        return {"foi": [float(f) for f in foi], "c1": c1, "order": order,
-                "rule": rule, "log": bool(given.get("log", False)), "eps": float(given.get("eps", 1e-30))}
+        out = {"foi": [float(f) for f in foi], "c1": c1, "order": order,
+               "rule": rule, "log": bool(given.get("log", False)), "eps": float(given.get("eps", 1e-30))}
+        if given.get("phase"):  # only when on: the keys of power-only entries stay as they were
+            out["phase"] = True
+        return out
 
     def key(self) -> dict[str, tp.Any]:
         """Parameters that change the output (chunking does not; without a TF step, the key of version 2)."""
@@ -238,7 +243,8 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
             if max(tf["foi"]) > rate / 2:
                 raise ValueError(f"preprocess.superlet.foi reaches {max(tf['foi'])} Hz, above the Nyquist "
                                  f"frequency {rate / 2:g} Hz of preprocess.sample_rate; lower foi or raise the rate")
-            out = writer.create("brain", (len(names), len(tf["foi"]), n_out), np.float32)
+            rows = len(tf["foi"]) * (2 if tf.get("phase") else 1)  # power, then phase
+            out = writer.create("brain", (len(names), rows, n_out), np.float32)
         else:
             out = writer.create("brain", (len(names), n_out), np.float32)
         sos = _filters(params, sfreq)
@@ -283,7 +289,7 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
         writer.meta.update(ch_names=names, sample_rate=rate, n_times=n_out, raw_sfreq=sfreq,
                            requested_sample_rate=params.sample_rate, resample_up=up, resample_down=down)
         if tf is not None:
-            writer.meta.update(tf="superlet", foi=tf["foi"])
+            writer.meta.update(tf="superlet", foi=tf["foi"], phase=bool(tf.get("phase")))
 
     return cache.get("preprocess", key, PREPROCESS_VERSION, build, desc=f"preprocess {recording!r}")
 
@@ -351,18 +357,24 @@ def _trial_layout(recording: Recording, n_times: int, per_trial: int, sfreq: flo
     return int(n_times) // per_trial, int(trial_out)
 
 
-def _log_power(power: np.ndarray, tf: dict[str, tp.Any]) -> np.ndarray:
-    return np.log10(power + np.float32(tf["eps"])) if tf["log"] else power
+def _transform(x: np.ndarray, rate: float, tf: dict[str, tp.Any]) -> np.ndarray:
+    """Superlet power (``log10`` with ``tf["log"]``) of ``x [..., T]`` -> ``[..., F, T]``, or with ``tf["phase"]``
+    power then phase (radians) -> ``[..., 2F, T]``."""
+    from .superlet import superlet
+
+    result = superlet(x, rate, tf["foi"], tf["c1"], tf["order"], rule=tf["rule"], phase=bool(tf.get("phase")))
+    power, angle = result if tf.get("phase") else (result, None)
+    if tf["log"]:
+        power = np.log10(power + np.float32(tf["eps"]))
+    return power if angle is None else np.concatenate([power, angle], axis=-2)
 
 
 def _superlet_into(out: np.ndarray, start: int, data: np.ndarray, rate: float, tf: dict[str, tp.Any]) -> None:
-    """Superlet power of ``data`` [c, T] into ``out[start:start + c]`` ([C, F, T]), a few channels at a time."""
-    from .superlet import superlet
-
+    """Superlet power of ``data`` [c, T] into ``out[start:start + c]`` ([C, F, T], or [C, 2F, T] with phase), a few
+    channels at a time."""
     for i in range(0, len(data), TF_CHUNK_CHANNELS):
         block = data[i:i + TF_CHUNK_CHANNELS]
-        power = superlet(block, rate, tf["foi"], tf["c1"], tf["order"], rule=tf["rule"])
-        out[start + i:start + i + len(block)] = _log_power(power, tf)
+        out[start + i:start + i + len(block)] = _transform(block, rate, tf)
 
 
 TF_CHUNK_TRIALS = 256
@@ -373,16 +385,13 @@ def _superlet_trials_into(out: np.ndarray, start: int, data: np.ndarray, rate: f
                           tf: dict[str, tp.Any]) -> None:
     """Superlet power of each trial of ``data`` [c, n_trials, t] into ``out[start:start + c]`` ([C, F, n_trials *
     t], trials end to end): the wavelets see one trial, zero-padded at its edges, never its neighbours."""
-    from .superlet import superlet
-
     c, n_trials, t = data.shape
     for i in range(0, c, TF_CHUNK_CHANNELS):
         rows = out[start + i:start + min(i + TF_CHUNK_CHANNELS, c)]
-        view = rows.reshape(len(rows), len(tf["foi"]), n_trials, t)  # a view: rows are whole C-contiguous slices
+        view = rows.reshape(len(rows), rows.shape[1], n_trials, t)  # a view: rows are whole C-contiguous slices
         for k in range(0, n_trials, TF_CHUNK_TRIALS):
             block = data[i:i + TF_CHUNK_CHANNELS, k:k + TF_CHUNK_TRIALS]
-            power = superlet(block, rate, tf["foi"], tf["c1"], tf["order"], rule=tf["rule"])  # [c', n', F, t]
-            view[:, :, k:k + block.shape[1]] = _log_power(power, tf).transpose(0, 2, 1, 3)
+            view[:, :, k:k + block.shape[1]] = _transform(block, rate, tf).transpose(0, 2, 1, 3)  # [c', n', F, t]
 
 
 @dataclasses.dataclass

@@ -260,3 +260,22 @@ def test_triplet_confusion_counts_semantic_and_phonological_errors():
     assert row.to_dict() == {"n": 5, "correct": 1, "semantic": 2, "phonological": 1, "same_triplet": 1, "outside": 0}
     assert table.loc["ship/boat/coat", "outside"] == 1
     assert table.loc["all", "n"] == 6  # the phrase word is left out
+
+
+def test_superlet_phase_as_a_second_input(tmp_path, montage):
+    """preprocess.superlet.phase: the brain is [C, 2F, T], power rows then the superlet's phase, per trial."""
+    from bm2.superlet import superlet
+
+    x, _ = _release(tmp_path, montage, n_trials=2, shape=(0, 128), raw=True)
+    (rec,) = list(Lee2024(tmp_path).iter_recordings())
+    settings = {"foi": [8.0, 16.0], "order": [1, 2]}
+    plain = preprocess(rec, Cache(tmp_path / "cache"), PreprocessParams(
+        sample_rate=256.0, picks=("eeg",), tf="superlet", superlet=settings))
+    both = preprocess(rec, Cache(tmp_path / "cache"), PreprocessParams(
+        sample_rate=256.0, picks=("eeg",), tf="superlet", superlet={**settings, "phase": True}))
+    brain = np.asarray(both["brain"])
+    assert brain.shape == (N_CH, 4, 2 * 128) and both.meta["phase"] is True and not plain.meta["phase"]
+    np.testing.assert_array_equal(brain[:, :2], np.asarray(plain["brain"]))
+    _, angle = superlet(x[1].astype(np.float64) * 1e-6, 256.0, [8.0, 16.0], 3.0, (1, 2), phase=True)
+    np.testing.assert_allclose(brain[:, 2:, 128:], angle, atol=1e-5)
+    assert np.abs(brain[:, 2:]).max() <= np.pi + 1e-6
