@@ -291,7 +291,10 @@ def build_batch_sampler(cfg: DictConfig, datasets: Datasets) -> tp.Any:
     from .data.samplers import ClassStructuredBatchSampler, class_groups_for
 
     groups = class_groups_for(opts.pop("groups", None), datasets.vocabulary)
-    return ClassStructuredBatchSampler(datasets.train._label, groups, seed=int(cfg.seed), **opts)
+    from . import distrib
+
+    return ClassStructuredBatchSampler(datasets.train._label, groups, seed=int(cfg.seed), rank=distrib.rank(),
+                                       world_size=distrib.world_size(), **opts)
 
 
 def check_model_task(name: str, task: Task) -> None:

@@ -48,9 +48,12 @@ class Spectra(tp.Protocol):
     ``shape`` is ``(n_trials, n_channels, n_freqs, n_times)``; trials are laid end to end in time, as
     :class:`~bm2.studies._trials.TrialsRecording` lays raw trials. ``sfreq`` (Hz) is the rate of the time axis,
     ``foi`` the centre frequencies (Hz, None when the release does not say), ``ch_names`` the channels.
+    ``scale`` multiplies the values read into the SI unit squared that bm2's superlet step gives (V^2 for EEG),
+    so that released spectra and spectra computed from raw trials share a unit (lee2024: ``unit_scale ** 2``).
     """
 
     shape: tuple[int, int, int, int]
+    scale: float
     sfreq: float
     foi: list[float] | None
     ch_names: list[str]
@@ -87,6 +90,11 @@ class Recording:
     #: whether the events table enters :attr:`uid` (the built-in studies: yes; a Recording made in code keeps
     #: the uid of its identity alone unless it says so)
     events_in_uid: tp.ClassVar[bool] = False
+
+    #: samples per trial when the raw signal is trials of equal length laid end to end (None: a continuous
+    #: recording). :func:`bm2.preprocessing.preprocess` then filters, resamples and transforms (``preprocess.tf``)
+    #: each trial on its own, so that no step runs across a trial border.
+    trial_samples: int | None = None
 
     def __init__(self, study: str, subject: str, session: str = "0", task: str = "0",
                  identity: dict[str, tp.Any] | None = None) -> None:
