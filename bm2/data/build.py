@@ -8,7 +8,6 @@ recordings) and the feature scaler on **training data only**, and returns a :cla
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import typing as tp
@@ -189,7 +188,7 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
             subject_index=subject_index[rec.subject_uid], brain=LazyArray.of(entry["brain"]),
             features=None if feats is None else LazyArray.of(feats),
             positions=np.array(entry["positions"], dtype=np.float32), ch_names=list(entry.meta["ch_names"]),
-            sample_rate=sample_rate, n_times=n_times,
+            sample_rate=sample_rate, n_times=n_times, audio=rec.audio_track(),
             speech=speech_timeline(events, n_times, sample_rate, speech) if "speech" in targets else None))
         which = named_split(rec, split) if split.strategy == "named" else None
         seg = make_segments(events, n_times, sample_rate, window, split, recording_split=which)
@@ -234,8 +233,7 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
                                "from metrics and reported as n_unseen", n, s)
     train = SegmentDataset(prepared, by_split["train"], window, norm, None, targets, vocabulary)
     rng = np.random.default_rng(seed)
-    scaler_key = {"preprocess": preprocess_params.key(), "window": dataclasses.asdict(window),
-                  "split": dataclasses.asdict(split)}
+    scaler_key = {"preprocess": preprocess_params.key(), "window": window.key(), "split": split.key()}
     if norm.pooled:
         pooled = _pooled_scaler(prepared, by_split, norm, cache, preprocess_params)
         for rec in prepared:

@@ -128,12 +128,15 @@ class PreparedRecording:
     scaler: RobustScaler | None = None
     speech: np.ndarray | None = None  # uint8 [n_times] when the task needs speech / silence
     n_times: int = 0
+    audio: tp.Any = None  # the recording's AudioTrack (bm2.studies.base), if it has one: reference audio for STOI
 
 
 class SegmentDataset(torch.utils.data.Dataset):
     """The windows of one split.
 
-    Items are dictionaries (see :mod:`bm2.tasks.base` for the batch spec) with ``brain`` (C, T') or (C, F, T'),
+    Items are dictionaries (see :mod:`bm2.tasks.base` for the batch spec) with ``brain`` (C, T' + lead) or
+    (C, F, T' + lead) (``lead`` = ``window.lead_ms`` in samples, 0 by default: the brain window starts that much
+    before the targets'),
     ``subject_index``, ``positions`` (C, 2), ``mask`` (C,), ``index`` (row of :attr:`segments`) and the targets
     named in ``targets``: ``features`` (D, T'), ``label`` (class id, -1 = not in :attr:`vocabulary`) and
     ``speech`` (T',).
@@ -222,6 +225,20 @@ class SegmentDataset(torch.utils.data.Dataset):
         k = self.window.offset_samples(rec.sample_rate)
         return y[:, :-k] if k else y
 
+    def reference_audio(self, index: int) -> tuple[np.ndarray, int] | None:
+        """``(audio float32 [S], sample_rate)``: the recording's own audio (:meth:`~bm2.studies.base.Recording.
+        audio_track`) over item ``index``'s target span (samples ``first / rate * sr`` to ``(first + length) /
+        rate * sr``), or None when the recording has no audio track. The reconstruction task scores STOI against
+        it."""
+        r, first, length = self.target_span(index)
+        rec = self.recordings[r]
+        if rec.audio is None:
+            return None
+        sr = int(rec.audio.sample_rate)
+        a = int(round(first / rec.sample_rate * sr))
+        b = min(int(round((first + length) / rec.sample_rate * sr)), int(rec.audio.n_samples))
+        return rec.audio.read(a, b), sr
+
     def speech_window(self, index: int) -> np.ndarray:
         """Speech (1) / silence (0) of item ``index`` on the samples of its target span, float32 (T',)."""
         r, first, length = self.target_span(index)
@@ -236,11 +253,12 @@ class SegmentDataset(torch.utils.data.Dataset):
         start = int(self._start[index])
         length = self.window.n_samples(rec.sample_rate)
         k = self.window.offset_samples(rec.sample_rate)  # brain lags the stimulus: brain[t + k] with speech[t]
-        data = rec.brain.array
+        lead = self.window.lead_samples(rec.sample_rate)  # and starts `lead` samples earlier (make_segments keeps
+        data = rec.brain.array                            # start - lead >= 0)
         # One copy of the part that is returned; baseline, centring, scaling and clamping then run in place on
         # it while it is still in the CPU cache (the loader is memory-bound: every extra pass over a window that
         # went back to RAM costs bandwidth).
-        out[...] = data[..., start + k:start + length]
+        out[...] = data[..., start + k - lead:start + length]
         shift = np.zeros(out.shape[:-1], dtype=np.float32)
         n_pre = int(round(-self.window.tmin * rec.sample_rate))
         if self.norm.baseline and n_pre > 0:
@@ -267,8 +285,8 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     def _brain_shape(self, rec: PreparedRecording) -> tuple[int, ...]:
         k = self.window.offset_samples(rec.sample_rate)
-        lead = tuple(rec.brain.array.shape[:-1])
-        return (*lead, self.window.n_samples(rec.sample_rate) - k)
+        lead = self.window.lead_samples(rec.sample_rate)
+        return (*rec.brain.array.shape[:-1], self.window.n_samples(rec.sample_rate) - k + lead)
 
     def _targets_of(self, indices: tp.Sequence[int], alloc: Alloc | None = None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
