@@ -181,6 +181,9 @@ def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None)
     task = build_task(cfg)
     if targets is None:
         targets = task.targets
+    # targets the model or objective reads besides the task's, e.g. the on-stage mask `speech` of Neural Speech
+    # Decoding's losses (dset.extra_targets)
+    targets = tuple(dict.fromkeys([*targets, *(cfg.dset.get("extra_targets") or ())]))
     grouped = GroupedParams(**_section(cfg, "dset", "grouped"))
     if grouped.active:  # LibriBrain's pre-averaged files instead of windows of the selected studies
         return _grouped_h5_datasets(cfg, grouped, targets)
