@@ -20,6 +20,7 @@ from .data import AugmentParams, CropParams, Datasets, NormParams, SplitParams, 
 from .data.grouped_h5 import GroupedParams, grouped_datasets
 from .data.grouping import GroupingParams, group_datasets
 from .features import FeatureStack, build_feature
+from .features.praat import PraatParams
 from .models import MODELS, build_model, data_kwargs_for
 from .objectives import Objective, build_objective
 from .preprocessing import PreprocessParams
@@ -205,7 +206,8 @@ def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None)
         recordings, build_cache(cfg), PreprocessParams(**pre), build_features(cfg), window, split_params,
         NormParams(**_section(cfg, "norm")), seed=int(cfg.seed), targets=targets,
         label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech),
-        augment=AugmentParams(**_section(cfg, "dset", "augment")))
+        augment=AugmentParams(**_section(cfg, "dset", "augment")),
+        praat=PraatParams(**_section(cfg, "features", "praat")) if "praat" in targets else None)
     datasets = select_subjects(datasets, cfg.dset.get("subjects"))
     return group_datasets(datasets, GroupingParams(**_section(cfg, "dset", "grouping")), seed=int(cfg.seed))
 

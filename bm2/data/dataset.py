@@ -26,7 +26,7 @@ from .splits import SPLITS
 logger = logging.getLogger(__name__)
 
 SCALER_VERSION = "2"  # 2: scalers of (C, F, T) signals; baseline over the last axis
-TARGETS = ("features", "label", "speech")
+TARGETS = ("features", "label", "speech", "praat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +129,7 @@ class PreparedRecording:
     speech: np.ndarray | None = None  # uint8 [n_times] when the task needs speech / silence
     n_times: int = 0
     audio: tp.Any = None  # the recording's AudioTrack (bm2.studies.base), if it has one: reference audio for STOI
+    praat: LazyArray | None = None  # float32 [4, n_times] f0, F1-F3 in Hz (NaN: undefined) for the praat target
 
 
 class SegmentDataset(torch.utils.data.Dataset):
@@ -138,8 +139,8 @@ class SegmentDataset(torch.utils.data.Dataset):
     (C, F, T' + lead) (``lead`` = ``window.lead_ms`` in samples, 0 by default: the brain window starts that much
     before the targets'),
     ``subject_index``, ``positions`` (C, 2), ``mask`` (C,), ``index`` (row of :attr:`segments`) and the targets
-    named in ``targets``: ``features`` (D, T'), ``label`` (class id, -1 = not in :attr:`vocabulary`) and
-    ``speech`` (T',).
+    named in ``targets``: ``features`` (D, T'), ``label`` (class id, -1 = not in :attr:`vocabulary`),
+    ``speech`` (T',) and ``praat`` (4, T': f0, F1, F2, F3 in Hz, NaN where undefined; :mod:`bm2.features.praat`).
     """
 
     def __init__(self, recordings: list[PreparedRecording], segments: pd.DataFrame, window: WindowParams,
@@ -247,6 +248,14 @@ class SegmentDataset(torch.utils.data.Dataset):
             raise ValueError("this dataset has no speech target: build it with targets including 'speech'")
         return speech[first:first + length].astype(np.float32)
 
+    def praat_window(self, index: int) -> np.ndarray:
+        """Praat's f0, F1, F2, F3 (Hz, NaN where undefined) over item ``index``'s target span, float32 (4, T')."""
+        r, first, length = self.target_span(index)
+        praat = self.recordings[r].praat
+        if praat is None:
+            raise ValueError("this dataset has no praat target: build it with targets including 'praat'")
+        return np.array(praat.array[:, first:first + length], dtype=np.float32)
+
     def _brain_into(self, index: int, out: np.ndarray) -> None:
         """Write the normalised brain window of item ``index`` into ``out`` (C, [F,] T'), in place."""
         rec = self.recordings[self._rec[index]]
@@ -299,6 +308,8 @@ class SegmentDataset(torch.utils.data.Dataset):
             out["label"] = torch.from_numpy(self._label[np.asarray(indices, dtype=np.int64)])
         if "speech" in self.targets:
             out["speech"] = torch.from_numpy(np.stack([self.speech_window(int(i)) for i in indices]))
+        if "praat" in self.targets:
+            out["praat"] = torch.from_numpy(np.stack([self.praat_window(int(i)) for i in indices]))
         return out
 
     def _features_into(self, indices: tp.Sequence[int], alloc: Alloc) -> torch.Tensor:
@@ -393,7 +404,7 @@ def collate(items: list[dict[str, tp.Any]] | dict[str, torch.Tensor]) -> dict[st
     batch = {"brain": brain, "positions": positions, "mask": mask,
              "subject_index": torch.tensor([it["subject_index"] for it in items], dtype=torch.long),
              "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
-    for key in ("features", "speech"):
+    for key in ("features", "speech", "praat"):
         if key in items[0]:
             batch[key] = torch.stack([it[key] for it in items])
     if "label" in items[0]:

@@ -253,3 +253,43 @@ def test_truncated_file_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(StudyError, match=rf"{path}"):
         _one(tmp_path)
+
+
+# --------------------------------------------------------------------------- the optional praat target
+
+def _praat_datasets(tmp_path, rec, **params):
+    from bm2.features.praat import PraatParams
+
+    window = WindowParams(tmin=-0.256, tmax=0.768, stride=0.008, offset_ms=0.0, anchor="sound",
+                          train_anchor="stride", lead_ms=128.0)
+    return build_datasets([rec], Cache(tmp_path / "cache"), PreprocessParams(sample_rate=125.0, picks=("ecog",)),
+                          FeatureStack([build_feature("nsd_spectrogram")]), window,
+                          SplitParams(strategy="last_n", last_n=3, valid=0.0),
+                          NormParams(baseline=False, robust=False, max_scale=None, scale_features=False),
+                          targets=("features", "praat"), praat=PraatParams(**params))
+
+
+def test_praat_target_from_the_release_tracks(tmp_path):
+    write_tiny(tmp_path, formant=True)
+    (rec,) = _one(tmp_path)
+    batch = _praat_datasets(tmp_path, rec).test.batch([0, 1])
+    assert batch["praat"].shape == (2, 4, 128)
+    np.testing.assert_array_equal(batch["praat"][0, :, 0].numpy(), [120, 500, 1500, 2500])
+
+
+def test_praat_target_computed_by_praat_when_absent(tmp_path):
+    pytest.importorskip("parselmouth")
+    from bm2.features import FeatureError as Error
+
+    _, w = write_tiny(tmp_path, spec=None)
+    (rec,) = _one(tmp_path)
+    with pytest.raises(Error, match="HB02.h5.*features.praat.source=auto"):
+        _praat_datasets(tmp_path / "a", rec, source="stored")
+    ds = _praat_datasets(tmp_path / "b", rec)
+    trial = int(ds.test.segments.block_uid.iloc[0].split()[-1])
+    praat = ds.test.praat_window(0)
+    spoken = slice(32 + 3, 32 + int(w["ends"][trial] - w["starts"][trial]) - 3)
+    # each trial of the fixture is a tone of 150 + 20 i Hz over faint noise: Praat's f0 is the tone inside the
+    # word and undefined in the silence before it
+    np.testing.assert_allclose(np.nanmedian(praat[0, spoken]), 150 + 20 * trial, rtol=0.02)
+    assert np.isnan(praat[0, :25]).mean() > 0.8
