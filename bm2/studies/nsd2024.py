@@ -405,8 +405,16 @@ class NSD2024(Study):
         if len(set(counts.values())) != 1:
             raise StudyError(f"study '{self.name}': {path}: the trial arrays have different lengths: {counts}")
         self._check_trials(path, starts, ends, n_frames)
-        return NSDRecording(self, path, subject, n_frames, n_electrodes, n_samples, starts, ends, labels, tasks,
-                            present, self.sex_of(subject))
+        rec = NSDRecording(self, path, subject, n_frames, n_electrodes, n_samples, starts, ends, labels, tasks,
+                           present, self.sex_of(subject))
+        # the recipes' evaluation window: 128 frames from 32 before onset, the ECoG from 16 frames earlier
+        short = np.flatnonzero((rec.blocks[:, 0] > starts - 48) | (rec.blocks[:, 1] < starts + 96))
+        if len(short):
+            logger.warning("nsd2024: %s: the blocks of %d trial(s) (e.g. %s) cannot hold a window from 48 frames "
+                           "before onset to 96 after (neighbouring trials or the recording's ends too close): "
+                           "windows anchored at their onsets are left out", path.name, len(short),
+                           [int(i) for i in short[:5]])
+        return rec
 
     def _check_trials(self, path: Path, starts: np.ndarray, ends: np.ndarray, n_frames: int) -> None:
         def rows(mask: np.ndarray) -> str:

@@ -145,6 +145,15 @@ def test_sensor_positions_unit_square(tmp_path):
     np.testing.assert_allclose(pos[9] - pos[0], [1 / 7, -1 / 7], atol=1e-6)
 
 
+def test_trials_too_close_for_an_evaluation_window_are_reported(tmp_path, caplog):
+    starts, ends = np.array([30, 200, 280, 500]), np.array([60, 240, 330, 560])
+    ecog, wave = tiny_signals(700)
+    write_nsd(tmp_path / "P1.h5", ecog, wave, starts, ends, ["a"] * 4, spec=None)
+    with caplog.at_level("WARNING", logger="bm2.studies.nsd2024"):
+        _one(tmp_path)
+    assert "P1.h5: the blocks of 3 trial(s) (e.g. [0, 1, 2])" in caplog.text  # 0: the start; 1, 2: too close
+
+
 def test_blocks_meet_halfway_when_trials_are_close():
     starts, ends = np.array([100, 200]), np.array([150, 260])
     blocks = trial_blocks(starts, ends, 400, before=80, after=63, min_after_onset=96)
