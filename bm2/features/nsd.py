@@ -1,4 +1,4 @@
-"""``nsd_spectrogram``: the Neural Speech Decoding release's spectrogram of a recording's own audio, at 125 Hz.
+"""``nsd_spec``: the Neural Speech Decoding release's spectrogram of a recording's own audio, at 125 Hz.
 
 The target of the Neural Speech Decoding models (Chen et al. 2024): the participant's speech
 (:meth:`~bm2.studies.base.Recording.audio_track`, 16 kHz) through :func:`bm2.features.nsd_spec.release_spectrogram`
@@ -66,12 +66,12 @@ class NSDSpectrogram(Feature):
     stored spectrogram with ``source: stored``), and when the check fails.
     """
 
-    name = "nsd_spectrogram"
+    name = "nsd_spec"
     version = "1"
 
     def __init__(self, source: str = "waveform", check: bool = True, atol: float = 0.01, chunk: int = 4096) -> None:
         if source not in SOURCES:
-            raise FeatureError(f"features.nsd_spectrogram.source must be one of {list(SOURCES)}, got {source!r}")
+            raise FeatureError(f"features.nsd_spec.source must be one of {list(SOURCES)}, got {source!r}")
         self.source, self.check, self.atol, self.chunk = source, bool(check), float(atol), int(chunk)
 
     @property
@@ -84,22 +84,22 @@ class NSDSpectrogram(Feature):
     def compute_timeline(self, recording: Recording, sample_rate: float, n_times: int,
                          cache: Cache) -> np.ndarray:
         if abs(sample_rate - FRAME_RATE) > 1e-6:
-            raise FeatureError(f"feature nsd_spectrogram: one frame per 8 ms ECoG frame needs the model rate at "
+            raise FeatureError(f"feature nsd_spec: one frame per 8 ms ECoG frame needs the model rate at "
                                f"{FRAME_RATE} Hz, got {sample_rate:g} Hz: set preprocess.sample_rate={FRAME_RATE}")
         where = getattr(recording, "path", repr(recording))
         stored = getattr(recording, "stored_spectrogram", None)
         if self.source == "stored":
             value = stored() if stored is not None else None
             if value is None:
-                raise FeatureError(f"feature nsd_spectrogram: {where} stores no spectrogram (wave_re_spec_alldataset):"
-                                   " set features.nsd_spectrogram.source=waveform to compute it from the audio")
+                raise FeatureError(f"feature nsd_spec: {where} stores no spectrogram (wave_re_spec_alldataset):"
+                                   " set features.nsd_spec.source=waveform to compute it from the audio")
             return _fit_length(value, n_times)
         track = recording.audio_track()
         if track is None:
-            raise FeatureError(f"feature nsd_spectrogram: {recording!r} has no audio track (Recording.audio_track); "
+            raise FeatureError(f"feature nsd_spec: {recording!r} has no audio track (Recording.audio_track); "
                                "this feature needs a study that records the spoken audio (nsd2024, nsd_synthetic)")
         if int(track.sample_rate) != SAMPLE_RATE:
-            raise FeatureError(f"feature nsd_spectrogram: the audio of {where} is at {track.sample_rate} Hz; the "
+            raise FeatureError(f"feature nsd_spec: the audio of {where} is at {track.sample_rate} Hz; the "
                                f"release spectrogram is defined at {SAMPLE_RATE} Hz")
         value = chunked_release_spectrogram(track, n_times, self.chunk)
         if self.check and stored is not None:
@@ -121,17 +121,17 @@ def check_against_stored(computed: np.ndarray, stored: np.ndarray, atol: float, 
     exceeds ``atol``."""
     n = min(computed.shape[1], stored.shape[1])
     if stored.shape[0] != computed.shape[0] or n == 0:
-        raise FeatureError(f"feature nsd_spectrogram: {source}: the stored spectrogram has shape "
+        raise FeatureError(f"feature nsd_spec: {source}: the stored spectrogram has shape "
                            f"{tuple(stored.shape)} (bins first), the computed one {tuple(computed.shape)}")
     diff = np.abs(computed[:, :n] - stored[:, :n])
     worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else float("inf")
     if not worst <= atol:
         k, t = np.unravel_index(int(np.nanargmax(diff)) if np.isfinite(diff).any() else 0, diff.shape)
         raise FeatureError(
-            f"feature nsd_spectrogram: {source}: the spectrogram computed from wave_re_alldataset differs from the "
+            f"feature nsd_spec: {source}: the spectrogram computed from wave_re_alldataset differs from the "
             f"stored wave_re_spec_alldataset by up to {worst:.4g} (in [-1, 1] units; frame {t}, bin {k}: computed "
             f"{computed[k, t]:.4g}, stored {stored[k, t]:.4g}; tolerance atol={atol:g}). The file's spectrogram was "
-            "made another way, or the audio does not match it: set features.nsd_spectrogram.source=stored to train "
+            "made another way, or the audio does not match it: set features.nsd_spec.source=stored to train "
             "on the stored one, or check=false to use the computed one")
     return worst
 

@@ -179,7 +179,7 @@ class Recording:
     def audio_track(self) -> AudioTrack | None:
         """The audio recorded alongside the brain signal on the same timeline (e.g. the participant's own speech in
         the Neural Speech Decoding release), or None (default: the audio, if any, is in the ``sound`` events' files).
-        Features computed from the recording's audio (``nsd_spectrogram``) and the reference audio of the
+        Features computed from the recording's audio (``nsd_spec``) and the reference audio of the
         reconstruction task's STOI (:meth:`bm2.data.dataset.SegmentDataset.reference_audio`) read it."""
         return None
 

@@ -21,7 +21,8 @@ ECoG is read when the raw signal is first asked for, the audio by slices (:class
 Mapping onto bm2: one recording per file (subject = file stem), the ECoG an MNE Raw of ``ecog`` channels at
 125 Hz (``E001`` ...; multiplied by ``unit_scale``), and per trial one ``sound`` event over the spoken frames
 ``[start, end)`` with the word (``text``) and the task when known (``task``; the audio is the file itself,
-``offset`` = seconds into ``wave_re_alldataset``), and one ``block`` around it. Blocks reach ``block_before``
+``offset`` = seconds into ``wave_re_alldataset``), a ``word`` event over the same span (so that word anchors and
+labels work as elsewhere), and one ``block`` around it. Blocks reach ``block_before``
 frames before the onset and ``block_after`` frames after the offset (at least ``block_min_after_onset`` after the
 onset), clipped to the recording, neighbours meeting halfway: the defaults (80, 63, 96) let the original's
 training crops (a 128-frame speech window starting in ``[onset - 64, end - 64)`` with the ECoG from 16 frames
@@ -245,8 +246,12 @@ class NSDRecording(Recording):
             first, stop = self.blocks[i]
             rows.append(dict(kind="block", onset=first / FRAME_RATE, duration=(stop - first) / FRAME_RATE,
                              uid=f"{self.subject}/trial {i}", task=task, trial=i))
-            rows.append(dict(kind="sound", onset=start / FRAME_RATE, duration=(end - start) / FRAME_RATE,
-                             filepath=str(self.path), offset=start / FRAME_RATE, text=label, task=task, trial=i))
+            onset, duration = start / FRAME_RATE, (end - start) / FRAME_RATE
+            rows.append(dict(kind="sound", onset=onset, duration=duration, filepath=str(self.path), offset=onset,
+                             text=label, task=task, trial=i))
+            # the same span as a word, so that word anchors and word labels work as for other studies
+            rows.append(dict(kind="word", onset=onset, duration=duration, text=label,
+                             sentence_id=f"{self.subject}/trial {i}", word_index=0, task=task, trial=i))
         return pd.DataFrame(rows)
 
     def sensor_positions(self, ch_names: tp.Sequence[str]) -> np.ndarray:

@@ -41,6 +41,9 @@ def test_registered_and_reads_the_release_layout(tmp_path):
     np.testing.assert_allclose((sounds.onset + sounds.duration) * 125, w["ends"])
     assert (sounds.filepath == str(path)).all()
     np.testing.assert_allclose(sounds.offset, sounds.onset)
+    words = events[events.kind == "word"].reset_index(drop=True)
+    assert list(words.text) == w["labels"] and (words.word_index == 0).all()
+    np.testing.assert_allclose(words.onset, sounds.onset)
     blocks = events[events.kind == "block"].reset_index(drop=True)
     first, stop = np.round(blocks.onset * 125), np.round((blocks.onset + blocks.duration) * 125)
     assert (first[1:].to_numpy() >= stop[:-1].to_numpy()).all()  # disjoint
@@ -60,7 +63,7 @@ def test_missing_optional_keys_are_fine(tmp_path):
     assert rec.stored_spectrogram() is None and rec.optional("noisesample_re_alldataset") is None
     assert rec.optional("formant_re_alldataset") is None and rec.tasks is None
     assert rec.sex is None
-    value = build_feature("nsd_spectrogram").compute_timeline(rec, 125.0, rec.n_frames, Cache(tmp_path / "c"))
+    value = build_feature("nsd_spec").compute_timeline(rec, 125.0, rec.n_frames, Cache(tmp_path / "c"))
     assert value.shape == (256, rec.n_frames)
 
 
@@ -176,7 +179,7 @@ def test_spectrogram_checked_against_the_stored_one(tmp_path):
     path, w = write_tiny(tmp_path, n_trials=3)
     (rec,) = _one(tmp_path)
     cache = Cache(tmp_path / "cache")
-    value = build_feature("nsd_spectrogram").compute_timeline(rec, 125.0, rec.n_frames, cache)
+    value = build_feature("nsd_spec").compute_timeline(rec, 125.0, rec.n_frames, cache)
     np.testing.assert_allclose(value, rec.stored_spectrogram(), atol=1e-4)
     tone = slice(4, 6)  # bins around the 150-Hz tone of trial 0 (bin k at k * 16000 / 511 Hz)
     assert value[tone, w["starts"][0] + 5].mean() > value[tone, 5].mean() + 0.5
@@ -186,13 +189,13 @@ def test_spectrogram_checked_against_the_stored_one(tmp_path):
     write_nsd(tmp_path / "bad" / "HB02.h5", w["ecog"], w["wave"], w["starts"], w["ends"], w["labels"], spec=stored)
     (bad,) = _one(tmp_path / "bad")
     with pytest.raises(FeatureError, match=r"bad/HB02.h5.*up to 0.5.*frame 50, bin 3.*source=stored"):
-        build_feature("nsd_spectrogram").compute_timeline(bad, 125.0, bad.n_frames, cache)
-    trusted = build_feature("nsd_spectrogram", source="stored").compute_timeline(bad, 125.0, bad.n_frames, cache)
+        build_feature("nsd_spec").compute_timeline(bad, 125.0, bad.n_frames, cache)
+    trusted = build_feature("nsd_spec", source="stored").compute_timeline(bad, 125.0, bad.n_frames, cache)
     np.testing.assert_array_equal(trusted, stored.T)
-    unchecked = build_feature("nsd_spectrogram", check=False).compute_timeline(bad, 125.0, bad.n_frames, cache)
+    unchecked = build_feature("nsd_spec", check=False).compute_timeline(bad, 125.0, bad.n_frames, cache)
     np.testing.assert_allclose(unchecked, value, atol=1e-5)
     with pytest.raises(FeatureError, match="preprocess.sample_rate=125"):
-        build_feature("nsd_spectrogram").compute_timeline(rec, 120.0, rec.n_frames, cache)
+        build_feature("nsd_spec").compute_timeline(rec, 120.0, rec.n_frames, cache)
 
 
 # --------------------------------------------------------------------------- windows, lead, split, audio
@@ -201,7 +204,7 @@ def _datasets(tmp_path, rec, lead_ms=128.0, **split):
     window = WindowParams(tmin=-0.256, tmax=0.768, stride=0.008, offset_ms=0.0, anchor="sound",
                           train_anchor="stride", lead_ms=lead_ms)
     return build_datasets([rec], Cache(tmp_path / "cache"), PreprocessParams(sample_rate=125.0, picks=("ecog",)),
-                          FeatureStack([build_feature("nsd_spectrogram")]), window,
+                          FeatureStack([build_feature("nsd_spec")]), window,
                           SplitParams(strategy="last_n", **{"last_n": 3, "valid": 0.2, **split}),
                           NormParams(baseline=False, robust=False, max_scale=None, scale_features=False),
                           targets=("features", "speech"))
@@ -272,7 +275,7 @@ def _praat_datasets(tmp_path, rec, **params):
     window = WindowParams(tmin=-0.256, tmax=0.768, stride=0.008, offset_ms=0.0, anchor="sound",
                           train_anchor="stride", lead_ms=128.0)
     return build_datasets([rec], Cache(tmp_path / "cache"), PreprocessParams(sample_rate=125.0, picks=("ecog",)),
-                          FeatureStack([build_feature("nsd_spectrogram")]), window,
+                          FeatureStack([build_feature("nsd_spec")]), window,
                           SplitParams(strategy="last_n", last_n=3, valid=0.0),
                           NormParams(baseline=False, robust=False, max_scale=None, scale_features=False),
                           targets=("features", "praat"), praat=PraatParams(**params))

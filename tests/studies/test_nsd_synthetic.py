@@ -39,7 +39,7 @@ def test_read_back_by_the_loader(study):
     assert rec.raw().info["sfreq"] == 125.0 and len(rec.raw().ch_names) == 64
     assert rec.optional("noisesample_re_alldataset").shape[1] == 256
     # the spectrogram computed from the stored audio passes the check against the stored one
-    value = build_feature("nsd_spectrogram").compute_timeline(rec, 125.0, rec.n_frames, Cache(study.root / "c"))
+    value = build_feature("nsd_spec").compute_timeline(rec, 125.0, rec.n_frames, Cache(study.root / "c"))
     np.testing.assert_allclose(value, rec.stored_spectrogram(), atol=1e-5)
     # regenerating gives the same files (seeded), and another seed another dataset
     again = NSDSynthetic(study.root, n_trials=60, n_words=6, seed=3)
