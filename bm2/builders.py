@@ -230,12 +230,16 @@ def _grouped_h5_datasets(cfg: DictConfig, grouped: GroupedParams, targets: tp.Se
     return grouped_datasets(Path(root).expanduser(), grouped, NormParams(**_section(cfg, "norm")))
 
 
-def model_out_channels(datasets: Datasets) -> int:
-    """Output channels the task needs: classes (labels), 1 (speech / silence) or the feature dimension."""
-    if "label" in datasets.targets:
+def model_out_channels(datasets: Datasets, targets: tp.Sequence[str] | None = None) -> int:
+    """Output channels the task needs: classes (labels), 1 (speech / silence) or the feature dimension.
+
+    ``targets``: the task's (default: the datasets'; those also hold ``dset.extra_targets``, which the model reads
+    but does not output, e.g. the on-stage mask ``speech`` of a reconstruction)."""
+    targets = datasets.targets if targets is None else tuple(targets)
+    if "label" in targets:
         assert datasets.vocabulary is not None
         return len(datasets.vocabulary)
-    if "speech" in datasets.targets:
+    if "speech" in targets:
         return 1
     return datasets.feature_dim
 
@@ -266,7 +270,8 @@ def build_model_for(cfg: DictConfig, datasets: Datasets) -> torch.nn.Module:
             raise ValueError("codebook_init=word_embedding needs class labels (test.task=classification)")
         words = WordEmbedding(**_section(cfg, "features", "word_embedding")).embed_words(datasets.vocabulary)
         section["codebook_init"] = word_codebook(words, int(section.get("dim", 256)), int(cfg.seed))
-    available = {"out_channels": model_out_channels(datasets), "n_subjects": datasets.n_subjects,
+    available = {"out_channels": model_out_channels(datasets, build_task(cfg).targets),
+                 "n_subjects": datasets.n_subjects,
                  "n_channels": datasets.n_channels, "n_freqs": datasets.n_freqs,
                  "sample_rate": datasets.recordings[0].sample_rate,
                  "n_times": datasets.train.window.n_samples(datasets.recordings[0].sample_rate)

@@ -117,3 +117,8 @@ def test_recipe_fragment_gives_the_agreed_batches(study, tmp_path):
     assert batch["features"].min() >= -1 and batch["features"].max() <= 1  # unscaled release spectrogram
     audio, sr = datasets.test.reference_audio(0)
     assert sr == 16000 and audio.shape == (128 * 128,)
+    # the model outputs the task's target (the spectrogram), not the extra on-stage mask it also reads
+    from bm2.builders import build_task, model_out_channels
+
+    assert datasets.targets == ("features", "speech")
+    assert model_out_channels(datasets, build_task(cfg).targets) == 256
