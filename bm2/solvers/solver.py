@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .. import distrib
 from ..data import Datasets, collate
 from ..data.loader import BatchLoader
-from ..objectives import Objective
+from ..objectives import Objective, TermMeans
 from ..tasks import Task, run_model
 from ..tasks.classification import addon_metrics
 from ..tasks.inference import InferenceAddOns
@@ -361,22 +361,15 @@ class Solver(BaseSolver):
         self._tell_epoch()
         model = self.eval_model()
         model.eval()
-        sums: dict[str, float] = {}
-        count = 0
+        means = TermMeans(self.objective, every_term=False)
         accumulator = self._accumulator("valid")
         for batch in self._loader("valid", shuffle=False):
             with self._autocast():
                 outputs = run_model(model, batch, self.device)
-            terms = self.objective(batch, outputs)
             if accumulator is not None:
                 accumulator.update(batch, outputs)  # the task's metrics from the same forward pass
-            n = len(batch["brain"])
-            sums["loss"] = sums.get("loss", 0.0) + self.objective.total(terms).item() * n
-            for name, value in terms.items():
-                if len(terms) > 1:
-                    sums[name] = sums.get(name, 0.0) + float(value) * n
-            count += n
-        metrics = {k: v / max(count, 1) for k, v in sums.items()}
+            means.update(self.objective(batch, outputs), len(batch["brain"]))
+        metrics, count = means.compute(), means.count
         if accumulator is not None:
             # Computed on this process's share of the split (under DDP, averaged across processes below).
             metrics.update({k: float(v) for k, v in accumulator.compute().items() if isinstance(v, (int, float))})
