@@ -62,6 +62,22 @@ class Spectra(tp.Protocol):
         """float32 ``[n_trials_read, n_channels_read, n_freqs, n_times]``."""
 
 
+class AudioTrack(tp.Protocol):
+    """The continuous audio of a recording (:meth:`Recording.audio_track`), on the recording's own timeline: sample
+    0 at time 0 of the brain signal. Read lazily and small to pickle (a path and a key), so that datasets carry it
+    to loader workers.
+
+    ``sample_rate`` (Hz), ``n_samples``; ``read(start, stop)`` returns float32 ``[stop - start]`` (``stop`` None:
+    to the end), raising :class:`StudyError` naming the file when it cannot be read.
+    """
+
+    sample_rate: int
+    n_samples: int
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """float32 samples ``[start, stop)``."""
+
+
 class Recording:
     """One continuous recording of brain activity and its events.
 
@@ -167,6 +183,13 @@ class Recording:
     def sensor_positions(self, ch_names: tp.Sequence[str]) -> np.ndarray:
         """2-D layout positions of ``ch_names`` in [0, 1], shape ``(len(ch_names), 2)``."""
         return layout_positions(self.raw().info, ch_names)
+
+    def audio_track(self) -> AudioTrack | None:
+        """The audio recorded alongside the brain signal on the same timeline (e.g. the participant's own speech in
+        the Neural Speech Decoding release), or None (default: the audio, if any, is in the ``sound`` events' files).
+        Features computed from the recording's audio (``nsd_spec``) and the reference audio of the
+        reconstruction task's STOI (:meth:`bm2.data.dataset.SegmentDataset.reference_audio`) read it."""
+        return None
 
     def spectra(self) -> Spectra | None:
         """Time-frequency data the release already holds (e.g. lee2024's superlet spectra), or None (default):
