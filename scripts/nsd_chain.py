@@ -9,8 +9,10 @@ The stages are those of the grid ``nsd.<GRID>`` (:func:`grids.nsd.plan`) for eac
 encoder + synthesizer) for each causal setting, then ECoG to audio with each decoder started from the a2a XP of the
 same causal setting. Each stage runs as ``dora run`` with the grid's overrides, so it is the same XP (signature) as
 ``dora grid nsd.<GRID>`` signs: a finished stage is not run again, a killed one resumes. ``--dry-run`` prints the
-signatures and commands only. XPs go to ``$BM2_XP_DIR`` as usual. The table gives each stage's test PCC (per bin,
-pooled; and per trial on the whole spectrogram) with the trial-shuffled null, and STOI.
+signatures and commands only. XPs go to ``$BM2_XP_DIR`` as usual. Each stage is then evaluated in full
+(``scripts.run_eval_probs``: ``<XP>/eval/`` gets the decoded test trials as WAV files and ``spectrograms.png``)
+and the table gives each stage's test PCC (per bin, pooled; and per trial on the whole spectrogram) with the
+trial-shuffled null, and STOI.
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from bm2 import results as R
     from bm2.train import main as dora_main
+
+    from . import run_eval_probs
+
+    # the full evaluation: the tables' metrics, WAV files and spectrogram figures in each XP's eval/ folder
+    code = run_eval_probs.main([sig for _, sig, _ in stages])
+    if code:
+        return code
 
     rows = {}
     for key, sig, _ in stages:
