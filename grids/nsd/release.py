@@ -7,7 +7,7 @@ formant ranges; the release does not store it).
     dora grid nsd.release --dry_run --init        # sign; then `dora run -f SIG`, a2a before e2a
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ReconstructionExplorer
 from . import nsd_chain
 
 #: overrides shared by every XP of the grid
@@ -16,7 +16,7 @@ BASE: dict = {}
 CHAIN = {"subjects": ("HB02",), "study": "nsd2024", "sexes": {"HB02": "female"}}
 
 
-@TaskExplorer
+@ReconstructionExplorer
 def explorer(launcher):
     launcher.slurm_(gpus=1, cpus_per_gpu=4, mem_per_gpu=16, time=16 * 60)
     launcher.bind_(BASE)

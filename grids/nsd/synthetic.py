@@ -6,7 +6,7 @@ LSTM and 3-D Swin ECoG decoders, each non-causal and causal (2 + 6 XPs per parti
     dora grid nsd.synthetic --dry_run --init      # sign; then `dora run -f SIG`, a2a before e2a
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ReconstructionExplorer
 from . import nsd_chain
 
 #: overrides shared by every XP of the grid (none: the recipes' paper sizes, nsd_synthetic's defaults)
@@ -15,7 +15,7 @@ BASE: dict = {}
 CHAIN = {"subjects": ("SY01",), "sexes": {"SY01": "female"}}
 
 
-@TaskExplorer
+@ReconstructionExplorer
 def explorer(launcher):
     launcher.slurm_(gpus=1, cpus_per_gpu=4, mem_per_gpu=16, time=12 * 60)
     launcher.bind_(BASE)

@@ -6,7 +6,7 @@ tiny decoders, 1 epoch of 4 batches per stage; per participant a2a and every dec
     python -m scripts.nsd_chain tiny --subject SY01   # or: the whole chain in one command
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ReconstructionExplorer
 from .._tiny import SMALL_JOB
 from . import nsd_chain
 
@@ -23,7 +23,7 @@ BASE = TINY_NSD
 CHAIN = {"subjects": ("SY01",), "decoder_kwargs": TINY_DECODERS}
 
 
-@TaskExplorer
+@ReconstructionExplorer
 def explorer(launcher):
     launcher.slurm_(**SMALL_JOB)
     launcher.bind_(BASE)
