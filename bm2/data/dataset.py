@@ -26,7 +26,7 @@ from .splits import SPLITS
 logger = logging.getLogger(__name__)
 
 SCALER_VERSION = "2"  # 2: scalers of (C, F, T) signals; baseline over the last axis
-TARGETS = ("features", "label", "speech")
+TARGETS = ("features", "label", "speech", "praat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,15 +128,19 @@ class PreparedRecording:
     scaler: RobustScaler | None = None
     speech: np.ndarray | None = None  # uint8 [n_times] when the task needs speech / silence
     n_times: int = 0
+    audio: tp.Any = None  # the recording's AudioTrack (bm2.studies.base), if it has one: reference audio for STOI
+    praat: LazyArray | None = None  # float32 [4, n_times] f0, F1-F3 in Hz (NaN: undefined) for the praat target
 
 
 class SegmentDataset(torch.utils.data.Dataset):
     """The windows of one split.
 
-    Items are dictionaries (see :mod:`bm2.tasks.base` for the batch spec) with ``brain`` (C, T') or (C, F, T'),
+    Items are dictionaries (see :mod:`bm2.tasks.base` for the batch spec) with ``brain`` (C, T' + lead) or
+    (C, F, T' + lead) (``lead`` = ``window.lead_ms`` in samples, 0 by default: the brain window starts that much
+    before the targets'),
     ``subject_index``, ``positions`` (C, 2), ``mask`` (C,), ``index`` (row of :attr:`segments`) and the targets
-    named in ``targets``: ``features`` (D, T'), ``label`` (class id, -1 = not in :attr:`vocabulary`) and
-    ``speech`` (T',).
+    named in ``targets``: ``features`` (D, T'), ``label`` (class id, -1 = not in :attr:`vocabulary`),
+    ``speech`` (T',) and ``praat`` (4, T': f0, F1, F2, F3 in Hz, NaN where undefined; :mod:`bm2.features.praat`).
     """
 
     def __init__(self, recordings: list[PreparedRecording], segments: pd.DataFrame, window: WindowParams,
@@ -222,6 +226,20 @@ class SegmentDataset(torch.utils.data.Dataset):
         k = self.window.offset_samples(rec.sample_rate)
         return y[:, :-k] if k else y
 
+    def reference_audio(self, index: int) -> tuple[np.ndarray, int] | None:
+        """``(audio float32 [S], sample_rate)``: the recording's own audio (:meth:`~bm2.studies.base.Recording.
+        audio_track`) over item ``index``'s target span (samples ``first / rate * sr`` to ``(first + length) /
+        rate * sr``), or None when the recording has no audio track. The reconstruction task scores STOI against
+        it."""
+        r, first, length = self.target_span(index)
+        rec = self.recordings[r]
+        if rec.audio is None:
+            return None
+        sr = int(rec.audio.sample_rate)
+        a = int(round(first / rec.sample_rate * sr))
+        b = min(int(round((first + length) / rec.sample_rate * sr)), int(rec.audio.n_samples))
+        return rec.audio.read(a, b), sr
+
     def speech_window(self, index: int) -> np.ndarray:
         """Speech (1) / silence (0) of item ``index`` on the samples of its target span, float32 (T',)."""
         r, first, length = self.target_span(index)
@@ -230,17 +248,26 @@ class SegmentDataset(torch.utils.data.Dataset):
             raise ValueError("this dataset has no speech target: build it with targets including 'speech'")
         return speech[first:first + length].astype(np.float32)
 
+    def praat_window(self, index: int) -> np.ndarray:
+        """Praat's f0, F1, F2, F3 (Hz, NaN where undefined) over item ``index``'s target span, float32 (4, T')."""
+        r, first, length = self.target_span(index)
+        praat = self.recordings[r].praat
+        if praat is None:
+            raise ValueError("this dataset has no praat target: build it with targets including 'praat'")
+        return np.array(praat.array[:, first:first + length], dtype=np.float32)
+
     def _brain_into(self, index: int, out: np.ndarray) -> None:
         """Write the normalised brain window of item ``index`` into ``out`` (C, [F,] T'), in place."""
         rec = self.recordings[self._rec[index]]
         start = int(self._start[index])
         length = self.window.n_samples(rec.sample_rate)
         k = self.window.offset_samples(rec.sample_rate)  # brain lags the stimulus: brain[t + k] with speech[t]
-        data = rec.brain.array
+        lead = self.window.lead_samples(rec.sample_rate)  # and starts `lead` samples earlier (make_segments keeps
+        data = rec.brain.array                            # start - lead >= 0)
         # One copy of the part that is returned; baseline, centring, scaling and clamping then run in place on
         # it while it is still in the CPU cache (the loader is memory-bound: every extra pass over a window that
         # went back to RAM costs bandwidth).
-        out[...] = data[..., start + k:start + length]
+        out[...] = data[..., start + k - lead:start + length]
         shift = np.zeros(out.shape[:-1], dtype=np.float32)
         n_pre = int(round(-self.window.tmin * rec.sample_rate))
         if self.norm.baseline and n_pre > 0:
@@ -267,8 +294,8 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     def _brain_shape(self, rec: PreparedRecording) -> tuple[int, ...]:
         k = self.window.offset_samples(rec.sample_rate)
-        lead = tuple(rec.brain.array.shape[:-1])
-        return (*lead, self.window.n_samples(rec.sample_rate) - k)
+        lead = self.window.lead_samples(rec.sample_rate)
+        return (*rec.brain.array.shape[:-1], self.window.n_samples(rec.sample_rate) - k + lead)
 
     def _targets_of(self, indices: tp.Sequence[int], alloc: Alloc | None = None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -281,6 +308,8 @@ class SegmentDataset(torch.utils.data.Dataset):
             out["label"] = torch.from_numpy(self._label[np.asarray(indices, dtype=np.int64)])
         if "speech" in self.targets:
             out["speech"] = torch.from_numpy(np.stack([self.speech_window(int(i)) for i in indices]))
+        if "praat" in self.targets:
+            out["praat"] = torch.from_numpy(np.stack([self.praat_window(int(i)) for i in indices]))
         return out
 
     def _features_into(self, indices: tp.Sequence[int], alloc: Alloc) -> torch.Tensor:
@@ -375,7 +404,7 @@ def collate(items: list[dict[str, tp.Any]] | dict[str, torch.Tensor]) -> dict[st
     batch = {"brain": brain, "positions": positions, "mask": mask,
              "subject_index": torch.tensor([it["subject_index"] for it in items], dtype=torch.long),
              "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
-    for key in ("features", "speech"):
+    for key in ("features", "speech", "praat"):
         if key in items[0]:
             batch[key] = torch.stack([it[key] for it in items])
     if "label" in items[0]:

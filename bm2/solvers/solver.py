@@ -107,8 +107,8 @@ class Solver(BaseSolver):
     test_each_epoch : also record the task's quick test metrics after every epoch (stage ``test_epoch``; never
         used for selection or stopping).
     batch_sampler : a sampler of training batches (lists of indices, with ``set_epoch``), e.g.
-        :class:`bm2.data.samplers.ClassStructuredBatchSampler`; None: shuffled batches of ``batch_size``.
-        Not available with DDP.
+        :class:`bm2.data.samplers.ClassStructuredBatchSampler`, built with this process's rank under DDP (each
+        rank its own share of the epoch's batches); None: shuffled batches of ``batch_size``.
 
     An objective with a ``set_epoch(epoch)`` method is told the epoch before each train and valid stage (the
     codebook objective's warm-up).
@@ -142,9 +142,6 @@ class Solver(BaseSolver):
         self.inference = tuple(inference)
         self.test_each_epoch = bool(test_each_epoch)
         self.batch_sampler = batch_sampler
-        if batch_sampler is not None and distrib.is_distributed():
-            raise ValueError("dset.batches (class-structured batches) is not available with DDP yet: run on one "
-                             "process or set dset.batches.strategy=null")
         self.ignore_config: tuple[str, ...] = ("dora", "slurm")  # plus dora.exclude (set by the builder)
         self.amp_dtype = autocast_dtype(self.device, cuda=optim.amp, cpu=optim.amp and optim.amp_cpu)
         self.amp = self.amp_dtype is not None
