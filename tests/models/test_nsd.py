@@ -21,7 +21,7 @@ SMALL = {"channels": 16, "encoder_depth": 2, "n_filter_samples": 20}
 class StandInDecoder(nn.Module):
     """A tiny ECoG decoder with helper C's interface: ``[B, E, T + lead] -> [B, D, T]``, attribute ``lead``."""
 
-    def __init__(self, n_electrodes=64, causal=False, grid=(8, 8), out_channels=16, lead=16):
+    def __init__(self, n_electrodes=64, causal=False, grid=(8, 8), out_channels=16, lead=16, **sizes):
         assert out_channels == 16, "the stand-in expects model.nsd.decoder_channels=16"
         super().__init__()
         self.lead, self.causal = lead, causal
@@ -174,15 +174,19 @@ def test_recipes_build_the_model_and_objective(recipe, stand_in):
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
         cfg = compose("config", overrides=[f"recipe={recipe}", "model.nsd.channels=16", "model.nsd.encoder_depth=2",
-                                           "model.nsd.decoder_channels=16"])
+                                           "model.nsd.decoder_channels=16", "model.nsd.decoder_kwargs={width: 4}"])
     assert cfg.model.name == "nsd" and list(cfg.optim.betas) == [0.0, 0.99] and cfg.optim.lr == 2e-3
     assert cfg.optim.batch_size == 16 and cfg.norm.scale_features is False and cfg.test.task == "reconstruction"
+    # the data side's keys (recipe nsd_data): the spectrogram, the on-stage mask, the 16-frame ECoG lead
+    assert list(cfg.dset.features) == ["nsd_spec"] and "speech" in cfg.dset.extra_targets
+    assert cfg.dset.window.lead_ms == 128 and cfg.preprocess.sample_rate == 125.0
     assert type(build_loss_objective(cfg)).__name__ == {"nsd_a2a": "NSDA2AObjective",
                                                         "nsd_e2a": "NSDE2AObjective"}[recipe]
     model = build_model("nsd", out_channels=256, n_subjects=1, n_channels=64, **_section(cfg, "model", "nsd"))
     assert model.stage == recipe[-3:]
     names = {name for name, _ in model.named_children()}
     if recipe == "nsd_e2a":  # the parent's modules, loaded and frozen, exist under the same names
+        assert stand_in[-1][1]["width"] == 4  # decoder sizes reach build_ecog_decoder
         assert set(cfg.chain.freeze) == {"encoder", "synth"} <= names and set(cfg.chain.modules) <= names
 
 
