@@ -292,9 +292,11 @@ def _gather_bandwidth(dataset: tp.Any, batch: int, repeats: int) -> float:
     return out.nbytes * repeats / (time.perf_counter() - start)
 
 
-def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int, kind: str = "threads") -> dict[str, tp.Any]:
+def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int, kind: str = "threads",
+           pool: tp.Any = None) -> dict[str, tp.Any]:
     """Draw ``n_batches`` shuffled batches with the training loader (``kind`` threads: bm2's BatchLoader, as the
-    solver; processes: torch's DataLoader with worker processes, the loader bm2 used before)."""
+    solver, with buffers from ``pool``, which the solver keeps for the whole run; processes: torch's DataLoader
+    with worker processes, the loader bm2 used before)."""
     import psutil
     import torch
 
@@ -305,7 +307,8 @@ def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int, kind: str 
                                              generator=torch.Generator().manual_seed(workers))
     loader: tp.Any
     if kind == "threads":
-        loader = BatchLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
+        loader = BatchLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
+                             pool=pool)
     else:
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate,
                                              num_workers=workers, drop_last=True)
@@ -347,6 +350,8 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     """Throughput of the training loader from the cache vs a plain in-memory copy of the same bytes."""
     import torch
 
+    from bm2.data.loader import BatchLoader, BufferPool
+
     s = ws.sizes
     start = time.perf_counter()
     datasets = _datasets(ws)
@@ -358,7 +363,12 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     runs, all_runs = [], []
     most = max(s.loader_workers)
     for kind, workers in [*(("threads", w) for w in s.loader_workers), ("processes", most)]:
-        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers, kind) for _ in range(s.loader_repeats)]
+        # one buffer pool for the repeats, as the solver keeps one for the whole run: the first repeat faults the
+        # pages of its buffers in, later ones run in the steady state that training sees (the plain copy's
+        # buffers are faulted in before it is timed, too)
+        pool = BufferPool(max_per_shape=max(workers, 1) * BatchLoader.PREFETCH + 2) if kind == "threads" else None
+        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers, kind, pool)
+                   for _ in range(s.loader_repeats)]
         all_runs.extend(repeats)
         runs.append(max(repeats, key=lambda r: r["segments_per_s"]))
         speeds = ", ".join(f"{r['segments_per_s']:.0f}" for r in repeats)

@@ -85,7 +85,8 @@ class BatchLoader:
     """Batches of ``dataset`` filled by ``num_workers`` threads (0: in the caller's thread), in order.
 
     Takes the arguments of :class:`torch.utils.data.DataLoader` that bm2 uses and yields the same batches in the
-    same order (``shuffle`` with ``generator``, or a ``sampler``; ``drop_last``); ``prefetch`` batches per thread
+    same order (``shuffle`` with ``generator``, or a ``sampler``; ``drop_last``; or a ``batch_sampler`` yielding
+    lists of indices, e.g. :class:`bm2.data.samplers.ClassStructuredBatchSampler`); ``prefetch`` batches per thread
     are filled ahead of the consumer. Batch tensors come from a :class:`BufferPool` when the dataset has
     ``batch(indices, alloc)``: a batch's memory is reused once the consumer has dropped every reference to it, so
     a consumer may keep batches as long as it likes (they are then simply not recycled).
@@ -96,17 +97,24 @@ class BatchLoader:
     out again, whereas a copy from pageable memory to a GPU returns once its source has been read.
     """
 
+    PREFETCH = 2  # batches filled ahead per thread, by default
+
     def __init__(self, dataset: tp.Any, batch_size: int = 1, shuffle: bool = False,
                  sampler: torch.utils.data.Sampler | None = None, generator: torch.Generator | None = None,
-                 drop_last: bool = False, num_workers: int = 0, prefetch: int = 2,
-                 pool: BufferPool | None = None) -> None:
+                 drop_last: bool = False, num_workers: int = 0, prefetch: int = PREFETCH,
+                 pool: BufferPool | None = None, batch_sampler: tp.Iterable[tp.Sequence[int]] | None = None) -> None:
         if batch_size < 1 or num_workers < 0 or prefetch < 1:
             raise ValueError(f"BatchLoader needs batch_size >= 1, num_workers >= 0 and prefetch >= 1, got "
                              f"{batch_size}, {num_workers}, {prefetch}")
         # torch's own loader object checks the arguments and builds the batch sampler; it is never iterated
-        self._sampling = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                                     sampler=sampler, generator=generator, drop_last=drop_last,
-                                                     collate_fn=collate)
+        self._sampling: torch.utils.data.DataLoader
+        if batch_sampler is not None:  # torch rejects batch_size / shuffle / sampler / drop_last beside it
+            self._sampling = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, generator=generator,
+                                                         collate_fn=collate)
+        else:
+            self._sampling = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                                         sampler=sampler, generator=generator, drop_last=drop_last,
+                                                         collate_fn=collate)
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -129,7 +137,7 @@ class BatchLoader:
 
     def __iter__(self) -> tp.Iterator[dict[str, torch.Tensor]]:
         sampler = self._sampling.batch_sampler
-        assert sampler is not None  # batch_size >= 1
+        assert sampler is not None  # batch_size >= 1 or a batch_sampler
         batches = iter(sampler)
         # DataLoader draws its workers' base seed from the generator (the global one when None) before the first
         # index: drawn here too, so that the order, and the random state left to training, are the same.
