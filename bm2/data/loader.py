@@ -125,9 +125,11 @@ class BatchLoader:
         return len(self._sampling)
 
     def _fetch(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        if hasattr(self.dataset, "batch"):
+        # looked up on the class: a wrapper that forwards unknown attributes to the dataset it wraps (the grouped
+        # LibriBrain items) would otherwise hand out its base's windows instead of its own items
+        if hasattr(type(self.dataset), "batch"):
             return self.dataset.batch(indices, self.pool.take)
-        if hasattr(self.dataset, "__getitems__"):
+        if hasattr(type(self.dataset), "__getitems__"):
             return collate(self.dataset.__getitems__(indices))
         return collate([self.dataset[i] for i in indices])
 
