@@ -25,7 +25,8 @@ Each measure runs side by side with its baseline in the same run and is reported
    same frequencies and data; the superlet convolves ~15 wavelets per frequency where mne convolves one.
 7. **LibriBrain phoneme windows with grouping**: windows / s that the phoneme-window dataset of the
    ``libribrain_phoneme`` recipe (synthetic LibriBrain study, 306 channels at 250 Hz, windows of 125 samples) delivers
-   averaged into groups of ``dset.grouping.k`` = 100 same-phoneme windows (standardised, clipped, batched), against
+   averaged into groups of ``dset.grouping.k`` = 100 same-phoneme windows (standardised, clipped, batched by the
+   solver's loader, :class:`~bm2.data.loader.BatchLoader`, at the recipe's batch size), against
    a plain ``h5py`` slice read (``data[:, start:start + 125]``) of the same windows from the serialised h5 files.
 
 Writes ``DIR/bench.json`` and ``DIR/bench.md`` (measure, value, baseline, ratio, target, met?) and prints
@@ -829,7 +830,7 @@ def bench_libribrain(ws: Workspace) -> tuple[list[dict], dict]:
     from hydra import compose, initialize_config_dir
 
     from bm2.builders import build_all_datasets, select_recordings
-    from bm2.data import collate
+    from bm2.data.loader import BatchLoader
 
     s = ws.sizes
     data, cache = ws.root / "libri_data", ws.root / "libri_cache"
@@ -845,13 +846,17 @@ def bench_libribrain(ws: Workspace) -> tuple[list[dict], dict]:
     base = train.base
     train.set_epoch(1)
     length = int(base.window.n_samples(base.recordings[0].sample_rate))
-    loader = torch.utils.data.DataLoader(train, batch_size=8, shuffle=True, collate_fn=collate,
-                                         generator=torch.Generator().manual_seed(0))
-    best, n_windows = math.inf, int(sum(len(g) for g in train.groups))
+    # the solver's training loader (Solver._loader): BatchLoader, the recipe's batch size and workers
+    batch_size, workers = int(cfg.optim.batch_size), int(cfg.num_workers)
+    loader = BatchLoader(train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0),
+                         drop_last=len(train) >= 2 * batch_size, num_workers=workers)
+    best, n_windows = math.inf, 0
     for _ in range(2):  # the first pass also faults the cache pages in
         t0 = time.perf_counter()
+        n_windows = 0
         for batch in loader:
             assert batch["brain"].shape[-1] == length
+            n_windows += sum(len(train.groups[int(i)]) for i in batch["index"])  # drop_last: the groups drawn
         best = min(best, time.perf_counter() - t0)
     grouped_wps = n_windows / best
     rows_ = np.concatenate(train.groups)
@@ -866,7 +871,8 @@ def bench_libribrain(ws: Workspace) -> tuple[list[dict], dict]:
                "train_windows": len(base), "grouped_seconds": best, "h5_seconds": h5_s,
                "grouped_windows_per_s": grouped_wps, "h5_windows_per_s": h5_wps,
                "h5_read": "h5py File(...)['data'][:, start:start + length] per window, files kept open",
-               "grouped_read": "GroupedDataset over the cached, standardised SegmentDataset, batch 8, 0 workers"}
+               "grouped_read": f"the solver's loader (BatchLoader, shuffled, batch {batch_size}, {workers} threads) "
+                               "over the GroupedDataset of the cached, standardised SegmentDataset"}
     return rows, details
 
 

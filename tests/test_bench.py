@@ -109,6 +109,7 @@ def test_quick_libribrain_grouping_loader(tmp_path):
     assert "grouping K=10" in r["measure"] and r["baseline_label"] == "plain h5 slice read"
     details = result["details"]["libribrain"]
     assert details["windows"] == details["train_windows"] and details["groups"] < details["windows"]
+    assert details["grouped_read"].startswith("the solver's loader (BatchLoader")  # the path training uses
 
 
 @pytest.mark.slow
