@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import typing as tp
 import warnings
 
@@ -132,6 +133,9 @@ class PreparedRecording:
     n_times: int = 0
 
 
+_WARNINGS_LOCK = threading.Lock()
+
+
 @dataclasses.dataclass(frozen=True)
 class _WindowPlan:
     """Per-recording constants of :meth:`SegmentDataset._brains_into`: sizes in samples, the memory maps as tensors
@@ -147,18 +151,19 @@ class _WindowPlan:
     k: int
     n_out: int  # length - k: the samples returned
     n_pre: int
-    center: np.ndarray | None
+    centre: np.ndarray  # zeros + the scaler's centre (zeros without a scaler), float32 (C, [F])
     inv_scale: torch.Tensor | None
     max_scale: float | None
     n_pre_count: np.intp  # n_pre as numpy's mean divides by it (an intp: a float64 division, rounded to float32)
-    zero_shift: np.ndarray  # no baseline: the centre, else zeros (C, [F])
     features: torch.Tensor | None  # the speech features' memory map when it is float32
 
     @classmethod
     def of(cls, rec: PreparedRecording, window: WindowParams, norm: NormParams) -> _WindowPlan:
         array = rec.brain.array
         feats = None if rec.features is None else rec.features.array
-        with warnings.catch_warnings():  # read-only: the tensors are only ever read
+        # read-only maps: the tensors are only ever read. catch_warnings swaps the process's filters, so loader
+        # threads building plans at once take turns (else one could restore the other's "ignore")
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             tensor = torch.from_numpy(array)
             features = torch.from_numpy(feats) if feats is not None and feats.dtype == np.float32 else None
@@ -167,14 +172,14 @@ class _WindowPlan:
         max_scale = scaler.max_scale if scaler is not None else (norm.max_scale if norm.instance else None)
         lead = tuple(array.shape[:-1])
         length, k = window.n_samples(rec.sample_rate), window.offset_samples(rec.sample_rate)
-        zero_shift = np.zeros(lead, dtype=np.float32)
+        centre = np.zeros(lead, dtype=np.float32)
         if scaler is not None:
-            zero_shift += scaler.center
+            centre += scaler.center
         return cls(rec=rec, scaler=scaler, array=array, tensor=tensor, lead=lead,
                    length=length, k=k, n_out=length - k,
-                   n_pre=max(n_pre, 0), center=None if scaler is None else scaler.center,
+                   n_pre=max(n_pre, 0), centre=centre,
                    inv_scale=None if scaler is None else torch.from_numpy((1.0 / scaler.scale)[..., None]),
-                   max_scale=max_scale, n_pre_count=np.intp(max(n_pre, 0)), zero_shift=zero_shift,
+                   max_scale=max_scale, n_pre_count=np.intp(max(n_pre, 0)),
                    features=features)
 
 
@@ -334,10 +339,9 @@ class SegmentDataset(torch.utils.data.Dataset):
                 shift = reduce(np.ascontiguousarray(plan.array[..., start:start + plan.n_pre]), axis=-1,
                                dtype=np.float32)
                 divide(shift, plan.n_pre_count, out=shift, casting="unsafe")
-                if plan.center is not None:
-                    shift += plan.center
+                shift += plan.centre  # zeros + centre: the same sums as before, the sign of a zero included
             else:
-                shift = plan.zero_shift
+                shift = plan.centre
             sub(plan.tensor.narrow(-1, start + plan.k, plan.n_out), torch.from_numpy(shift[..., None]), out=o)
             if plan.inv_scale is not None:
                 o.mul_(plan.inv_scale)
@@ -432,11 +436,12 @@ class SegmentDataset(torch.utils.data.Dataset):
         brain = torch.empty(shape) if alloc is None else alloc("brain", shape)
         with _one_intra_op_thread():
             self._brains_into(indices, brain)
+            targets = self._targets_of(indices, alloc)
         return {"brain": brain, "positions": torch.from_numpy(np.stack([r.positions for r in recs])),
                 # numpy's fill: torch's would split it across intra-op threads, which stall on a loaded machine
                 "mask": torch.from_numpy(np.ones(brain.shape[:2], dtype=bool)),
                 "subject_index": torch.tensor([r.subject_index for r in recs], dtype=torch.long),
-                "index": torch.tensor(indices, dtype=torch.long), **self._targets_of(indices, alloc)}
+                "index": torch.tensor(indices, dtype=torch.long), **targets}
 
 
 Alloc = tp.Callable[[str, tuple[int, ...]], torch.Tensor]
