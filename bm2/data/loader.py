@@ -102,7 +102,7 @@ class BatchLoader:
     def __init__(self, dataset: tp.Any, batch_size: int = 1, shuffle: bool = False,
                  sampler: torch.utils.data.Sampler | None = None, generator: torch.Generator | None = None,
                  drop_last: bool = False, num_workers: int = 0, prefetch: int = PREFETCH,
-                 pool: BufferPool | None = None, batch_sampler: tp.Iterable[tp.Sequence[int]] | None = None) -> None:
+                 pool: BufferPool | None = None, batch_sampler: tp.Iterable[list[int]] | None = None) -> None:
         if batch_size < 1 or num_workers < 0 or prefetch < 1:
             raise ValueError(f"BatchLoader needs batch_size >= 1, num_workers >= 0 and prefetch >= 1, got "
                              f"{batch_size}, {num_workers}, {prefetch}")
