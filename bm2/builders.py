@@ -7,10 +7,8 @@ below this module ever sees a config object, and the config is never mutated.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import itertools
 import logging
-import threading
 import typing as tp
 from pathlib import Path
 
@@ -293,7 +291,10 @@ def build_batch_sampler(cfg: DictConfig, datasets: Datasets) -> tp.Any:
     from .data.samplers import ClassStructuredBatchSampler, class_groups_for
 
     groups = class_groups_for(opts.pop("groups", None), datasets.vocabulary)
-    return ClassStructuredBatchSampler(datasets.train._label, groups, seed=int(cfg.seed), **opts)
+    from . import distrib
+
+    return ClassStructuredBatchSampler(datasets.train._label, groups, seed=int(cfg.seed), rank=distrib.rank(),
+                                       world_size=distrib.world_size(), **opts)
 
 
 def check_model_task(name: str, task: Task) -> None:
@@ -356,24 +357,6 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def _import_in_background(module: str) -> threading.Thread:
-    """Start importing ``module`` in a daemon thread; the caller joins it before running code that imports it.
-
-    The thread overlaps an import that is certain to come (e.g. ``torch._dynamo``, which every ``torch.optim``
-    optimizer imports on first use) with work that releases the GIL (reading the cached data); an error is only
-    logged, and the caller's own import then raises it where it belongs.
-    """
-    def run() -> None:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - reported by the caller's own import
-            logger.debug("background import of %s failed: %s", module, exc)
-
-    thread = threading.Thread(target=run, name=f"bm2-import-{module}", daemon=True)
-    thread.start()
-    return thread
-
-
 def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver:
     """The solver of ``cfg``: task, data, model, objective and optimisation settings wired together."""
     # Objects that need no data first, so that a typo fails before minutes of preprocessing.
@@ -387,10 +370,7 @@ def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver
     optim = _section(cfg, "optim")
     optim["betas"] = tuple(optim.get("betas", (0.9, 0.999)))
     params = OptimParams(**optim)
-    # torch's optimizers import torch._dynamo (about 1 s) on first use: imported while the data are prepared
-    dynamo = _import_in_background("torch._dynamo")
     datasets = build_all_datasets(cfg, task.targets)
-    dynamo.join()  # before the model and optimizer import anything of torch's themselves
     model = build_model_for(cfg, datasets)
     set_vocabulary = getattr(objective, "set_vocabulary", None)  # objectives that need the class names (DeMEGa)
     if datasets.vocabulary is not None and callable(set_vocabulary):

@@ -96,17 +96,3 @@ def test_dora_compositions_are_memoised_and_copied():
             wrapped(["bad=1"])
     assert len(calls) == 4
 
-
-def test_background_import_overlaps_and_reports_failures_to_the_caller(caplog):
-    import logging
-
-    from bm2.builders import _import_in_background
-
-    assert "tabnanny" not in sys.modules
-    thread = _import_in_background("tabnanny")
-    thread.join(timeout=60)
-    assert not thread.is_alive() and "tabnanny" in sys.modules
-    with caplog.at_level(logging.DEBUG, logger="bm2.builders"):
-        failed = _import_in_background("bm2_no_such_module")
-        failed.join(timeout=60)
-    assert "background import of bm2_no_such_module failed" in caplog.text
