@@ -184,9 +184,12 @@ class _WindowPlan:
 
 
 @contextlib.contextmanager
-def _one_intra_op_thread() -> tp.Iterator[None]:
-    """torch's element-wise ops on one thread: split across the intra-op threads, a window's ops stall for
-    milliseconds on a loaded machine (the loader's threads already run with one; this is the caller's thread)."""
+def single_intra_op_thread() -> tp.Iterator[None]:
+    """torch's ops in this block on one intra-op thread (the caller's setting is restored after it).
+
+    Split across the intra-op threads, the small ops of a loader (a window's subtract, a group's mean) stall for
+    milliseconds on a loaded machine while the threads wait for each other; the loader's own threads and
+    ``DataLoader`` workers already run with one."""
     before = torch.get_num_threads()
     if before == 1:
         yield
@@ -407,7 +410,7 @@ class SegmentDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, tp.Any]:
         rec = self.recordings[self._rec[index]]
         x = np.empty(self._brain_shape(rec), dtype=np.float32)
-        with _one_intra_op_thread():
+        with single_intra_op_thread():
             self._brain_into(index, x)
         item: dict[str, tp.Any] = {"brain": torch.from_numpy(x), "subject_index": rec.subject_index,
                                    "positions": torch.from_numpy(rec.positions), "index": index}
@@ -434,7 +437,7 @@ class SegmentDataset(torch.utils.data.Dataset):
             return collate([self[i] for i in indices])
         shape = (len(indices), *shapes.pop())
         brain = torch.empty(shape) if alloc is None else alloc("brain", shape)
-        with _one_intra_op_thread():
+        with single_intra_op_thread():
             self._brains_into(indices, brain)
             targets = self._targets_of(indices, alloc)
         return {"brain": brain, "positions": torch.from_numpy(np.stack([r.positions for r in recs])),

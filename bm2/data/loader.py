@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .dataset import collate
+from .dataset import collate, single_intra_op_thread
 
 
 def _free_refcount() -> int:
@@ -146,7 +146,9 @@ class BatchLoader:
         torch.empty((), dtype=torch.int64).random_(generator=self._sampling.generator)
         if self.num_workers == 0:
             for indices in batches:
-                yield self._fetch(list(indices))
+                with single_intra_op_thread():  # as the filling threads (not held across the yield: the trainer's)
+                    batch = self._fetch(list(indices))
+                yield batch
             return
         pending: collections.deque[Future] = collections.deque()
         executor = ThreadPoolExecutor(self.num_workers, thread_name_prefix="bm2-loader")

@@ -157,6 +157,12 @@ def test_loader_threads_leave_the_trainer_threads_alone(array_recording, tmp_pat
     before = torch.get_num_threads()
     list(BatchLoader(ds, batch_size=4, num_workers=2))
     assert torch.get_num_threads() == before
+    torch.set_num_threads(2)
+    try:  # 0 threads: the batch is filled on one intra-op thread, and the consumer gets its own setting back
+        seen = [torch.get_num_threads() for _ in BatchLoader(ds, batch_size=4)]
+        assert seen and set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
     with pytest.raises(ValueError, match="num_workers >= 0"):
         BatchLoader(ds, num_workers=-1)
 
