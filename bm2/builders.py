@@ -291,10 +291,7 @@ def build_batch_sampler(cfg: DictConfig, datasets: Datasets) -> tp.Any:
     from .data.samplers import ClassStructuredBatchSampler, class_groups_for
 
     groups = class_groups_for(opts.pop("groups", None), datasets.vocabulary)
-    from . import distrib
-
-    return ClassStructuredBatchSampler(datasets.train._label, groups, seed=int(cfg.seed), rank=distrib.rank(),
-                                       world_size=distrib.world_size(), **opts)
+    return ClassStructuredBatchSampler(datasets.train._label, groups, seed=int(cfg.seed), **opts)
 
 
 def check_model_task(name: str, task: Task) -> None:
