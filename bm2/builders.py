@@ -20,6 +20,7 @@ from .data import AugmentParams, CropParams, Datasets, NormParams, SplitParams, 
 from .data.grouped_h5 import GroupedParams, grouped_datasets
 from .data.grouping import GroupingParams, group_datasets
 from .features import FeatureStack, build_feature
+from .features.praat import PraatParams
 from .models import MODELS, build_model, data_kwargs_for
 from .objectives import Objective, build_objective
 from .preprocessing import PreprocessParams
@@ -181,6 +182,9 @@ def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None)
     task = build_task(cfg)
     if targets is None:
         targets = task.targets
+    # targets the model or objective reads besides the task's, e.g. the on-stage mask `speech` of Neural Speech
+    # Decoding's losses (dset.extra_targets)
+    targets = tuple(dict.fromkeys([*targets, *(cfg.dset.get("extra_targets") or ())]))
     grouped = GroupedParams(**_section(cfg, "dset", "grouped"))
     if grouped.active:  # LibriBrain's pre-averaged files instead of windows of the selected studies
         return _grouped_h5_datasets(cfg, grouped, targets)
@@ -202,7 +206,8 @@ def build_all_datasets(cfg: DictConfig, targets: tp.Sequence[str] | None = None)
         recordings, build_cache(cfg), PreprocessParams(**pre), build_features(cfg), window, split_params,
         NormParams(**_section(cfg, "norm")), seed=int(cfg.seed), targets=targets,
         label=LabelParams(**_section(cfg, "dset", "label")), speech=SpeechParams(**speech),
-        augment=AugmentParams(**_section(cfg, "dset", "augment")))
+        augment=AugmentParams(**_section(cfg, "dset", "augment")),
+        praat=PraatParams(**_section(cfg, "features", "praat")) if "praat" in targets else None)
     datasets = select_subjects(datasets, cfg.dset.get("subjects"))
     return group_datasets(datasets, GroupingParams(**_section(cfg, "dset", "grouping")), seed=int(cfg.seed))
 
@@ -225,12 +230,16 @@ def _grouped_h5_datasets(cfg: DictConfig, grouped: GroupedParams, targets: tp.Se
     return grouped_datasets(Path(root).expanduser(), grouped, NormParams(**_section(cfg, "norm")))
 
 
-def model_out_channels(datasets: Datasets) -> int:
-    """Output channels the task needs: classes (labels), 1 (speech / silence) or the feature dimension."""
-    if "label" in datasets.targets:
+def model_out_channels(datasets: Datasets, targets: tp.Sequence[str] | None = None) -> int:
+    """Output channels the task needs: classes (labels), 1 (speech / silence) or the feature dimension.
+
+    ``targets``: the task's (default: the datasets'; those also hold ``dset.extra_targets``, which the model reads
+    but does not output, e.g. the on-stage mask ``speech`` of a reconstruction)."""
+    targets = datasets.targets if targets is None else tuple(targets)
+    if "label" in targets:
         assert datasets.vocabulary is not None
         return len(datasets.vocabulary)
-    if "speech" in datasets.targets:
+    if "speech" in targets:
         return 1
     return datasets.feature_dim
 
@@ -261,7 +270,8 @@ def build_model_for(cfg: DictConfig, datasets: Datasets) -> torch.nn.Module:
             raise ValueError("codebook_init=word_embedding needs class labels (test.task=classification)")
         words = WordEmbedding(**_section(cfg, "features", "word_embedding")).embed_words(datasets.vocabulary)
         section["codebook_init"] = word_codebook(words, int(section.get("dim", 256)), int(cfg.seed))
-    available = {"out_channels": model_out_channels(datasets), "n_subjects": datasets.n_subjects,
+    available = {"out_channels": model_out_channels(datasets, build_task(cfg).targets),
+                 "n_subjects": datasets.n_subjects,
                  "n_channels": datasets.n_channels, "n_freqs": datasets.n_freqs,
                  "sample_rate": datasets.recordings[0].sample_rate,
                  "n_times": datasets.train.window.n_samples(datasets.recordings[0].sample_rate)
@@ -291,7 +301,10 @@ def build_batch_sampler(cfg: DictConfig, datasets: Datasets) -> tp.Any:
     from .data.samplers import ClassStructuredBatchSampler, class_groups_for
 
     groups = class_groups_for(opts.pop("groups", None), datasets.vocabulary)
-    return ClassStructuredBatchSampler(datasets.train._label, groups, seed=int(cfg.seed), **opts)
+    from . import distrib
+
+    return ClassStructuredBatchSampler(datasets.train._label, groups, seed=int(cfg.seed), rank=distrib.rank(),
+                                       world_size=distrib.world_size(), **opts)
 
 
 def check_model_task(name: str, task: Task) -> None:

@@ -49,7 +49,10 @@ class PreprocessParams:
         or ``{fmin, fmax, n}``), else ``fmin``, ``fmax``, ``n_freqs`` (evenly spaced, Hz), ``c1`` (base
         cycles, default 3), ``order`` (``[min, max]`` or one number, default ``[1, 30]``), ``rule``
         (``multiplicative`` default | ``additive``), ``log`` (store ``log10(power + eps)``, default false)
-        and ``eps`` (default 1e-12, in the signal's unit^2).
+        and ``eps`` (default 1e-30, in the signal's SI unit^2 (V^2 for EEG): far below any EEG / MEG power, it
+        only keeps ``log10`` of an exactly flat stretch finite) and ``phase`` (default false: also store the
+        superlet's phase, radians in ``[-pi, pi]``, as ``F`` more rows of the frequency axis: ``[C, 2F, T]``, power
+        rows first; an optional second input, as the original's FieldTrip phase).
     """
 
     sample_rate: float = 120.0
@@ -75,10 +78,10 @@ class PreprocessParams:
         from .superlet import foi_from_config
 
         given = dict(self.superlet or {})
-        unknown = set(given) - {"foi", "fmin", "fmax", "n_freqs", "c1", "order", "rule", "log", "eps"}
+        unknown = set(given) - {"foi", "fmin", "fmax", "n_freqs", "c1", "order", "rule", "log", "eps", "phase"}
         if unknown:
             raise ValueError(f"unknown preprocess.superlet keys {sorted(unknown)} "
-                             "(foi, fmin, fmax, n_freqs, c1, order, rule, log, eps)")
+                             "(foi, fmin, fmax, n_freqs, c1, order, rule, log, eps, phase)")
         if given.get("foi") is not None:
             foi = foi_from_config(given["foi"])
         elif all(given.get(k) is not None for k in ("fmin", "fmax", "n_freqs")):
@@ -96,8 +99,11 @@ class PreprocessParams:
         c1 = float(given.get("c1", 3.0))
         if not c1 > 0:
             raise ValueError(f"preprocess.superlet.c1 must be > 0, got {c1}")
-        return {"foi": [float(f) for f in foi], "c1": c1, "order": order,
-                "rule": rule, "log": bool(given.get("log", False)), "eps": float(given.get("eps", 1e-12))}
+        out = {"foi": [float(f) for f in foi], "c1": c1, "order": order,
+               "rule": rule, "log": bool(given.get("log", False)), "eps": float(given.get("eps", 1e-30))}
+        if given.get("phase"):  # only when on: the keys of power-only entries stay as they were
+            out["phase"] = True
+        return out
 
     def key(self) -> dict[str, tp.Any]:
         """Parameters that change the output (chunking does not; without a TF step, the key of version 2)."""
@@ -194,9 +200,15 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
     """The preprocessed signal of ``recording``: arrays ``brain`` (C, T) float32 and ``positions`` (C, 2).
 
     With ``params.tf == "superlet"``, ``brain`` is the superlet power (C, F, T) float32 of the resampled
-    signal (in V^2 for EEG, or ``log10`` of it with ``superlet.log``; the transform sees the whole recording,
-    so only its two ends suffer edge effects), computed :data:`TF_CHUNK_CHANNELS` channels at a time, and
-    the meta holds ``foi`` (Hz) and ``tf``.
+    signal (in the signal's SI unit squared: V^2 for EEG, T^2 for magnetometers; or ``log10`` of it with
+    ``superlet.log``; the transform sees the whole recording, so only its two ends suffer edge effects),
+    computed :data:`TF_CHUNK_CHANNELS` channels at a time, and the meta holds ``foi`` (Hz) and ``tf``.
+
+    A recording of trials laid end to end (:attr:`~bm2.studies.base.Recording.trial_samples` set, e.g. lee2024's
+    raw ``x_data``) is processed **trial by trial**: each trial's own mean is removed (only ahead of filters or
+    resampling), filters, resampling and the superlet run on that trial alone (zero-padded / edge-handled at its
+    borders), so a trial's output never depends on its neighbours; the entry's key records the trial length.
+    Each trial must resample to a whole number of samples (``ValueError`` naming the recording otherwise).
 
     The manifest meta holds ``ch_names``, ``sample_rate`` and ``n_times``. ``sample_rate`` is the effective
     rate of ``brain`` (sample k lies at k / sample_rate s from the start of the raw): ``params.sample_rate``
@@ -208,20 +220,31 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
     spectra = recording.spectra()
     if spectra is not None:
         return _precomputed(recording, spectra, cache, params)
-    key = {"recording": recording.signal_uid, "params": params.key()}  # events do not shape the signal
+    key: dict[str, tp.Any] = {"recording": recording.signal_uid, "params": params.key()}  # events do not shape it
+    per_trial = recording.trial_samples
+    if per_trial is not None:  # a different output from the same signal and params: its own entry
+        key["per_trial"] = int(per_trial)
 
     def build(writer: EntryWriter) -> None:
         raw = recording.raw()
         names = pick_channels(raw, params.picks)
         sfreq = float(raw.info["sfreq"])
-        up, down, n_out = resampled_length(raw.n_times, sfreq, params.sample_rate)
+        if per_trial is None:
+            n_trials = 1
+            up, down, n_out = resampled_length(raw.n_times, sfreq, params.sample_rate)
+            trial_out = n_out
+        else:
+            n_trials, trial_out = _trial_layout(recording, raw.n_times, int(per_trial), sfreq, params.sample_rate)
+            up, down, _ = resampled_length(int(per_trial), sfreq, params.sample_rate)
+            n_out = n_trials * trial_out
         tf = params.superlet_settings() if params.tf == "superlet" else None
         if tf is not None:
             rate = effective_rate(sfreq, up, down)
             if max(tf["foi"]) > rate / 2:
                 raise ValueError(f"preprocess.superlet.foi reaches {max(tf['foi'])} Hz, above the Nyquist "
                                  f"frequency {rate / 2:g} Hz of preprocess.sample_rate; lower foi or raise the rate")
-            out = writer.create("brain", (len(names), len(tf["foi"]), n_out), np.float32)
+            rows = len(tf["foi"]) * (2 if tf.get("phase") else 1)  # power, then phase
+            out = writer.create("brain", (len(names), rows, n_out), np.float32)
         else:
             out = writer.create("brain", (len(names), n_out), np.float32)
         sos = _filters(params, sfreq)
@@ -238,15 +261,24 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
                         f"{recording!r}: non-finite samples (NaN or inf) in channels "
                         f"{[n for n, b in zip(sub, bad) if b][:5]}; mark them as bad (raw.info['bads']) "
                         "or repair the file")
-                data = data - data.mean(axis=1, keepdims=True)  # keeps filters free of a huge DC step
-                for s in sos:
-                    data = signal.sosfiltfilt(s, data, axis=1)
-                if up != down:
-                    data = signal.resample_poly(data, up, down, axis=1)
-                if tf is None:
-                    out[start:start + len(sub)] = data[:, :n_out].astype(np.float32)
+                if per_trial is not None:
+                    # [c, trials * t] -> [c, trials, t]: every step below runs along the last axis, trial by trial
+                    data = data.reshape(len(sub), n_trials, int(per_trial))
+                    if sos or up != down:  # a trial's own mean: its neighbours' must not shape it
+                        data = data - data.mean(axis=-1, keepdims=True)
                 else:
-                    _superlet_into(out, start, data[:, :n_out], effective_rate(sfreq, up, down), tf)
+                    data = data - data.mean(axis=-1, keepdims=True)  # keeps filters free of a huge DC step
+                for s in sos:
+                    data = signal.sosfiltfilt(s, data, axis=-1)
+                if up != down:
+                    data = signal.resample_poly(data, up, down, axis=-1)
+                data = data[..., :trial_out]
+                if tf is None:
+                    out[start:start + len(sub)] = data.reshape(len(sub), n_out).astype(np.float32)
+                elif per_trial is None:
+                    _superlet_into(out, start, data, effective_rate(sfreq, up, down), tf)
+                else:
+                    _superlet_trials_into(out, start, data, effective_rate(sfreq, up, down), tf)
                 bar.update(len(sub))
         writer.save("positions", recording.sensor_positions(names))
         rate = effective_rate(sfreq, up, down)
@@ -257,7 +289,7 @@ def preprocess(recording: Recording, cache: Cache, params: PreprocessParams) -> 
         writer.meta.update(ch_names=names, sample_rate=rate, n_times=n_out, raw_sfreq=sfreq,
                            requested_sample_rate=params.sample_rate, resample_up=up, resample_down=down)
         if tf is not None:
-            writer.meta.update(tf="superlet", foi=tf["foi"])
+            writer.meta.update(tf="superlet", foi=tf["foi"], phase=bool(tf.get("phase")))
 
     return cache.get("preprocess", key, PREPROCESS_VERSION, build, desc=f"preprocess {recording!r}")
 
@@ -268,8 +300,9 @@ PRECOMPUTED_TRIALS = 64
 
 def _precomputed(recording: Recording, spectra: tp.Any, cache: Cache, params: PreprocessParams) -> CacheEntry:
     """Store the spectra a release already holds (:meth:`Recording.spectra`, trials end to end) as the
-    ``[C, F, T]`` brain, resampled in time to ``params.sample_rate`` trial by trial (a trial's length must map to a
-    whole number of samples). Filters and a TF step would apply to a signal that is not there: they are errors."""
+    ``[C, F, T]`` brain, multiplied by ``spectra.scale`` (into the unit of the superlet step: V^2 for EEG) and
+    resampled in time to ``params.sample_rate`` trial by trial (a trial's length must map to a whole number of
+    samples). Filters and a TF step would apply to a signal that is not there: they are errors."""
     if params.tf is not None or params.notch or params.highpass or params.lowpass:
         raise ValueError(f"{recording!r} holds time-frequency spectra already (the release's): set "
                          "preprocess.tf=null and leave preprocess.notch / highpass / lowpass empty (they apply to "
@@ -279,7 +312,8 @@ def _precomputed(recording: Recording, spectra: tp.Any, cache: Cache, params: Pr
     if n_out * down != n_times * up:
         raise ValueError(f"{recording!r}: trials of {n_times} samples at {spectra.sfreq:g} Hz are not a whole number "
                          f"of samples at preprocess.sample_rate={params.sample_rate:g}; pick a rate that divides them")
-    key = {"recording": recording.signal_uid, "params": params.key(), "precomputed": "spectra"}
+    scale = float(getattr(spectra, "scale", 1.0))
+    key = {"recording": recording.signal_uid, "params": params.key(), "precomputed": "spectra", "scale": scale}
 
     def build(writer: EntryWriter) -> None:
         from scipy import signal
@@ -291,6 +325,8 @@ def _precomputed(recording: Recording, spectra: tp.Any, cache: Cache, params: Pr
                 if not np.isfinite(block).all():
                     raise RecordingDataError(f"{recording!r}: non-finite values (NaN or inf) in trials "
                                              f"{start}..{start + len(block) - 1} of the spectra")
+                if scale != 1.0:  # to the unit of bm2's superlet step (see Spectra.scale)
+                    block = block * np.float32(scale)
                 if up != down:
                     block = signal.resample_poly(block, up, down, axis=-1)[..., :n_out].astype(np.float32)
                 # [trials, C, F, T'] -> [C, F, trials * T']: trials end to end on one timeline
@@ -306,16 +342,56 @@ def _precomputed(recording: Recording, spectra: tp.Any, cache: Cache, params: Pr
     return cache.get("preprocess", key, PREPROCESS_VERSION, build, desc=f"spectra {recording!r}")
 
 
-def _superlet_into(out: np.ndarray, start: int, data: np.ndarray, rate: float, tf: dict[str, tp.Any]) -> None:
-    """Superlet power of ``data`` [c, T] into ``out[start:start + c]`` ([C, F, T]), a few channels at a time."""
+def _trial_layout(recording: Recording, n_times: int, per_trial: int, sfreq: float,
+                  sample_rate: float) -> tuple[int, int]:
+    """``(n_trials, samples per trial after resampling)`` of a recording of trials laid end to end
+    (:attr:`~bm2.studies.base.Recording.trial_samples`); ``ValueError`` naming the recording when the signal is
+    not a whole number of trials or a trial does not resample to a whole number of samples."""
+    if per_trial <= 0 or n_times % per_trial:
+        raise ValueError(f"{recording!r}: {n_times} samples are not a whole number of trials of {per_trial} samples "
+                         "(Recording.trial_samples)")
+    up, down, trial_out = resampled_length(per_trial, sfreq, sample_rate)
+    if trial_out * down != per_trial * up:
+        raise ValueError(f"{recording!r}: trials of {per_trial} samples at {sfreq:g} Hz are not a whole number of "
+                         f"samples at preprocess.sample_rate={sample_rate:g}; pick a rate that divides them")
+    return int(n_times) // per_trial, int(trial_out)
+
+
+def _transform(x: np.ndarray, rate: float, tf: dict[str, tp.Any]) -> np.ndarray:
+    """Superlet power (``log10`` with ``tf["log"]``) of ``x [..., T]`` -> ``[..., F, T]``, or with ``tf["phase"]``
+    power then phase (radians) -> ``[..., 2F, T]``."""
     from .superlet import superlet
 
+    result = superlet(x, rate, tf["foi"], tf["c1"], tf["order"], rule=tf["rule"], phase=bool(tf.get("phase")))
+    power, angle = result if tf.get("phase") else (result, None)
+    if tf["log"]:
+        power = np.log10(power + np.float32(tf["eps"]))
+    return power if angle is None else np.concatenate([power, angle], axis=-2)
+
+
+def _superlet_into(out: np.ndarray, start: int, data: np.ndarray, rate: float, tf: dict[str, tp.Any]) -> None:
+    """Superlet power of ``data`` [c, T] into ``out[start:start + c]`` ([C, F, T], or [C, 2F, T] with phase), a few
+    channels at a time."""
     for i in range(0, len(data), TF_CHUNK_CHANNELS):
         block = data[i:i + TF_CHUNK_CHANNELS]
-        power = superlet(block, rate, tf["foi"], tf["c1"], tf["order"], rule=tf["rule"])
-        if tf["log"]:
-            power = np.log10(power + np.float32(tf["eps"]))
-        out[start + i:start + i + len(block)] = power
+        out[start + i:start + i + len(block)] = _transform(block, rate, tf)
+
+
+TF_CHUNK_TRIALS = 256
+"""Trials transformed at a time by the per-trial TF step (with :data:`TF_CHUNK_CHANNELS`, bounds its buffers)."""
+
+
+def _superlet_trials_into(out: np.ndarray, start: int, data: np.ndarray, rate: float,
+                          tf: dict[str, tp.Any]) -> None:
+    """Superlet power of each trial of ``data`` [c, n_trials, t] into ``out[start:start + c]`` ([C, F, n_trials *
+    t], trials end to end): the wavelets see one trial, zero-padded at its edges, never its neighbours."""
+    c, n_trials, t = data.shape
+    for i in range(0, c, TF_CHUNK_CHANNELS):
+        rows = out[start + i:start + min(i + TF_CHUNK_CHANNELS, c)]
+        view = rows.reshape(len(rows), rows.shape[1], n_trials, t)  # a view: rows are whole C-contiguous slices
+        for k in range(0, n_trials, TF_CHUNK_TRIALS):
+            block = data[i:i + TF_CHUNK_CHANNELS, k:k + TF_CHUNK_TRIALS]
+            view[:, :, k:k + block.shape[1]] = _transform(block, rate, tf).transpose(0, 2, 1, 3)  # [c', n', F, t]
 
 
 @dataclasses.dataclass

@@ -51,6 +51,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .download.http import DownloadError
     from .events import EventsValidationError
     from .features.base import FeatureError
+    from .models.duin_vq import UntrainedTokenizerError
     from .preprocessing import RecordingDataError
     from .solvers.base import CheckpointError
     from .solvers.chain import ChainError
@@ -59,7 +60,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .utils.safe_pickle import PickleReadError
 
     return (StudyError, DownloadError, EventsValidationError, FeatureError, RecordingDataError, CheckpointError,
-            ChainError, StackError, PickleReadError)
+            ChainError, StackError, PickleReadError, UntrainedTokenizerError)
 
 
 def _main(cfg: DictConfig) -> None:

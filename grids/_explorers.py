@@ -9,10 +9,12 @@ from dora import Explorer
 
 RETRIEVAL = ("top1_segment", "top10_segment", "top1_word", "top10_word")
 # Headline test metrics of every task (those absent from an XP's history stay blank).
-HEADLINES = RETRIEVAL + ("accuracy", "balanced_accuracy", "f1_macro", "pearson")
+HEADLINES = RETRIEVAL + ("accuracy", "balanced_accuracy", "f1_macro", "pcc")
+# Reconstruction (Neural Speech Decoding): correlations and STOI as they are, beside the trial-shuffled null.
+RECONSTRUCTION = ("pcc", "pcc_null_mean", "pcc_trial", "pcc_trial_null_mean", "stoi")
 
 
-def _summary(history: list[dict], test_keys: tp.Sequence[str]) -> dict[str, tp.Any]:
+def _summary(history: list[dict], test_keys: tp.Sequence[str], scale: float = 100.0) -> dict[str, tp.Any]:
     if not history:
         return {}
     # a stacking XP (stack.bases) has one entry without training: its row shows the test metrics only
@@ -22,7 +24,7 @@ def _summary(history: list[dict], test_keys: tp.Sequence[str]) -> dict[str, tp.A
     out: dict[str, tp.Any] = {"train": train, "valid": valid}
     test = history[-1].get("test")
     if test:
-        out["test"] = {k: 100 * test[k] for k in test_keys if k in test}
+        out["test"] = {k: scale * test[k] for k in test_keys if k in test}
         if "chance_top10_segment" in test:
             out["test"]["chance10"] = 100 * test["chance_top10_segment"]
     return out
@@ -59,3 +61,19 @@ class TaskExplorer(Explorer):
     def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
         """Summarise a history: last train / valid loss, best valid loss, headline test metrics in percent."""
         return _summary(history, HEADLINES)
+
+
+class ReconstructionExplorer(Explorer):
+    """Reconstruction grids (Neural Speech Decoding): losses, and the test PCC (per bin and per trial) beside its
+    trial-shuffled null, and STOI, as they are (not in percent)."""
+
+    def get_grid_metrics(self) -> list:
+        return [
+            tt.group("train", [tt.leaf("epoch"), tt.leaf("loss", ".3f")], align=">"),
+            tt.group("valid", [tt.leaf("loss", ".3f"), tt.leaf("best", ".3f")], align=">"),
+            tt.group("test", [tt.leaf(k, ".3f") for k in RECONSTRUCTION], align=">"),
+        ]
+
+    def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
+        """Summarise a history: last train / valid loss, best valid loss, the test correlations and STOI."""
+        return _summary(history, RECONSTRUCTION, scale=1.0)

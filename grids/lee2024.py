@@ -15,6 +15,8 @@ N_FOLDS = 10
 @TaskExplorer
 def explorer(launcher):
     launcher.slurm_(gpus=1, cpus_per_gpu=8, mem_per_gpu=40, time=12 * 60)
-    launcher.bind_({"recipe": "lee2024"})
+    # the recipe's defaults are a CPU demo; the original's schedule (ANCHORS_WAVE2 §4.2)
+    launcher.bind_({"recipe": "lee2024", "optim.epochs": 100, "optim.warmup": 10, "optim.lr": 1e-4,
+                    "loss.codebook.warmup_epochs": 10})
     for fold in range(N_FOLDS):
         launcher({"dset.split.fold": fold})

@@ -11,7 +11,9 @@ Each measure runs side by side with its baseline in the same run and is reported
 2. **training step**: samples/s of forward + CLIP loss + backward + Adam step of SimpleConv (default small
    size and paper size) on CPU, and on GPU when there is one; bf16 autocast vs fp32 of the paper-size step; and
    the training steps (model + its objective + AdamW) of DeMEGa, the Du-IN classifier and the Du-IN VQ-VAE at their
-   paper sizes, bf16 autocast vs fp32 where bf16 is native (CUDA, CPUs with bf16), else fp32.
+   paper sizes, and of the three ECoG decoders of Neural Speech Decoding (3-D ResNet, LSTM, 3-D Swin: decoder + MSE
+   on its features + Adam with betas (0, 0.99), batch 16 x 64 electrodes x 144 frames), bf16 autocast vs fp32 where
+   bf16 is native (CUDA, CPUs with bf16), else fp32.
 3. **preprocessing**: seconds per recording-hour of :func:`bm2.preprocessing.preprocess` (FIF file read
    lazily, chunks of channels) against mne's ``read_raw_fif(preload=True)`` + ``filter`` + ``resample`` of
    the same file, each in its own subprocess (peak resident memory, ``VmHWM`` / ``ru_maxrss``).
@@ -91,6 +93,7 @@ class Sizes:
     demega_batch: int = 64  # the recipe trains with 512 (306 x 125 windows); a smaller batch keeps the CPU run short
     duin_batch: int = 32  # Du-IN's recipes (3 s at 1 kHz)
     duin_channels: int = 10  # sEEG channels of a subject (the channel map to 16 is a small part of the model)
+    ecog_batch: int = 16  # Neural Speech Decoding's batch (README commands), 144 ECoG frames = 128 + the 16-frame lead
     model_repeats: int = 2  # fp32 / bf16 runs of each new model, alternated (the best of each is reported)
     train_min_steps: int = 3
     train_min_seconds: float = 5.0
@@ -109,7 +112,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(rec_seconds=120.0, block_seconds=10.0, loader_batch=32, loader_batches=6, loader_repeats=1,
-              train_batch=4, demega_batch=2, duin_batch=2, model_repeats=1,
+              train_batch=4, demega_batch=2, duin_batch=2, ecog_batch=2, model_repeats=1,
               train_times=120, train_min_steps=1, train_min_seconds=0.0, eval_segments=1000, eval_candidates=200,
               eval_words=60, eval_repeats=1, libri_train_runs=1, libri_run_seconds=30.0, libri_k=10,
               dora_overrides=tuple(TINY_STUDY + TINY_MODEL + ["optim.epochs=1", "optim.max_batches=1",
@@ -530,7 +533,35 @@ def _model_steps(s: Sizes) -> list[dict[str, tp.Any]]:
          "kwargs": {"out_channels": 1, "n_channels": s.duin_channels, "n_times": 3000}, "loss": "duin_vqvae",
          "batch": s.duin_batch, "shape": (s.duin_channels, 3000), "classes": 1,
          "optim": "AdamW (recipe=duin_vqvae)"},
+        *({"label": f"ECoG {label} decoder", "ecog": name, "loss": "mse", "batch": s.ecog_batch, "shape": (64, 144),
+           "optim": "Adam lr 2e-3, betas (0, 0.99) (Neural Speech Decoding)"}
+          for name, label in (("resnet", "3-D ResNet"), ("lstm", "LSTM"), ("swin", "3-D Swin"))),
     ]
+
+
+def _ecog_step(spec: dict[str, tp.Any], device: str) -> tuple[tp.Any, tp.Callable[[tp.Any], tp.Any], tp.Any]:
+    """An ECoG decoder (bm2/models/ecog_decoders.py, paper size, non-causal) with an MSE on its features and
+    Adam(betas (0, 0.99)): (model, loss of a batch, optimiser). The batch is ECoG [B, 64, 144] and target
+    features [B, D, 128]."""
+    import torch
+
+    from bm2.models.ecog_decoders import build_ecog_decoder
+
+    model = build_ecog_decoder(spec["ecog"]).to(device)
+    optim = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    b, (c, t) = spec["batch"], spec["shape"]
+    ecog = torch.randn(b, c, t, device=device)
+    with torch.no_grad():
+        target = torch.randn_like(model.eval()(ecog[:1])).expand(b, -1, -1).contiguous()
+
+    def loss(dtype: tp.Any) -> tp.Any:
+        from bm2.utils.precision import autocast
+
+        with autocast(device, dtype):
+            out = model(ecog)
+        return torch.nn.functional.mse_loss(out.float(), target)  # the loss in float32, as in the solver
+
+    return model, loss, optim
 
 
 def _model_step_speed(spec: dict[str, tp.Any], device: str, s: Sizes, bf16: bool) -> dict[str, tp.Any]:
@@ -544,23 +575,30 @@ def _model_step_speed(spec: dict[str, tp.Any], device: str, s: Sizes, bf16: bool
 
     with torch.random.fork_rng(devices=[] if device == "cpu" else None):
         torch.manual_seed(0)
-        model = build_model(spec["model"], n_subjects=1, **spec["kwargs"]).to(device)
-        objective = build_objective(spec["loss"]).to(device)
-        optim = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=1e-4)
-        batch = _classifier_batch(spec["batch"], *spec["shape"], spec["classes"], device)
         dtype = autocast_dtype(device, cuda=bf16, cpu=bf16)
+        if "ecog" in spec:
+            model, ecog_loss, optim = _ecog_step(spec, device)
+        else:
+            model = build_model(spec["model"], n_subjects=1, **spec["kwargs"]).to(device)
+            objective = build_objective(spec["loss"]).to(device)
+            optim = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=1e-4)
+            batch = _classifier_batch(spec["batch"], *spec["shape"], spec["classes"], device)
 
         def step() -> None:
-            with autocast(device, dtype):
-                outputs = run_model(model, batch, device)
-            loss = objective.total(objective(batch, outputs))  # objectives compute in float32
+            if "ecog" in spec:
+                loss = ecog_loss(dtype)
+            else:
+                with autocast(device, dtype):
+                    outputs = run_model(model, batch, device)
+                loss = objective.total(objective(batch, outputs))  # objectives compute in float32
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
 
         model.train()
         steps, elapsed = _time_steps(step, device, s)  # the warm-up step also runs the k-means start
-    return {"config": spec["model"], "device": device, "parameters": count_parameters(model), "steps": steps,
+    return {"config": spec.get("model", spec.get("ecog")), "device": device, "parameters": count_parameters(model),
+            "steps": steps,
             "batch": spec["batch"], "seconds_per_step": elapsed / steps,
             "samples_per_s": steps * spec["batch"] / elapsed,
             "precision": "bf16" if dtype is not None else "fp32"}
@@ -584,7 +622,7 @@ def _model_rows(s: Sizes, device: str, where: str, runs: list[dict]) -> list[dic
         params = fp32[0]["parameters"] / 1e6
         c, t = spec["shape"]
         what = (f"train step {spec['label']} paper size ({params:.2f} M params, loss {spec['loss']}), batch "
-                f"{spec['batch']} x {c} ch x {t} samples, {where}")
+                f"{spec['batch']} x {c} ch x {t} {'frames' if 'ecog' in spec else 'samples'}, {where}")
         if mixed:
             best16 = max(r["samples_per_s"] for r in bf16)
             _log(f"train step {spec['label']} on {device}: fp32 {best32:.1f}, bf16 {best16:.1f} samples/s")

@@ -17,45 +17,23 @@ go to ``$BM2_XP_DIR`` as usual.
 from __future__ import annotations
 
 import argparse
-import importlib
-import subprocess
 import sys
 import typing as tp
 from pathlib import Path
+
+from . import _local_chain
 
 
 def stage_commands(grid: str, subjects: tp.Sequence[str], multi: bool = False, extra: tp.Sequence[str] = ()
                    ) -> list[tuple[str, str, list[str]]]:
     """``(stage key, signature, dora run argv)`` of each stage of ``subjects`` in the grid ``duin.<grid>``, parents
-    first; ``extra`` overrides are added to every stage (and so enter every signature).
+    first (with ``multi``, the multi-subject pre-training too); ``extra`` overrides are added to every stage (and
+    so enter every signature).
 
     Raises ``ValueError`` when a subject is not one of the grid's subjects."""
-    from bm2.train import main
-    from grids.duin import ALL, plan
+    from grids.duin import ALL
 
-    grids = sorted(f.stem for f in Path(__file__).resolve().parents[1].joinpath("grids", "duin").glob("[a-z]*.py"))
-    if grid not in grids:
-        raise ValueError(f"unknown Du-IN grid {grid!r}; the grids are {grids} (grids/duin/<grid>.py)")
-    module = importlib.import_module(f"grids.duin.{grid}")
-    chain = dict(module.CHAIN)
-    known = [str(s) for s in chain["subjects"]]
-    unknown = [s for s in subjects if s not in known]
-    if unknown:
-        raise ValueError(f"subjects {unknown} are not in grid duin.{grid}; its subjects are {known}")
-    chain["multi_subject"] = bool(multi)
-    base = main.value_to_argv(dict(module.BASE)) + list(extra)
-    sigs: dict[str, str] = {}
-    out = []
-    for st in plan(**chain):
-        if st.subject not in (*subjects, ALL):
-            continue
-        argv = base + main.value_to_argv(st.overrides)
-        if st.parent is not None:
-            argv += main.value_to_argv({"chain.parent": sigs[st.parent],
-                                        **{f"chain.{k}": v for k, v in st.chain.items()}})
-        sigs[st.key] = str(main.get_xp(argv).sig)
-        out.append((st.key, sigs[st.key], argv))
-    return out
+    return _local_chain.stage_commands("duin", grid, subjects, extra, {"multi_subject": bool(multi)}, also=(ALL,))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,15 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ModuleNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    dora = str(Path(sys.executable).parent / "dora")
-    for key, sig, stage_argv in stages:
-        print(f"== {key} (XP {sig}): dora run {' '.join(stage_argv)}", flush=True)
-        if args.dry_run:
-            continue
-        proc = subprocess.run([dora, "run", *stage_argv])
-        if proc.returncode != 0:
-            print(f"error: stage {key} (XP {sig}) failed; rerun this command to resume it", file=sys.stderr)
-            return proc.returncode
+    code = _local_chain.run_stages(stages, args.dry_run)
+    if code:
+        return code
     if args.dry_run:
         return 0
     from bm2 import results as R

@@ -4,6 +4,7 @@
     python -m scripts.make_tables SIG1 SIG2 ... --metric top1_word --compare "mel + contrastive" "mel regression"
     python -m scripts.make_tables synthetic --label loss optim.lr      # rows labelled by these keys
     python -m scripts.make_tables lee2024 --folds                       # mean ± sd over cross-validation folds
+                                                                        # (+ pooled.md: top-k of all folds' tests)
 
 Rows are the model / objective (``--rows``, default the label of each XP), columns the study (``--cols``), and
 cells the mean ± sd over seeds of ``--metric`` (fractions in percent; correlations and STOI as they are), with a
@@ -11,8 +12,9 @@ last row of chance levels. The default metric is the main one of the XPs' task (
 classification ``top1``, detection ``f1_macro``, reconstruction ``pcc``); XPs without the metric (another
 task) are left out. Every XP must have been evaluated first (``python -m scripts.run_eval_probs SIG``).
 Writes ``table.md``, ``table.csv``, ``table.tex`` and ``xps.csv`` (one row per XP, every metric) to
-``--out``; with ``--compare A B`` also ``wilcoxon.md``: a paired Wilcoxon signed-rank test across subjects
-between the XPs labelled A and B.
+``--out``; with ``--folds`` on classification XPs also ``pooled.md`` / ``pooled.csv`` (top-k of every fold's test
+predictions together, each trial once); with ``--compare A B`` also ``wilcoxon.md``: a paired Wilcoxon
+signed-rank test across subjects between the XPs labelled A and B.
 
 ``--chain`` writes the table of chained XPs instead (``chain.md``, ``chain.csv``, ``chain.tex``,
 ``chain_xps.csv``; :mod:`bm2.results.chain`): rows = how each classifier was started (no pre-training, VQ-VAE,
@@ -59,6 +61,23 @@ def write_tables(df, out: Path, metric: str, rows: str = "model", cols: str = "s
     paths["tex"].write_text(R.to_latex(table, caption=caption, label=f"tab:{metric}"), encoding="utf-8")
     df.to_csv(paths["xps"], index=False)
     return paths
+
+
+def write_pooled(results, out: Path, rows: str = "model", cols: str = "study", label=None,
+                 decimals: int | None = None) -> str:
+    """Write pooled.md / pooled.csv: top-k over the test predictions of every fold together (each trial once;
+    :func:`bm2.results.pooled_folds`); returns the markdown."""
+    pooled = R.pooled_folds(results, rows, cols, label)
+    out.mkdir(parents=True, exist_ok=True)
+    pooled.to_csv(out / "pooled.csv", index=False)
+    shown = pooled.copy()
+    for column in shown.columns:
+        if column.startswith(("top", "chance_top")):
+            shown[column] = [f"{v:.{1 if decimals is None else decimals}f}" for v in shown[column]]
+    caption = "top-k (%) pooled over the test predictions of every fold (each trial once)"
+    text = f"{caption}\n\n{R.to_markdown(shown.set_index(rows))}"
+    (out / "pooled.md").write_text(text, encoding="utf-8")
+    return text
 
 
 def write_chain_table(targets: list[str], out: Path) -> Path:
@@ -111,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_tables(df, out, metric, args.rows, args.cols, args.decimals, not args.no_chance,
                              "fold" if args.folds else "seed")
         print(paths["md"].read_text(encoding="utf-8"))
+        if args.folds and {r.get("task") for r in results} == {"classification"}:
+            print(write_pooled(results, out, args.rows, args.cols, args.label, args.decimals))
         if args.compare:
             label_a, label_b = args.compare
             scored = [r for r in results if metric in r["metrics"]]

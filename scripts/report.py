@@ -114,6 +114,7 @@ def build_report(results: list[R.Result], targets: list[str], metric: str | None
                 "confusion": "Classification: confusion matrices (rows normalised to the true class)",
                 "timelines": "Detection: speech probability (windows averaged) against the truth",
                 "bins": "Reconstruction: Pearson r per feature bin against the shuffled null's 95th percentile",
+                "spectrograms": "Reconstruction: true and decoded features of the first test window",
                 "training": "Training curves (train solid, valid dashed)"}
     for name, fig in R.make_figures(results, metric, kmax, label).items():
         parts.append(_img(R.figure_png(fig), captions.get(name, name)))

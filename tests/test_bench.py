@@ -17,7 +17,7 @@ from bm2.utils.precision import cpu_has_native_bf16
 from scripts.bench import SECTIONS, format_row, markdown, row, run
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 10, "training": 5, "evaluation": 3, "cache_reuse": 3,
+ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 10, "training": 8, "evaluation": 3, "cache_reuse": 3,
                     "superlet": 1, "libribrain": 1}
 
 
@@ -128,7 +128,8 @@ def test_quick_benchmark_cli_produces_every_number(tmp_path):
     assert "per worker" in measures and "per thread" in measures
     assert "training loader (BatchLoader), 2 threads vs a bare gather" in measures
     assert "paper size" in measures and "small default" in measures
-    for model in ("DeMEGa", "Du-IN classifier", "Du-IN VQ-VAE"):
+    for model in ("DeMEGa", "Du-IN classifier", "Du-IN VQ-VAE", "ECoG 3-D ResNet decoder", "ECoG LSTM decoder",
+                  "ECoG 3-D Swin decoder"):
         assert f"train step {model} paper size" in measures
     assert {r["target"]["on"] for r in result["rows"] if r["target"]} == {"value", "ratio"}
     assert [p.name for p in tmp_path.iterdir()] == ["results"]  # the work folder is cleaned up

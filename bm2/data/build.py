@@ -8,7 +8,6 @@ recordings) and the feature scaler on **training data only**, and returns a :cla
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import typing as tp
@@ -19,6 +18,7 @@ from tqdm import tqdm
 
 from ..cache import Cache, EntryWriter
 from ..features import FeatureStack
+from ..features.praat import PraatParams, praat_tracks
 from ..preprocessing import PreprocessParams, RobustScaler, StandardScaler, preprocess
 from ..studies.base import Recording
 from ..utils.hashing import content_hash
@@ -154,10 +154,12 @@ def _check_splits(segments: pd.DataFrame, blocks: pd.DataFrame, window: WindowPa
 def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_params: PreprocessParams,
                    features: FeatureStack, window: WindowParams, split: SplitParams, norm: NormParams,
                    seed: int = 0, targets: tp.Sequence[str] = ("features",), label: LabelParams | None = None,
-                   speech: SpeechParams | None = None, augment: AugmentParams | None = None) -> Datasets:
+                   speech: SpeechParams | None = None, augment: AugmentParams | None = None,
+                   praat: PraatParams | None = None) -> Datasets:
     """Preprocess ``recordings``, compute the ``targets``, cut windows and split them into train / valid / test.
 
-    ``augment`` (:class:`~bm2.data.dataset.AugmentParams`) changes the training windows only.
+    ``augment`` (:class:`~bm2.data.dataset.AugmentParams`) changes the training windows only. ``praat``
+    (:class:`~bm2.features.praat.PraatParams`) sets where the ``praat`` target comes from.
 
     Raises ``ValueError`` when no recording is selected, when a split that the configuration asks for is empty
     (with the reason: windows longer than blocks, a single block, no anchor event ...), or when a recording has
@@ -189,7 +191,8 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
             subject_index=subject_index[rec.subject_uid], brain=LazyArray.of(entry["brain"]),
             features=None if feats is None else LazyArray.of(feats),
             positions=np.array(entry["positions"], dtype=np.float32), ch_names=list(entry.meta["ch_names"]),
-            sample_rate=sample_rate, n_times=n_times,
+            sample_rate=sample_rate, n_times=n_times, audio=rec.audio_track(),
+            praat=LazyArray.of(praat_tracks(rec, sample_rate, n_times, cache, praat)) if "praat" in targets else None,
             speech=speech_timeline(events, n_times, sample_rate, speech) if "speech" in targets else None))
         which = named_split(rec, split) if split.strategy == "named" else None
         seg = make_segments(events, n_times, sample_rate, window, split, recording_split=which)
@@ -234,8 +237,7 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
                                "from metrics and reported as n_unseen", n, s)
     train = SegmentDataset(prepared, by_split["train"], window, norm, None, targets, vocabulary)
     rng = np.random.default_rng(seed)
-    scaler_key = {"preprocess": preprocess_params.key(), "window": dataclasses.asdict(window),
-                  "split": dataclasses.asdict(split)}
+    scaler_key = {"preprocess": preprocess_params.key(), "window": window.key(), "split": split.key()}
     if norm.pooled:
         pooled = _pooled_scaler(prepared, by_split, norm, cache, preprocess_params)
         for rec in prepared:

@@ -29,7 +29,7 @@ from .splits import SPLITS
 logger = logging.getLogger(__name__)
 
 SCALER_VERSION = "2"  # 2: scalers of (C, F, T) signals; baseline over the last axis
-TARGETS = ("features", "label", "speech")
+TARGETS = ("features", "label", "speech", "praat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +131,8 @@ class PreparedRecording:
     scaler: RobustScaler | None = None
     speech: np.ndarray | None = None  # uint8 [n_times] when the task needs speech / silence
     n_times: int = 0
+    audio: tp.Any = None  # the recording's AudioTrack (bm2.studies.base), if it has one: reference audio for STOI
+    praat: LazyArray | None = None  # float32 [4, n_times] f0, F1-F3 in Hz (NaN: undefined) for the praat target
 
 
 _WARNINGS_LOCK = threading.Lock()
@@ -146,10 +148,12 @@ class _WindowPlan:
     scaler: RobustScaler | None
     array: np.ndarray
     tensor: torch.Tensor
-    lead: tuple[int, ...]
+    shape: tuple[int, ...]  # the leading axes of a window: (C,) or (C, F)
     length: int
     k: int
-    n_out: int  # length - k: the samples returned
+    lead: int  # the brain window starts `lead` samples before the targets' (window.lead_ms)
+    first: int  # k - lead: the first sample returned, from the window's start
+    n_out: int  # length - k + lead: the samples returned
     n_pre: int
     centre: np.ndarray  # zeros + the scaler's centre (zeros without a scaler), float32 (C, [F])
     inv_scale: torch.Tensor | None
@@ -170,13 +174,14 @@ class _WindowPlan:
         n_pre = int(round(-window.tmin * rec.sample_rate)) if norm.baseline else 0
         scaler = rec.scaler
         max_scale = scaler.max_scale if scaler is not None else (norm.max_scale if norm.instance else None)
-        lead = tuple(array.shape[:-1])
+        shape = tuple(array.shape[:-1])
         length, k = window.n_samples(rec.sample_rate), window.offset_samples(rec.sample_rate)
-        centre = np.zeros(lead, dtype=np.float32)
+        lead = window.lead_samples(rec.sample_rate)
+        centre = np.zeros(shape, dtype=np.float32)
         if scaler is not None:
             centre += scaler.center
-        return cls(rec=rec, scaler=scaler, array=array, tensor=tensor, lead=lead,
-                   length=length, k=k, n_out=length - k,
+        return cls(rec=rec, scaler=scaler, array=array, tensor=tensor, shape=shape,
+                   length=length, k=k, lead=lead, first=k - lead, n_out=length - k + lead,
                    n_pre=max(n_pre, 0), centre=centre,
                    inv_scale=None if scaler is None else torch.from_numpy((1.0 / scaler.scale)[..., None]),
                    max_scale=max_scale, n_pre_count=np.intp(max(n_pre, 0)),
@@ -204,10 +209,12 @@ def single_intra_op_thread() -> tp.Iterator[None]:
 class SegmentDataset(torch.utils.data.Dataset):
     """The windows of one split.
 
-    Items are dictionaries (see :mod:`bm2.tasks.base` for the batch spec) with ``brain`` (C, T') or (C, F, T'),
+    Items are dictionaries (see :mod:`bm2.tasks.base` for the batch spec) with ``brain`` (C, T' + lead) or
+    (C, F, T' + lead) (``lead`` = ``window.lead_ms`` in samples, 0 by default: the brain window starts that much
+    before the targets'),
     ``subject_index``, ``positions`` (C, 2), ``mask`` (C,), ``index`` (row of :attr:`segments`) and the targets
-    named in ``targets``: ``features`` (D, T'), ``label`` (class id, -1 = not in :attr:`vocabulary`) and
-    ``speech`` (T',).
+    named in ``targets``: ``features`` (D, T'), ``label`` (class id, -1 = not in :attr:`vocabulary`),
+    ``speech`` (T',) and ``praat`` (4, T': f0, F1, F2, F3 in Hz, NaN where undefined; :mod:`bm2.features.praat`).
     """
 
     def __init__(self, recordings: list[PreparedRecording], segments: pd.DataFrame, window: WindowParams,
@@ -298,6 +305,20 @@ class SegmentDataset(torch.utils.data.Dataset):
         k = self.window.offset_samples(rec.sample_rate)
         return y[:, :-k] if k else y
 
+    def reference_audio(self, index: int) -> tuple[np.ndarray, int] | None:
+        """``(audio float32 [S], sample_rate)``: the recording's own audio (:meth:`~bm2.studies.base.Recording.
+        audio_track`) over item ``index``'s target span (samples ``first / rate * sr`` to ``(first + length) /
+        rate * sr``), or None when the recording has no audio track. The reconstruction task scores STOI against
+        it."""
+        r, first, length = self.target_span(index)
+        rec = self.recordings[r]
+        if rec.audio is None:
+            return None
+        sr = int(rec.audio.sample_rate)
+        a = int(round(first / rec.sample_rate * sr))
+        b = min(int(round((first + length) / rec.sample_rate * sr)), int(rec.audio.n_samples))
+        return rec.audio.read(a, b), sr
+
     def speech_window(self, index: int) -> np.ndarray:
         """Speech (1) / silence (0) of item ``index`` on the samples of its target span, float32 (T',)."""
         r, first, length = self.target_span(index)
@@ -305,6 +326,14 @@ class SegmentDataset(torch.utils.data.Dataset):
         if speech is None:
             raise ValueError("this dataset has no speech target: build it with targets including 'speech'")
         return speech[first:first + length].astype(np.float32)
+
+    def praat_window(self, index: int) -> np.ndarray:
+        """Praat's f0, F1, F2, F3 (Hz, NaN where undefined) over item ``index``'s target span, float32 (4, T')."""
+        r, first, length = self.target_span(index)
+        praat = self.recordings[r].praat
+        if praat is None:
+            raise ValueError("this dataset has no praat target: build it with targets including 'praat'")
+        return np.array(praat.array[:, first:first + length], dtype=np.float32)
 
     def _plan(self, rec_index: int) -> _WindowPlan:
         """What :meth:`_brain_into` needs of recording ``rec_index``, computed once per recording (and again if the
@@ -317,12 +346,12 @@ class SegmentDataset(torch.utils.data.Dataset):
         return plan
 
     def _brain_into(self, index: int, out: np.ndarray | torch.Tensor) -> None:
-        """Write the normalised brain window of item ``index`` into ``out`` (C, [F,] T'), in place."""
+        """Write the normalised brain window of item ``index`` into ``out`` (C, [F,] T' + lead), in place."""
         out_t = out if isinstance(out, torch.Tensor) else torch.from_numpy(out)
         self._brains_into([index], out_t[None])
 
     def _brains_into(self, indices: tp.Sequence[int], out: torch.Tensor) -> None:
-        """Write the normalised brain windows of items ``indices`` into ``out`` (B, C, [F,] T'), in place.
+        """Write the normalised brain windows of items ``indices`` into ``out`` (B, C, [F,] T' + lead), in place.
 
         Per window: one pass reads it and subtracts its baseline and the scaler's centre (torch: numpy's
         broadcasting subtract runs row by row at half the speed of a copy); scaling and clamping then run in place
@@ -345,7 +374,7 @@ class SegmentDataset(torch.utils.data.Dataset):
                 shift += plan.centre  # zeros + centre: the same sums as before, the sign of a zero included
             else:
                 shift = plan.centre
-            sub(plan.tensor.narrow(-1, start + plan.k, plan.n_out), torch.from_numpy(shift[..., None]), out=o)
+            sub(plan.tensor.narrow(-1, start + plan.first, plan.n_out), torch.from_numpy(shift[..., None]), out=o)
             if plan.inv_scale is not None:
                 o.mul_(plan.inv_scale)
             if instance:
@@ -364,8 +393,8 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     def _brain_shape(self, rec: PreparedRecording) -> tuple[int, ...]:
         k = self.window.offset_samples(rec.sample_rate)
-        lead = tuple(rec.brain.array.shape[:-1])
-        return (*lead, self.window.n_samples(rec.sample_rate) - k)
+        lead = self.window.lead_samples(rec.sample_rate)
+        return (*rec.brain.array.shape[:-1], self.window.n_samples(rec.sample_rate) - k + lead)
 
     def _targets_of(self, indices: tp.Sequence[int], alloc: Alloc | None = None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -378,6 +407,8 @@ class SegmentDataset(torch.utils.data.Dataset):
             out["label"] = torch.from_numpy(self._label[np.asarray(indices, dtype=np.int64)])
         if "speech" in self.targets:
             out["speech"] = torch.from_numpy(np.stack([self.speech_window(int(i)) for i in indices]))
+        if "praat" in self.targets:
+            out["praat"] = torch.from_numpy(np.stack([self.praat_window(int(i)) for i in indices]))
         return out
 
     def _features_into(self, indices: tp.Sequence[int], alloc: Alloc) -> torch.Tensor:
@@ -432,7 +463,7 @@ class SegmentDataset(torch.utils.data.Dataset):
         """
         indices = [int(i) for i in indices]
         recs = [self.recordings[self._rec[i]] for i in indices]
-        shapes = {(*p.lead, p.n_out) for p in self._plans_of(indices).values()}
+        shapes = {(*p.shape, p.n_out) for p in self._plans_of(indices).values()}
         if len(shapes) != 1:  # several montages: per-item windows, padded by collate
             return collate([self[i] for i in indices])
         shape = (len(indices), *shapes.pop())
@@ -481,7 +512,7 @@ def collate(items: list[dict[str, tp.Any]] | dict[str, torch.Tensor]) -> dict[st
     batch = {"brain": brain, "positions": positions, "mask": mask,
              "subject_index": torch.tensor([it["subject_index"] for it in items], dtype=torch.long),
              "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
-    for key in ("features", "speech"):
+    for key in ("features", "speech", "praat"):
         if key in items[0]:
             batch[key] = torch.stack([it[key] for it in items])
     if "label" in items[0]:

@@ -5,8 +5,10 @@ outside the anchor's group (its word triplet for lee2024: a word, its synonym an
 never negatives of each other). The anchors cycle through a seeded permutation of the training classes; windows are
 drawn without replacement within a class when it has enough, with replacement otherwise. An epoch has about as
 many windows as the training split (at least one batch). Everything is seeded by ``seed`` and the epoch, so a
-resumed run draws the same batches. Deviation: the original hard-codes its class list to the 36 triplet words;
-here every training class takes part, with ``groups`` saying which classes share a group.
+resumed run draws the same batches. Under DDP (``rank`` / ``world_size``) every process draws the same seeded
+sequence of batches and keeps every ``world_size``-th one from its rank on: the ranks share the epoch's batches
+without overlap, each running the same number of steps. Deviation: the original hard-codes its class list to the
+36 triplet words; here every training class takes part, with ``groups`` saying which classes share a group.
 """
 
 from __future__ import annotations
@@ -40,13 +42,20 @@ class ClassStructuredBatchSampler(torch.utils.data.Sampler[list[int]]):
     groups : group id of each class (index = class id); classes of one group are never each other's negatives.
     positives, negatives : windows of the anchor class, and of each other-group class, per batch.
     seed : seed of the draw (combined with the epoch set by :meth:`set_epoch`).
-    n_batches : batches per epoch (None: the training windows divided by the batch size, at least 1).
+    n_batches : batches per epoch over all processes (None: the training windows divided by the batch size, at
+        least 1).
+    rank, world_size : this process's share under DDP (:mod:`bm2.distrib`): the batches ``rank``, ``rank +
+        world_size`` ... of the epoch's sequence, ``max(1, n_batches // world_size)`` of them (the same on every rank).
 
-    Raises ``ValueError`` when no class has a window, or ``groups`` is shorter than the largest label.
+    Raises ``ValueError`` when no class has a window, ``groups`` is shorter than the largest label, or ``rank`` is
+    outside ``[0, world_size)``.
     """
 
     def __init__(self, labels: np.ndarray, groups: tp.Sequence[int], positives: int = 2, negatives: int = 2,
-                 seed: int = 0, n_batches: int | None = None) -> None:
+                 seed: int = 0, n_batches: int | None = None, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"class-structured batches: rank {rank} outside [0, world_size={world_size})")
+        self.rank, self.world_size = int(rank), int(world_size)
         labels = np.asarray(labels, dtype=np.int64)
         known = labels[labels != UNKNOWN]
         if not len(known):
@@ -70,7 +79,8 @@ class ClassStructuredBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.n_batches
+        """Batches of this rank per epoch."""
+        return max(1, self.n_batches // self.world_size)
 
     def _take(self, rng: np.random.Generator, c: int, n: int) -> list[int]:
         pool = self.members[c]
@@ -79,13 +89,15 @@ class ClassStructuredBatchSampler(torch.utils.data.Sampler[list[int]]):
     def __iter__(self) -> tp.Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         classes = np.array(list(self.members))
-        anchors = np.concatenate([rng.permutation(classes) for _ in range(-(-self.n_batches // len(classes)))])
-        for anchor in anchors[:self.n_batches].tolist():
+        total = len(self) * self.world_size  # every rank draws them all (same rng), keeps its own
+        anchors = np.concatenate([rng.permutation(classes) for _ in range(-(-total // len(classes)))])
+        for i, anchor in enumerate(anchors[:total].tolist()):
             batch = self._take(rng, anchor, self.positives)
             for other in classes.tolist():
                 if self.groups[other] != self.groups[anchor]:
                     batch += self._take(rng, other, self.negatives)
-            yield batch
+            if i % self.world_size == self.rank:
+                yield batch
 
 
 __all__ = ["ClassStructuredBatchSampler", "class_groups_for"]

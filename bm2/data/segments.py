@@ -6,6 +6,10 @@
   seconds inside blocks and test windows at word onsets; with ``anchor=<event kind>`` (word, phoneme, sound)
   every split is anchored at that kind's onsets; with ``anchor=stride`` every split is strided (detection);
   ``train_anchor`` overrides the train split alone (e.g. strided training, event-locked evaluation).
+* A **brain lead** (``lead_ms``, 0 by default) starts the brain window that much before the feature window (Neural
+  Speech Decoding: the ECoG slice starts 16 frames, 128 ms, before the speech frames). The lead counts as part of
+  the window: it never leaves the block either, and windows whose lead would start before the recording are
+  **dropped** (never clamped or zero-filled), so every brain window holds real samples.
 * A window ``[anchor + tmin, anchor + tmax]`` never leaves its block, so the content of a word-locked test window
   is a function of (sentence, word position) only, which makes deduplication across subjects meaningful.
 """
@@ -31,6 +35,10 @@ class WindowParams:
 
     ``anchor``: None (train / valid strided, test at words), ``"stride"`` or an event kind for every split;
     ``train_anchor``: the same choices for the train split alone (None: as ``anchor``).
+    ``lead_ms``: the brain window starts this much before the feature window (0: the same start), so that items
+    hold ``brain`` ``[C, T + lead]`` and ``features`` / ``speech`` ``[D, T]`` (``T`` after the offset): brain item
+    sample ``lead + t`` is recording sample ``start + k + t``, paired with feature sample ``t`` (recording sample
+    ``start + t``; ``k`` the offset in samples, 0 for the Neural Speech Decoding recipes).
     """
 
     tmin: float = -0.5
@@ -39,10 +47,11 @@ class WindowParams:
     offset_ms: float = 0.0
     anchor: str | None = None
     train_anchor: str | None = None
+    lead_ms: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.tmax <= self.tmin or self.stride <= 0 or self.offset_ms < 0:
-            raise ValueError(f"invalid window {self}: need tmax > tmin, stride > 0, offset_ms >= 0")
+        if self.tmax <= self.tmin or self.stride <= 0 or self.offset_ms < 0 or self.lead_ms < 0:
+            raise ValueError(f"invalid window {self}: need tmax > tmin, stride > 0, offset_ms >= 0, lead_ms >= 0")
 
     def n_samples(self, sample_rate: float) -> int:
         """Window length in samples before the offset is applied."""
@@ -51,6 +60,18 @@ class WindowParams:
     def offset_samples(self, sample_rate: float) -> int:
         """The brain / feature offset in samples."""
         return int(round(self.offset_ms / 1000 * sample_rate))
+
+    def lead_samples(self, sample_rate: float) -> int:
+        """The brain lead in samples (``round(lead_ms / 1000 * sample_rate)``)."""
+        return int(round(self.lead_ms / 1000 * sample_rate))
+
+    def key(self) -> dict:
+        """The parameters as a dict for cache keys; ``lead_ms`` only when set, so that keys made before it
+        existed stay valid."""
+        out = dataclasses.asdict(self)
+        if not self.lead_ms:
+            out.pop("lead_ms")
+        return out
 
     def anchor_of(self, split: str) -> str:
         """``"stride"`` or the event kind anchoring windows of ``split`` (``pool``: as test)."""
@@ -80,6 +101,9 @@ def make_segments(events: pd.DataFrame, n_times: int, sample_rate: float, window
     -1 for strided windows), ``word``, ``sentence_id``, ``word_index`` and ``segment_uid`` (the identity of an
     event-locked window's content: block and position of the event in it).
 
+    The brain lead (``window.lead_ms``) belongs to the window: ``[start - lead, start + length)`` stays inside the
+    block, and windows whose lead would start before the recording are dropped.
+
     Raises ``ValueError`` when the events hold no block.
     """
     blocks = events[events.kind == "block"].sort_values("onset", kind="stable")
@@ -87,7 +111,16 @@ def make_segments(events: pd.DataFrame, n_times: int, sample_rate: float, window
         raise ValueError("the events hold no 'block' rows: the study must define blocks (sentences, sound units or "
                          "trials) so that splits can be assigned")
     length = window.n_samples(sample_rate)
-    splits = block_splits(len(blocks), [str(u) for u in blocks.uid], split, recording_split)
+    lead = window.lead_samples(sample_rate)
+    lead_s = lead / sample_rate
+    groups = None
+    if split.strategy == "last_n" and split.last_n_per is not None:
+        if split.last_n_per not in blocks.columns:
+            raise ValueError(f"dset.split.last_n_per={split.last_n_per!r}: the block rows have no such column "
+                             f"(columns: {sorted(blocks.columns)}); the study must give each block its "
+                             f"{split.last_n_per}, or set dset.split.last_n_per=null")
+        groups = blocks[split.last_n_per].tolist()
+    splits = block_splits(len(blocks), [str(u) for u in blocks.uid], split, recording_split, groups)
     by_kind = {kind: events[events.kind == kind] for kind in set(events.kind)}
     rows: list[dict] = []
     eps = 1e-9
@@ -95,14 +128,14 @@ def make_segments(events: pd.DataFrame, n_times: int, sample_rate: float, window
         b_start, b_stop = block.onset, block.onset + block.duration
         kind = window.anchor_of(which)
         if kind == STRIDE:
-            for a in np.arange(b_start - window.tmin, b_stop - window.tmax + eps, window.stride):
+            for a in np.arange(b_start - window.tmin + lead_s, b_stop - window.tmax + eps, window.stride):
                 rows.append(dict(split=which, kind=STRIDE, anchor=float(a), block_uid=str(block.uid), block_index=b,
                                  event=-1, word="", sentence_id="", word_index=-1, segment_uid=""))
             continue
         table = by_kind.get(kind, events.iloc[:0])
         inside = table[(table.onset >= b_start) & (table.onset < b_stop)]
         for position, ev in enumerate(inside.itertuples()):
-            if ev.onset + window.tmin < b_start - eps or ev.onset + window.tmax > b_stop + eps:
+            if ev.onset + window.tmin - lead_s < b_start - eps or ev.onset + window.tmax > b_stop + eps:
                 continue
             is_word = kind == "word"
             word_index = int(ev.word_index) if is_word else -1
@@ -115,7 +148,7 @@ def make_segments(events: pd.DataFrame, n_times: int, sample_rate: float, window
         return pd.DataFrame(columns=COLUMNS)
     seg = pd.DataFrame(rows)
     seg["start"] = np.round((seg.anchor + window.tmin) * sample_rate).astype(int)
-    seg = seg[(seg.start >= 0) & (seg.start + length <= n_times)]
+    seg = seg[(seg.start - lead >= 0) & (seg.start + length <= n_times)]
     return seg[COLUMNS].reset_index(drop=True)
 
 

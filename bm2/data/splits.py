@@ -11,7 +11,10 @@ Chosen by ``dset.split.strategy``:
     train (LibriBrain's fixed runs). A selector that matches no recording is an error, never silently dropped.
 ``last_n``
     in each recording, the last ``last_n`` blocks in file order are the test set and the ``valid`` fraction of the
-    remaining blocks just before them the valid set (Neural Speech Decoding: the last 50 trials).
+    remaining blocks just before them the valid set (Neural Speech Decoding: the last 50 trials). With ``last_n_per``
+    (a column of the events' block rows, e.g. ``task``), the same holds within each value of that column: the last
+    ``last_n`` blocks of each task are test, the ``valid`` fraction of each task's other blocks just before them
+    valid (the original's ``TestNum``, 10 per task); blocks without a value form one group of their own.
 ``stratified``
     windows are split per class with the ``test`` / ``valid`` fractions, seeded (Du-IN: 80 / 10 / 10).
 ``kfold``
@@ -54,6 +57,15 @@ class SplitParams:
     last_n: int = 50
     n_folds: int = 10
     fold: int = 0
+    last_n_per: str | None = None
+
+    def key(self) -> dict:
+        """The parameters as a dict for cache keys; ``last_n_per`` only when set, so that keys made before it
+        existed stay valid."""
+        out = dataclasses.asdict(self)
+        if self.last_n_per is None:
+            out.pop("last_n_per")
+        return out
 
     def __post_init__(self) -> None:
         if not (0 <= self.test and 0 <= self.valid and self.test + self.valid < 1):
@@ -122,20 +134,38 @@ def check_named(recordings: tp.Sequence[tp.Any], params: SplitParams) -> None:
                          f"selected recordings include {known}. Fix the selectors or add the data")
 
 
+def _last_n(n_blocks: int, params: SplitParams) -> list[str]:
+    n_test = min(params.last_n, n_blocks)
+    rest = n_blocks - n_test
+    n_valid = int(round(params.valid * rest))
+    return ["train"] * (rest - n_valid) + ["valid"] * n_valid + ["test"] * n_test
+
+
 def block_splits(n_blocks: int, uids: tp.Sequence[str], params: SplitParams,
-                 recording_split: str | None = None) -> list[str]:
+                 recording_split: str | None = None, groups: tp.Sequence[tp.Any] | None = None) -> list[str]:
     """The split of each block of one recording (blocks in file order) for the block-level strategies; window-level
-    strategies give :data:`POOL` (decided later by :func:`window_splits`)."""
+    strategies give :data:`POOL` (decided later by :func:`window_splits`).
+
+    ``groups`` (``last_n`` with ``last_n_per``): one value per block (e.g. its task); ``last_n`` then applies within
+    each group, keeping the blocks' order.
+    """
     if params.window_level:
         return [POOL] * n_blocks
     if params.strategy == "named":
         assert recording_split is not None, "named splits need the recording's split"
         return [recording_split] * n_blocks
     if params.strategy == "last_n":
-        n_test = min(params.last_n, n_blocks)
-        rest = n_blocks - n_test
-        n_valid = int(round(params.valid * rest))
-        return ["train"] * (rest - n_valid) + ["valid"] * n_valid + ["test"] * n_test
+        if groups is None:
+            return _last_n(n_blocks, params)
+        if len(groups) != n_blocks:
+            raise ValueError(f"{len(groups)} group values for {n_blocks} blocks")
+        out = [""] * n_blocks
+        keys = ["" if g is None or g != g else str(g) for g in groups]  # NaN / None: one group of their own
+        for key in dict.fromkeys(keys):
+            rows = [i for i, k in enumerate(keys) if k == key]
+            for i, which in zip(rows, _last_n(len(rows), params)):
+                out[i] = which
+        return out
     return [assign_split(str(u), params) for u in uids]
 
 

@@ -9,12 +9,14 @@ import numpy as np
 from ..cache import Cache, EntryWriter
 from ..studies.base import Recording
 from .base import EventFeature, Feature, FeatureError, SoundFeature, load_audio
+from .nsd import NSDSpectrogram
 from .speech import Envelope, MelSpectrum
 from .text import PartOfSpeech, Phoneme, WordEmbedding, WordFrequency, WordOnset, WordPhonemes
 from .wav2vec import Wav2Vec2
 
 FEATURES: dict[str, type[Feature]] = {cls.name: cls for cls in (
-    MelSpectrum, WordOnset, Phoneme, Wav2Vec2, Envelope, WordEmbedding, WordFrequency, WordPhonemes, PartOfSpeech)}
+    MelSpectrum, WordOnset, Phoneme, Wav2Vec2, Envelope, WordEmbedding, WordFrequency, WordPhonemes, PartOfSpeech,
+    NSDSpectrogram)}
 
 
 def build_feature(name: str, **kwargs: tp.Any) -> Feature:
@@ -57,5 +59,5 @@ class FeatureStack:
 
 
 __all__ = ["Envelope", "EventFeature", "FEATURES", "Feature", "FeatureError", "FeatureStack", "MelSpectrum",
-           "PartOfSpeech", "Phoneme", "SoundFeature", "Wav2Vec2", "WordEmbedding", "WordFrequency", "WordOnset",
-           "WordPhonemes", "build_feature", "load_audio"]
+           "NSDSpectrogram", "PartOfSpeech", "Phoneme", "SoundFeature", "Wav2Vec2", "WordEmbedding", "WordFrequency",
+           "WordOnset", "WordPhonemes", "build_feature", "load_audio"]

@@ -78,6 +78,14 @@ class DisentangledAttention(nn.Module):
         self.pos_key = nn.Linear(dim, dim) if c2p else None
         self.pos_query = nn.Linear(dim, dim) if p2c else None
         self.drop = nn.Dropout(dropout)
+        self._rel_cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    def _relative(self, n: int, device: torch.device) -> torch.Tensor:
+        # the bucketed [N, N] table depends on N alone: computed once per length and device, not per forward
+        key = (n, str(device))
+        if key not in self._rel_cache:
+            self._rel_cache[key] = relative_positions(n, n, self.buckets, self.max_position, device)
+        return self._rel_cache[key]
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.n_heads, self.d_head).transpose(-3, -2)  # [..., H, N, dh]
@@ -93,7 +101,7 @@ class DisentangledAttention(nn.Module):
         if rel_table is None:
             raise ValueError("the positional terms need the relative-position table")
         span = rel_table.shape[0] // 2
-        rel = relative_positions(n, n, self.buckets, self.max_position, x.device)  # [N, N], i - j
+        rel = self._relative(n, x.device)  # [N, N], i - j
         pos_scale = math.sqrt(self.d_head * self.pos_scale_mult)
         if self.pos_key is not None:  # content -> position: q_i . Kpos[r(i, j)]
             pos_k = self._heads(self.pos_key(rel_table)).float()  # [H, 2 span, dh]

@@ -46,6 +46,10 @@ def _broadcast(tensor: torch.Tensor) -> None:
         torch.distributed.broadcast(tensor, src=0)
 
 
+class UntrainedTokenizerError(RuntimeError):
+    """The Du-IN MAE was given a VQ-VAE tokenizer that was never trained (no parent XP)."""
+
+
 class CosineEMACodebook(nn.Module):
     """``n_codes`` unit vectors of ``dim``; tokens (L2-normalised) take the code of highest cosine similarity.
 
@@ -260,6 +264,12 @@ class DuinMAE(nn.Module):
 
     def forward(self, brain: torch.Tensor, subject_index: torch.Tensor,
                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if not bool(self.vqvae.codebook.initialised):
+            # an untrained tokenizer gives arbitrary codes: the MAE would learn to predict noise without a word
+            raise UntrainedTokenizerError(
+                "the Du-IN MAE predicts the codes of a trained VQ-VAE tokenizer, but its tokenizer was never "
+                "trained: start from a duin_vqvae XP with chain.parent=<its signature> chain.modules=[vqvae] "
+                "chain.freeze=[vqvae] (grids/duin/ chains them)")
         with torch.no_grad():
             codes = self.vqvae.quantize(brain, subject_index, mask)["codes"]
         tokens = self.encoder.tokens(brain, subject_index, mask)
@@ -273,4 +283,5 @@ class DuinMAE(nn.Module):
         return {"output": output, "codes": codes}
 
 
-__all__ = ["CosineEMACodebook", "DuinMAE", "DuinVQ", "DuinVQVAE", "ReconstructionHead", "complementary_masks"]
+__all__ = ["CosineEMACodebook", "DuinMAE", "DuinVQ", "DuinVQVAE", "ReconstructionHead", "UntrainedTokenizerError",
+           "complementary_masks"]

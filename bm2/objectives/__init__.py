@@ -66,6 +66,28 @@ class Objective(nn.Module):
         return torch.stack(trained).sum()
 
 
+class TermMeans:
+    """Window-weighted means of an objective's ``loss`` (its weighted total) and terms over batches (validation, the
+    pre-training task's test metrics). ``every_term=False`` keeps ``loss`` alone for one-term objectives."""
+
+    def __init__(self, objective: Objective, every_term: bool = True) -> None:
+        self.objective, self.every_term = objective, every_term
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def update(self, terms: dict[str, torch.Tensor], n: int) -> None:
+        """Add the terms of a batch of ``n`` windows."""
+        self.sums["loss"] = self.sums.get("loss", 0.0) + float(self.objective.total(terms)) * n
+        if self.every_term or len(terms) > 1:
+            for name, value in terms.items():
+                self.sums[name] = self.sums.get(name, 0.0) + float(value) * n
+        self.count += n
+
+    def compute(self) -> dict[str, float]:
+        """The means (over windows) of everything added."""
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
 class FeatureObjective(Objective):
     """A dense-feature loss (:class:`bm2.losses.ClipLoss` or :class:`bm2.losses.RegressionLoss`) between the model
     output ``[B, D, T]`` and ``batch["features"]``; term ``clip`` or ``mse``. ``scores`` is the CLIP scorer used

@@ -22,7 +22,7 @@ from .load import (Result, Labeler, KNOWN_LABELS, CHANCE_ROW, MISSING, STANDARD_
                    main_metric, is_percent, resolve_metric)
 from .labels import argv_value, config_value, is_random, default_label, xp_config, label_from_keys, order_labels
 from .tables import (collect, aggregate_stats, format_mean_sd, aggregate, to_markdown, parse_markdown, latex_escape,
-                     to_latex, to_csv, to_html, chance_table)
+                     to_latex, to_csv, to_html, chance_table, pooled_folds)
 from .stats import (parse_metric, subject_table, wilcoxon_paired, wilcoxon_table, wilcoxon_markdown, compare,
                     topk_curve, chance_curve, prior_curve)
 from .plots import (plot_topk, plot_subjects, plot_training, plot_confusion, plot_timelines, plot_bins, make_figures,
@@ -36,7 +36,8 @@ __all__ = [
     "headline_metrics", "main_metric", "is_percent", "resolve_metric", "config_value",
     "argv_value", "is_random", "default_label", "xp_config", "label_from_keys", "order_labels", "collect",
     "aggregate_stats", "format_mean_sd", "aggregate", "to_markdown", "parse_markdown", "latex_escape", "to_latex",
-    "to_csv", "to_html", "chance_table", "parse_metric", "subject_table", "wilcoxon_paired", "wilcoxon_table",
+    "to_csv", "to_html", "chance_table", "pooled_folds", "parse_metric", "subject_table", "wilcoxon_paired",
+    "wilcoxon_table",
     "wilcoxon_markdown", "compare", "topk_curve", "chance_curve", "prior_curve", "plot_topk", "plot_subjects",
     "plot_training", "plot_confusion", "plot_timelines", "plot_bins", "make_figures", "figure_png",
     "dataset_statistics", "study_statistics", "load_chain", "chain_rows", "chain_table", "optimistic_top1",

@@ -212,10 +212,48 @@ def plot_bins(results: tp.Sequence[Result], label: Labeler | tp.Sequence[str] | 
     return fig
 
 
+def _spectrogram_pair(axes: tp.Any, pred: np.ndarray, target: np.ndarray, title: str) -> None:
+    """Draw ``target`` then ``pred`` ``[D, T]`` on two axes with one colour scale (bin 0 at the bottom)."""
+    low, high = float(min(target.min(), pred.min())), float(max(target.max(), pred.max()))
+    for ax, (name, value) in zip(axes, (("true", target), ("decoded", pred))):
+        ax.imshow(value, origin="lower", aspect="auto", vmin=low, vmax=high, cmap="magma", interpolation="nearest")
+        ax.set(title=f"{title}: {name}", xlabel="frame", ylabel="bin")
+
+
+def plot_examples(index: np.ndarray, pred: np.ndarray, target: np.ndarray) -> Figure:
+    """True (top row) and decoded (bottom row) features ``[N, D, T]`` of ``N`` test windows (``index``: their dataset
+    indices), one colour scale per window."""
+    from matplotlib.figure import Figure
+
+    n = max(len(index), 1)
+    fig = Figure(figsize=(3.4 * n, 5.6), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for j in range(len(index)):
+        _spectrogram_pair(axes[:, j], pred[j], target[j], f"window {int(index[j])}")
+    return fig
+
+
+def plot_reconstructions(results: tp.Sequence[Result], label: Labeler | tp.Sequence[str] | None = None) -> Figure:
+    """The first test window (``eval/examples.npz``) of each reconstruction XP, true beside decoded, one row per
+    label."""
+    from matplotlib.figure import Figure
+
+    labeler = _labeler(label)
+    panels = _panels(results, labeler)
+    fig = Figure(figsize=(8.0, 3.0 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    for row, (lab, res) in enumerate(panels):
+        with np.load(Path(res["folder"]) / "eval" / "examples.npz") as data:
+            index, pred, target = data["index"], data["pred"], data["target"]
+        _spectrogram_pair(axes[row], pred[0], target[0], f"{lab} ({res['sig']}), window {int(index[0])}")
+    return fig
+
+
 def make_figures(results: tp.Sequence[Result], metric: str = "top10_segment", kmax: int = 50,
                  label: Labeler | tp.Sequence[str] | None = None) -> dict[str, Figure]:
     """The standard figures by file stem: ``topk_segment``, ``topk_word`` (retrieval), ``subjects_<metric>``,
-    ``confusion`` (classification), ``timelines`` (detection), ``bins`` (reconstruction) and ``training``."""
+    ``confusion`` (classification), ``timelines`` (detection), ``bins`` and ``spectrograms`` (reconstruction) and
+    ``training``."""
     labeler = _labeler(label)
     figures = {}
 
@@ -235,7 +273,8 @@ def make_figures(results: tp.Sequence[Result], metric: str = "top10_segment", km
         figures[f"subjects_{metric}"] = plot_subjects(subjects, metric, chance)
     tasks = {"confusion": ("classification", "confusion.csv", plot_confusion),
              "timelines": ("detection", "timelines.npz", plot_timelines),
-             "bins": ("reconstruction", "per_bin.csv", plot_bins)}
+             "bins": ("reconstruction", "per_bin.csv", plot_bins),
+             "spectrograms": ("reconstruction", "examples.npz", plot_reconstructions)}
     for name, (task, needed, plot) in tasks.items():
         members = [r for r in of(task) if (Path(r["folder"]) / "eval" / needed).exists()]
         if members:

@@ -212,3 +212,87 @@ def chance_table(df: pd.DataFrame, cols: str = "study") -> pd.DataFrame:
         fmt = "{:.0f}" if k.startswith("n_") else "{:.1f}" if is_percent(k) else "{:.3f}"
         out[k] = out[k].map(lambda v, f=fmt: MISSING if v != v else f.format(v))
     return out
+
+
+def _fold_scores(res: Result) -> tuple[np.ndarray, pd.DataFrame]:
+    """``(scores [N, K], items)`` of one evaluated classification XP: ``logits.npy`` (else ``probs.npy``) and
+    ``items.csv``, row-aligned; :class:`ResultsError` naming the file when one is missing or they disagree."""
+    folder = Path(res["folder"]) / "eval"
+    items = res.get("items")
+    path = next((folder / n for n in ("logits.npy", "probs.npy") if (folder / n).exists()), None)
+    if items is None or path is None:
+        raise ResultsError(f"XP {res['sig']}: pooled metrics need {folder}/items.csv and logits.npy (or probs.npy): "
+                           f"run `python -m scripts.run_eval_probs {res['sig']}` again")
+    scores = np.load(path)
+    if scores.ndim != 2 or len(scores) != len(items):
+        raise ResultsError(f"{path} has shape {scores.shape} for {len(items)} rows of items.csv: run "
+                           f"`python -m scripts.run_eval_probs {res['sig']}` again")
+    return scores, items
+
+
+def pooled_folds(targets: tp.Sequence[Result | str | Path], rows: str = "model", cols: str = "study",
+                 label: Labeler | tp.Sequence[str] | None = None, ks: tp.Sequence[int] | None = None,
+                 fold_key: str = "dset.split.fold") -> pd.DataFrame:
+    """Top-k accuracies pooled over the test predictions of every fold of a cross-validation (classification).
+
+    Each test trial appears in exactly one fold's test set, so the folds' test items together are the whole data
+    set once: their scores (``eval/logits.npy``, else ``probs.npy``) and labels (``eval/items.csv``) are
+    concatenated per (``rows``, ``cols``) cell and scored as one set, with
+    :func:`bm2.tasks.classification.topk_accuracy` (unseen labels, -1, left out). ``ks``: the ``top<k>`` of the
+    XPs' summaries by default.
+
+    Returns one row per cell: ``rows``, ``cols``, ``n_folds``, ``n_items``, ``top<k>`` (percent) and
+    ``chance_top<k>`` (``k / K``, percent). Raises :class:`ResultsError` for XPs of another task, a fold given twice,
+    folds whose label ids name different classes or whose number of classes differs, and a trial (``recording_uid``
+    and ``start``) in two folds' test sets.
+    """
+    import re as _re
+
+    from ..tasks.classification import topk_accuracy
+
+    results = _as_results(targets)
+    other = sorted({str(r.get("task")) for r in results} - {"classification"})
+    if other:
+        raise ResultsError(f"pooled fold metrics are for classification XPs; these are {other}")
+    df = collect(results, label, {"fold": fold_key})
+    if ks is None:
+        ks = sorted({int(m.group(1)) for r in results for k in r["metrics"] if (m := _re.fullmatch(r"top(\d+)", k))})
+    out = []
+    by_sig = {r["sig"]: r for r in results}
+    for (row, col), group in df.groupby([rows, cols], sort=False):
+        folds = group["fold"].tolist()
+        if len(set(map(str, folds))) != len(folds):
+            raise ResultsError(f"{rows}={row!r}, {cols}={col!r}: fold(s) given twice among XPs {group.sig.tolist()} "
+                               "(pooling needs each fold once); tell them apart with --label KEY ...")
+        scores: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        names: dict[int, str] = {}
+        seen_items: set[tuple[str, str]] = set()
+        for sig in group["sig"]:
+            fold_scores, items = _fold_scores(by_sig[sig])
+            if scores and fold_scores.shape[1] != scores[0].shape[1]:
+                raise ResultsError(f"XP {sig} scores {fold_scores.shape[1]} classes, another fold "
+                                   f"{scores[0].shape[1]}: folds of one setting must share the vocabulary")
+            for lab, name in zip(items["label"].astype(int), items["label_name"].astype(str)):
+                if lab >= 0 and names.setdefault(lab, name) != name:
+                    raise ResultsError(f"XP {sig}: label {lab} is {name!r} but {names[lab]!r} in another fold: "
+                                       "the folds' vocabularies differ, their scores cannot be pooled")
+            if {"recording_uid", "start"} <= set(items.columns):
+                keys = set(zip(items["recording_uid"].astype(str), items["start"].astype(str)))
+                twice = keys & seen_items
+                if twice:
+                    raise ResultsError(f"XP {sig}: {len(twice)} test item(s) also in another fold's test set (e.g. "
+                                       f"{sorted(twice)[0]}): these are not folds of one cross-validation")
+                seen_items |= keys
+            scores.append(fold_scores)
+            labels.append(items["label"].to_numpy(dtype=np.int64))
+        s, y = np.concatenate(scores), np.concatenate(labels)
+        s, y = s[y >= 0], y[y >= 0]
+        n_classes = s.shape[1]
+        entry: dict[str, tp.Any] = {rows: row, cols: col, "n_folds": len(folds), "n_items": len(y)}
+        for k in ks:
+            entry[f"top{k}"] = 100.0 * topk_accuracy(s, y, k)
+        for k in ks:
+            entry[f"chance_top{k}"] = 100.0 * min(k / n_classes, 1.0)
+        out.append(entry)
+    return pd.DataFrame(out)

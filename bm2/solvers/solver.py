@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .. import distrib
 from ..data import Datasets, collate
 from ..data.loader import BatchLoader, BufferPool
-from ..objectives import Objective
+from ..objectives import Objective, TermMeans
 from ..tasks import Task, run_model
 from ..tasks.classification import addon_metrics
 from ..tasks.inference import InferenceAddOns
@@ -107,8 +107,8 @@ class Solver(BaseSolver):
     test_each_epoch : also record the task's quick test metrics after every epoch (stage ``test_epoch``; never
         used for selection or stopping).
     batch_sampler : a sampler of training batches (lists of indices, with ``set_epoch``), e.g.
-        :class:`bm2.data.samplers.ClassStructuredBatchSampler`; None: shuffled batches of ``batch_size``.
-        Not available with DDP.
+        :class:`bm2.data.samplers.ClassStructuredBatchSampler`, built with this process's rank under DDP (each
+        rank its own share of the epoch's batches); None: shuffled batches of ``batch_size``.
 
     An objective with a ``set_epoch(epoch)`` method is told the epoch before each train and valid stage (the
     codebook objective's warm-up).
@@ -145,9 +145,6 @@ class Solver(BaseSolver):
         # the loaders' batch buffers, kept for the whole run and shared by the training and validation loaders
         # (which never run at once): a pool per loader would fault the pages of its buffers in at every epoch
         self._pool = BufferPool(max_per_shape=max(num_workers, 1) * BatchLoader.PREFETCH + 2)
-        if batch_sampler is not None and distrib.is_distributed():
-            raise ValueError("dset.batches (class-structured batches) is not available with DDP yet: run on one "
-                             "process or set dset.batches.strategy=null")
         self.ignore_config: tuple[str, ...] = ("dora", "slurm")  # plus dora.exclude (set by the builder)
         self.amp_dtype = autocast_dtype(self.device, cuda=optim.amp, cpu=optim.amp and optim.amp_cpu)
         self.amp = self.amp_dtype is not None
@@ -368,22 +365,15 @@ class Solver(BaseSolver):
         self._tell_epoch()
         model = self.eval_model()
         model.eval()
-        sums: dict[str, float] = {}
-        count = 0
+        means = TermMeans(self.objective, every_term=False)
         accumulator = self._accumulator("valid")
         for batch in self._loader("valid", shuffle=False):
             with self._autocast():
                 outputs = run_model(model, batch, self.device)
-            terms = self.objective(batch, outputs)
             if accumulator is not None:
                 accumulator.update(batch, outputs)  # the task's metrics from the same forward pass
-            n = len(batch["brain"])
-            sums["loss"] = sums.get("loss", 0.0) + self.objective.total(terms).item() * n
-            for name, value in terms.items():
-                if len(terms) > 1:
-                    sums[name] = sums.get(name, 0.0) + float(value) * n
-            count += n
-        metrics = {k: v / max(count, 1) for k, v in sums.items()}
+            means.update(self.objective(batch, outputs), len(batch["brain"]))
+        metrics, count = means.compute(), means.count
         if accumulator is not None:
             # Computed on this process's share of the split (under DDP, averaged across processes below).
             metrics.update({k: float(v) for k, v in accumulator.compute().items() if isinstance(v, (int, float))})

@@ -74,15 +74,20 @@ class ContinuousRecording(Recording):
     def _load_raw(self) -> mne.io.BaseRaw:
         import mne
 
-        pieces = []
+        # one float64 timeline filled piece by piece: a list of pieces then a concatenation would hold the whole
+        # signal twice (hours of sEEG in float64 are gigabytes)
+        signal = np.empty((len(self._ch_names), sum(self._lengths)), dtype=np.float64)
+        at = 0
         for i, n in enumerate(self._lengths):
-            data = np.asarray(self._load(i), dtype=np.float64)
+            data = np.asarray(self._load(i))
             if data.shape != (len(self._ch_names), n):
                 raise ValueError(f"{self!r}: piece {self._names[i]} has shape {data.shape}, expected "
                                  f"({len(self._ch_names)}, {n})")
-            pieces.append(data)
+            signal[:, at:at + n] = data
+            at += n
+            del data
         info = mne.create_info(self._ch_names, self._sfreq, self._ch_types)  # type: ignore[arg-type]
-        return mne.io.RawArray(np.concatenate(pieces, axis=1), info, verbose="error")
+        return mne.io.RawArray(signal, info, copy="info", verbose="error")  # the data is not copied
 
     def _load_events(self) -> pd.DataFrame:
         return piece_blocks(self._names, self._lengths, self._sfreq, self.block_seconds)

@@ -48,15 +48,34 @@ class Spectra(tp.Protocol):
     ``shape`` is ``(n_trials, n_channels, n_freqs, n_times)``; trials are laid end to end in time, as
     :class:`~bm2.studies._trials.TrialsRecording` lays raw trials. ``sfreq`` (Hz) is the rate of the time axis,
     ``foi`` the centre frequencies (Hz, None when the release does not say), ``ch_names`` the channels.
+    ``scale`` multiplies the values read into the SI unit squared that bm2's superlet step gives (V^2 for EEG),
+    so that released spectra and spectra computed from raw trials share a unit (lee2024: ``unit_scale ** 2``).
     """
 
     shape: tuple[int, int, int, int]
+    scale: float
     sfreq: float
     foi: list[float] | None
     ch_names: list[str]
 
     def read(self, channels: slice, trials: slice) -> np.ndarray:
         """float32 ``[n_trials_read, n_channels_read, n_freqs, n_times]``."""
+
+
+class AudioTrack(tp.Protocol):
+    """The continuous audio of a recording (:meth:`Recording.audio_track`), on the recording's own timeline: sample
+    0 at time 0 of the brain signal. Read lazily and small to pickle (a path and a key), so that datasets carry it
+    to loader workers.
+
+    ``sample_rate`` (Hz), ``n_samples``; ``read(start, stop)`` returns float32 ``[stop - start]`` (``stop`` None:
+    to the end), raising :class:`StudyError` naming the file when it cannot be read.
+    """
+
+    sample_rate: int
+    n_samples: int
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """float32 samples ``[start, stop)``."""
 
 
 class Recording:
@@ -87,6 +106,11 @@ class Recording:
     #: whether the events table enters :attr:`uid` (the built-in studies: yes; a Recording made in code keeps
     #: the uid of its identity alone unless it says so)
     events_in_uid: tp.ClassVar[bool] = False
+
+    #: samples per trial when the raw signal is trials of equal length laid end to end (None: a continuous
+    #: recording). :func:`bm2.preprocessing.preprocess` then filters, resamples and transforms (``preprocess.tf``)
+    #: each trial on its own, so that no step runs across a trial border.
+    trial_samples: int | None = None
 
     def __init__(self, study: str, subject: str, session: str = "0", task: str = "0",
                  identity: dict[str, tp.Any] | None = None) -> None:
@@ -159,6 +183,13 @@ class Recording:
     def sensor_positions(self, ch_names: tp.Sequence[str]) -> np.ndarray:
         """2-D layout positions of ``ch_names`` in [0, 1], shape ``(len(ch_names), 2)``."""
         return layout_positions(self.raw().info, ch_names)
+
+    def audio_track(self) -> AudioTrack | None:
+        """The audio recorded alongside the brain signal on the same timeline (e.g. the participant's own speech in
+        the Neural Speech Decoding release), or None (default: the audio, if any, is in the ``sound`` events' files).
+        Features computed from the recording's audio (``nsd_spec``) and the reference audio of the
+        reconstruction task's STOI (:meth:`bm2.data.dataset.SegmentDataset.reference_audio`) read it."""
+        return None
 
     def spectra(self) -> Spectra | None:
         """Time-frequency data the release already holds (e.g. lee2024's superlet spectra), or None (default):

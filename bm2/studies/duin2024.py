@@ -46,6 +46,7 @@ import numpy as np
 
 from ..utils.safe_pickle import PickleReadError, load_restricted
 from ._continuous import ContinuousRecording
+from ._seeg import parse_contact
 from ._trials import TrialsRecording
 from .base import Study, StudyError
 
@@ -60,7 +61,6 @@ SFREQ = 1000.0
 TMIN = -0.5
 #: loader version: enters the recording uid with the content of the pickles and the options
 FORMAT = 1
-_NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
 def natural_key(text: str) -> tuple:
@@ -73,9 +73,8 @@ def channel_layout(ch_names: tp.Sequence[str]) -> np.ndarray:
     number (see the module docstring); distinct names get distinct positions."""
     shafts, numbers = [], []
     for name in ch_names:
-        first = str(name).split("-")[0].strip()
-        match = _NUMBERED.match(first)
-        shaft, number = (match.group(1), int(match.group(2))) if match else (first, 0)
+        first = str(name).split("-")[0].strip()  # a bipolar pair "A1-A2" sits at its anode
+        shaft, number = parse_contact(first) or (first, 0)  # the same parsing as the BIDS re-referencing
         shafts.append(shaft)
         numbers.append(number)
     column = {s: i for i, s in enumerate(sorted(set(shafts)))}

@@ -9,8 +9,14 @@ On disk (the release's layout, ``Speech-BCI/Interpretable-Neural-Representation`
     <root>/ch_information.mat   MATLAB v7.3 (HDF5): ch_names, srate, ch_locs (EEGLAB: labels, X, Y, Z)
 
 A file whose ``x_data`` is 3-D ``(trials, channels, times)`` is raw EEG: it goes through the usual path
-(``preprocess.tf=superlet`` computes the spectra, cached). The release does not give the 64 centre frequencies:
-``foi`` (Hz) can be set, else the cached meta says ``foi: null``.
+(``preprocess.tf=superlet`` computes the spectra, cached) **trial by trial** (:attr:`Lee2024Recording.trial_samples`:
+filters, resampling and superlets never run across a trial border). The release does not give the 64 centre
+frequencies: ``foi`` (Hz) can be set, else the cached meta says ``foi: null``.
+
+Units: raw ``x_data`` is taken to be in uV and brought to V by ``unit_scale`` (1e-6), as every bm2 EEG signal; the
+released spectra are taken to be the superlet power of those uV signals (uV^2; the release does not state it) and
+are stored multiplied by ``unit_scale ** 2``. Both paths therefore give spectra in **V^2**, the unit of bm2's
+superlet step, and the same values for the same superlet settings (tested on ``lee2024_synthetic``).
 
 Class names (``CLASSES``, index = label): the order of the release's ``labels_word_classes`` list
 (``modules/all_word_classes.py``), which the authors' plots use to name label indices. It holds 36 words in 12
@@ -51,7 +57,7 @@ logger = logging.getLogger(__name__)
 SFREQ = 256.0
 N_CHANNELS = 127
 #: loader version: enters the recording uid with the file fingerprints and the options
-FORMAT = 1
+FORMAT = 2  # 2: raw trials processed one by one, released spectra in V^2
 
 #: 12 triplets of (word, synonym, phonological neighbour), from the release's ``aligned_word_classes``
 TRIPLETS: tuple[tuple[str, str, str], ...] = (
@@ -276,8 +282,9 @@ class Lee2024Spectra:
     """Lazy reader of the 4-D ``x_data`` of one file (:class:`~bm2.studies.base.Spectra`)."""
 
     def __init__(self, path: Path, shape: tuple[int, int, int, int], sfreq: float, foi: list[float] | None,
-                 ch_names: list[str]) -> None:
+                 ch_names: list[str], scale: float = 1.0) -> None:
         self.path, self.shape, self.sfreq, self.foi, self.ch_names = path, shape, sfreq, foi, ch_names
+        self.scale = float(scale)  # to V^2: the released uV^2 times unit_scale^2 (module docstring, Units)
 
     def read(self, channels: slice, trials: slice) -> np.ndarray:
         """float32 ``[trials, channels, F, T]``; :class:`StudyError` naming the file if it is truncated."""
@@ -318,7 +325,14 @@ class Lee2024Recording(Recording):
         if self._foi is not None and len(self._foi) != n_f:
             raise StudyError(f"study 'lee2024': studies.lee2024.foi has {len(self._foi)} frequencies but "
                              f"{self.path} has {n_f}")
-        return Lee2024Spectra(self.path, (n, c, n_f, n_t), self.sfreq, self._foi, self.ch_names)
+        return Lee2024Spectra(self.path, (n, c, n_f, n_t), self.sfreq, self._foi, self.ch_names,
+                              scale=self._unit_scale ** 2)
+
+    @property
+    def trial_samples(self) -> int | None:  # type: ignore[override]
+        """Samples per trial of a raw file (its trials are laid end to end), so that preprocessing works trial by
+        trial; None for spectra files."""
+        return None if self.is_spectra else self.shape[-1]
 
     def _load_raw(self) -> mne.io.BaseRaw:
         import mne
@@ -333,12 +347,6 @@ class Lee2024Recording(Recording):
                 raise StudyError(f"study 'lee2024': {self.path}: cannot read x_data ({exc}); the file is "
                                  "truncated or damaged") from exc
         n, c, t = data.shape
-        # Known defect (issue 15): filters and preprocess.tf=superlet then run across trial borders, so a trial's
-        # spectra take in its neighbours' signal (possibly other splits'); said at every read until per-trial
-        # transforms land.
-        logger.warning("lee2024: %s: %d raw trials joined end to end; filters and superlets run across trial "
-                       "borders (neighbouring trials leak into each other's spectra): prefer the released spectra "
-                       "(4-D x_data) until per-trial transforms land", self.path.name, n)
         continuous = data.transpose(1, 0, 2).reshape(c, n * t) * self._unit_scale
         info = montage_info(self.ch_names, self.xyz, self.sfreq)
         return mne.io.RawArray(continuous, info, verbose="error")
@@ -370,7 +378,8 @@ class Lee2024(Study):
     subjects : subjects to keep (``"1"`` for ``sub_1_...``); null = every file.
     label_base : subtracted from ``y_data`` (0: the release's 0-based ids).
     foi : the centre frequencies (Hz) of the spectra, if known (the release does not give them).
-    unit_scale : multiplier bringing raw ``x_data`` (3-D files) to volts.
+    unit_scale : multiplier bringing raw ``x_data`` (3-D files) to volts (1e-6: uV); its square brings the
+        released spectra (4-D files, taken to be in uV^2) to V^2, so both give spectra in V^2.
     """
 
     name = "lee2024"

@@ -25,7 +25,9 @@ The model (everything seeded by ``seed``):
   held-out trial per class: top-1 45 % / top-10 75 % at 9 uV, 2 % / 16 % at the 3 uV of version v1.
 
 The spectra are bm2's superlet power (:mod:`bm2.superlet`, ``foi`` evenly spaced from ``fmin`` to ``fmax``,
-``c1`` 3, orders ``order``, multiplicative) of each raw trial, in uV^2.
+``c1`` 3, orders ``order``, multiplicative) of each raw trial, written in uV^2 as the release presumably is; the
+loader reads both variants in V (raw) and V^2 (spectra, times ``unit_scale ** 2``), so that the spectra variant and
+``preprocess.tf=superlet`` on the raw variant with the same settings give the same values (tested).
 """
 
 from __future__ import annotations

@@ -70,10 +70,13 @@ def run_model(model: torch.nn.Module, batch: dict[str, torch.Tensor],
 def atomic_write(path: str | Path, write: tp.Callable[[tp.BinaryIO], object]) -> None:
     """Write ``path`` through ``write(binary file)`` into a temporary file renamed into place (no torn file)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share a temporary
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
 
 
 def write_probs(folder: str | Path, probs: np.ndarray | None) -> None:

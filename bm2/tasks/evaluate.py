@@ -145,6 +145,24 @@ def eval_folder(folder: str | Path, split: str = "test") -> Path:
     return Path(folder) / "eval" if split == "test" else Path(folder) / "eval" / split
 
 
+def checkpoint_config(ckpt: dict[str, tp.Any], paths: tp.Any = None, overrides: tp.Sequence[str] = ()) -> tp.Any:
+    """The configuration an XP was trained with (from its checkpoint), its data paths replaced by ``paths`` (a
+    ``paths`` config) or else by ``$BM2_DATA`` / ``$BM2_CACHE`` when set (data may have moved), then ``overrides``
+    (``key=value``) applied."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(ckpt["config"])
+    if paths is not None:
+        cfg.paths = paths
+    else:
+        for key, var in (("data", "BM2_DATA"), ("cache", "BM2_CACHE")):
+            if os.environ.get(var) and "paths" in cfg:
+                cfg.paths[key] = os.environ[var]
+    if overrides:
+        cfg = tp.cast(tp.Any, OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides))))
+    return cfg
+
+
 def evaluate_checkpoint(xp: tp.Any, device: str = "auto", keep_probs: bool = True, batch_size: int = 128,
                         num_workers: int = 0, split: str = "test", paths: tp.Any = None,
                         addons: tp.Sequence[str] = (), overrides: tp.Sequence[str] = ()) -> tp.Any:
@@ -169,15 +187,7 @@ def evaluate_checkpoint(xp: tp.Any, device: str = "auto", keep_probs: bool = Tru
         raise EvalError(f"XP {sig}: {exc}. Train it first (`dora run -f {sig}`)") from exc
     if not ckpt.get("model_spec"):
         raise EvalError(f"XP {sig}: the checkpoint does not describe its model (written by an older bm2)")
-    cfg = OmegaConf.create(ckpt["config"])
-    if paths is not None:
-        cfg.paths = paths  # data may have moved: take paths from the current environment
-    else:
-        for key, var in (("data", "BM2_DATA"), ("cache", "BM2_CACHE")):
-            if os.environ.get(var) and "paths" in cfg:
-                cfg.paths[key] = os.environ[var]
-    if overrides:
-        cfg = tp.cast(tp.Any, OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides))))
+    cfg = checkpoint_config(ckpt, paths, overrides)
     dev = resolve_device(device)
     rebuilt = rebuild(ckpt, cfg, dev, addons)
     dataset = getattr(rebuilt.datasets, split)

@@ -33,18 +33,12 @@ class PretrainingResult:
 def objective_metrics(model: torch.nn.Module, dataset: tp.Any, objective: tp.Any, batch_size: int = 128,
                       device: str | torch.device = "cpu", num_workers: int = 0) -> dict[str, float]:
     """``loss`` (the weighted training loss) and every term of ``objective``, averaged over the windows."""
-    sums: dict[str, float] = {}
-    count = 0
+    from ..objectives import TermMeans
+
+    means = TermMeans(objective)
     for batch, outputs in model_outputs(model, dataset, batch_size, device, num_workers):
-        terms = objective(batch, outputs)
-        n = len(batch["brain"])
-        sums["loss"] = sums.get("loss", 0.0) + float(objective.total(terms)) * n
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + float(value) * n
-        count += n
-    metrics = {k: v / max(count, 1) for k, v in sums.items()}
-    metrics["n_items"] = float(count)
-    return metrics
+        means.update(objective(batch, outputs), len(batch["brain"]))
+    return {**means.compute(), "n_items": float(means.count)}
 
 
 class PretrainingTask(Task):

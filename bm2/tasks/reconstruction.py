@@ -14,13 +14,21 @@ The model's ``output`` is ``[B, D, T']`` like the batch's ``features``. Scores:
   with fewer windows the null is wider, so the bound errs on the strict side. Strided windows that overlap in
   time share target samples, which also widens the null.
 - ``pcc_window`` (``items.csv``): per window, the correlation over time of each bin, averaged over the bins.
+- ``pcc_trial``: per window, the correlation of the whole decoded ``[D, T]`` spectrogram with the true one
+  (flattened: frequency and time together), averaged over the windows — Neural Speech Decoding's "PCC between
+  decoded and true spectrograms per trial" (Chen et al. 2024) — with its own trial-shuffled null from the same
+  derangements (``pcc_trial_null_mean``, ``pcc_trial_null_p95``, ``pcc_trial_p_value``).
 - Audio: when the model also returns ``"waveform"`` ``[B, S]`` (decoded audio at ``audio_sample_rate`` Hz) and
   the dataset provides ``reference_audio(index) -> (audio, sample_rate) | None``, ``stoi`` is the mean STOI
   (pystoi, Taal et al. 2011) of the decoded audio (resampled to the reference rate, both cut to the shorter)
   against the reference; a window too short or too silent for STOI's 30-frame segments gets NaN. The decoded
   audio of the first ``max_audio`` windows is written as ``audio/<index>.wav`` (32-bit float).
 
-Outputs (:meth:`ReconstructionResult.save`): ``per_bin.csv``, ``items.csv``, ``audio/`` and ``summary.json``.
+Figures: the true and decoded features of the first ``max_examples`` windows are kept (``examples.npz``: ``index``,
+``pred``, ``target``) and drawn side by side in ``spectrograms.png`` (and in ``scripts.report``).
+
+Outputs (:meth:`ReconstructionResult.save`): ``per_bin.csv``, ``items.csv``, ``audio/``, ``examples.npz``,
+``spectrograms.png`` and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -114,6 +122,28 @@ def shuffled_null(preds: np.ndarray, targets: np.ndarray, n_null: int = 100, see
     return np.stack(out)
 
 
+def flat_pearson(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Pearson r of each ``preds[i]`` with ``targets[i]``, both ``[N, D, T]`` flattened per window: float64 ``[N]``,
+    NaN where either is constant."""
+    x = preds.reshape(len(preds), -1).astype(np.float64)
+    y = targets.reshape(len(targets), -1).astype(np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    denom = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (x * y).sum(axis=1) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def trial_null(preds: np.ndarray, targets: np.ndarray, n_null: int = 100, seed: int = 0) -> np.ndarray:
+    """``[n_null]`` mean :func:`flat_pearson` of ``[N, D, T]`` predictions paired with other windows' targets (the
+    same derangements as :func:`shuffled_null` for the same seed)."""
+    n = len(preds)
+    if n < 2 or n_null <= 0:
+        return np.full(0, np.nan)
+    rng = np.random.default_rng(seed)
+    return np.array([_mean(flat_pearson(preds, targets[derangement(n, rng)])) for _ in range(n_null)])
+
+
 def pearson_metrics(r: np.ndarray, null: np.ndarray | None = None) -> dict[str, float]:
     """``pcc`` (mean over bins) and, with a ``[n_null, D]`` null, its mean, 95th percentile and p-value."""
     pcc = _mean(r)
@@ -154,7 +184,7 @@ class ReconstructionAccumulator:
     """Streaming ``pcc`` per bin (and per subject), plus what the full evaluation keeps (null subset, audio)."""
 
     def __init__(self, dataset: tp.Any = None, full: bool = False, null_items: int = 1000, seed: int = 0,
-                 audio_sample_rate: float | None = None, max_audio: int = 100) -> None:
+                 audio_sample_rate: float | None = None, max_audio: int = 100, max_examples: int = 4) -> None:
         self.dataset = dataset
         self.full = full
         self.pearson = StreamingPearson()
@@ -165,6 +195,8 @@ class ReconstructionAccumulator:
         self.audio: list[tuple[int, np.ndarray]] = []
         self.audio_sample_rate = audio_sample_rate
         self.max_audio = max_audio
+        self.max_examples = max_examples
+        self.examples: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.keep: set[int] = set()
         if full and dataset is not None:
             n = len(dataset)
@@ -189,9 +221,13 @@ class ReconstructionAccumulator:
         if waveform is not None and self.audio_sample_rate is None:
             raise ValueError("the model returns a waveform: give the task its sample rate (audio_sample_rate)")
         reference_audio = getattr(self.dataset, "reference_audio", None)
+        trial = flat_pearson(preds.numpy(), target.numpy())
         for row, idx in enumerate(index):
             item: dict[str, tp.Any] = {"index": idx,
-                                       "pcc_window": _mean(_pearson(preds[row].T, target[row].T))}
+                                       "pcc_window": _mean(_pearson(preds[row].T, target[row].T)),
+                                       "pcc_trial": float(trial[row])}
+            if len(self.examples) < self.max_examples:
+                self.examples.append((idx, preds[row].numpy().copy(), target[row].numpy().copy()))
             if idx in self.keep:
                 self.null_pred.append(preds[row].numpy())
                 self.null_target.append(target[row].numpy())
@@ -222,9 +258,11 @@ class ReconstructionResult:
     items: pd.DataFrame
     audio: list[tuple[int, np.ndarray]] = dataclasses.field(default_factory=list)
     audio_sample_rate: float | None = None
+    examples: list[tuple[int, np.ndarray, np.ndarray]] = dataclasses.field(default_factory=list)
 
     def save(self, folder: str | Path, meta: dict[str, tp.Any] | None = None) -> None:
-        """Write ``per_bin.csv``, ``items.csv``, ``audio/<index>.wav`` and ``summary.json``."""
+        """Write ``per_bin.csv``, ``items.csv``, ``audio/<index>.wav``, ``examples.npz``, ``spectrograms.png``
+        and ``summary.json``."""
         import soundfile
 
         folder = Path(folder)
@@ -239,6 +277,14 @@ class ReconstructionResult:
                                 subtype="FLOAT")
                 data = buffer.getvalue()
                 atomic_write(folder / "audio" / f"{index}.wav", lambda f: f.write(data))  # noqa: B023 (runs now)
+        if self.examples:
+            from ..results.plots import figure_png, plot_examples
+
+            shown = np.array([e[0] for e in self.examples])
+            pred, target = np.stack([e[1] for e in self.examples]), np.stack([e[2] for e in self.examples])
+            atomic_write(folder / "examples.npz", lambda f: np.savez(f, index=shown, pred=pred, target=target))
+            png = figure_png(plot_examples(shown, pred, target))
+            atomic_write(folder / "spectrograms.png", lambda f: f.write(png))
         write_summary(folder, "reconstruction", meta, self.metrics, self.groups)
 
 
@@ -252,6 +298,16 @@ def reconstruction_result(acc: ReconstructionAccumulator, n_null: int = 100, see
                              np.stack([t[..., :length] for t in acc.null_target]), n_null, seed)
     metrics = pearson_metrics(r, null)
     metrics["n_windows"] = float(len(acc.items))
+    if acc.items:
+        metrics["pcc_trial"] = _mean(np.array([item["pcc_trial"] for item in acc.items], dtype=np.float64))
+    if acc.null_pred:
+        length = min(p.shape[-1] for p in acc.null_pred)
+        nulls = trial_null(np.stack([p[..., :length] for p in acc.null_pred]),
+                           np.stack([t[..., :length] for t in acc.null_target]), n_null, seed)
+        finite = nulls[np.isfinite(nulls)]
+        if len(finite) and "pcc_trial" in metrics:
+            metrics.update(pcc_trial_null_mean=_mean(finite), pcc_trial_null_p95=float(np.percentile(finite, 95)),
+                           pcc_trial_p_value=float((1 + np.sum(finite >= metrics["pcc_trial"])) / (1 + len(finite))))
     metrics["n_null_windows"] = float(len(acc.null_pred))
     per_bin = pd.DataFrame({"bin": np.arange(len(r)), "pcc": r})
     if null is not None and len(null):
@@ -274,7 +330,7 @@ def reconstruction_result(acc: ReconstructionAccumulator, n_null: int = 100, see
         groups["study"] = {}
         for study, part in items.groupby(items["study"].astype(str)):
             groups["study"][str(study)] = {"pcc_window": _mean(part["pcc_window"].to_numpy(dtype=np.float64))}
-    return ReconstructionResult(metrics, groups, per_bin, items, acc.audio, acc.audio_sample_rate)
+    return ReconstructionResult(metrics, groups, per_bin, items, acc.audio, acc.audio_sample_rate, acc.examples)
 
 
 def reconstruction_table(metrics: dict[str, float]) -> str:
@@ -286,6 +342,9 @@ def reconstruction_table(metrics: dict[str, float]) -> str:
     lines = ["| metric | test | null mean | null 95th pct |", "|---|---:|---:|---:|",
              f"| PCC (mean over {int(metrics.get('n_bins', 0))} bins) | {num('pcc')} | {num('pcc_null_mean')} | "
              f"{num('pcc_null_p95')} |"]
+    if "pcc_trial" in metrics:
+        lines.append(f"| PCC per trial (whole spectrogram) | {num('pcc_trial')} | {num('pcc_trial_null_mean')} | "
+                     f"{num('pcc_trial_null_p95')} |")
     if "stoi" in metrics:
         lines.append(f"| STOI ({int(metrics.get('n_stoi', 0))} windows) | {num('stoi')} | – | – |")
     note = (f"\n{int(metrics.get('n_windows', 0))} windows; null: predictions paired with other windows' targets, "
@@ -302,7 +361,7 @@ class ReconstructionTask(Task):
     name = "reconstruction"
     targets = ("features",)
     valid_metrics = ("pcc",)
-    headline = ("pcc", "stoi")
+    headline = ("pcc", "pcc_trial", "stoi")
     main_metric = "pcc"
     best = ("pcc", "max")
 

@@ -14,7 +14,6 @@ point the XP's configuration at it with overrides (e.g. ``dset.selections=[...]`
 
 from __future__ import annotations
 
-import os
 import typing as tp
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pandas as pd
 import torch
 
 from ..events import ARPABET
-from .base import OUTPUT, model_outputs
+from .base import OUTPUT, atomic_write, model_outputs
 from .classification import pooled_logits
 from .detection import speech_probability
 
@@ -106,9 +105,7 @@ def write_csv(table: pd.DataFrame, out: str | Path) -> Path:
     """Write ``table`` to ``out`` atomically (no index)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: table.to_csv(f, index=False))
     return out
 
 
@@ -118,21 +115,12 @@ def submission_from_xp(xp: tp.Any, out: str | Path, split: str = "test", overrid
     pointing at the holdout) to its configuration, predict the windows of ``split`` and write the submission of its
     task (classification: phonemes, detection: speech) to ``out``. ``addons`` (``denoise``, ``tta``; phonemes
     only) predicts with those inference add-ons together (DeMEGa's submissions used the denoising)."""
-    from omegaconf import OmegaConf
-
     from ..solvers.base import load_checkpoint
-    from .evaluate import _xp_identity, rebuild
+    from .evaluate import _xp_identity, checkpoint_config, rebuild
 
     _, folder, _, paths = _xp_identity(xp)
     ckpt = load_checkpoint(folder / "checkpoint.th")
-    cfg = OmegaConf.create(ckpt["config"])
-    if paths is not None:
-        cfg.paths = paths
-    for key, var in (("data", "BM2_DATA"), ("cache", "BM2_CACHE")):
-        if paths is None and os.environ.get(var) and "paths" in cfg:
-            cfg.paths[key] = os.environ[var]
-    if overrides:
-        cfg = tp.cast(tp.Any, OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides))))
+    cfg = checkpoint_config(ckpt, paths, overrides)
     if addons:  # only those asked for: the XP's own test.* settings give their parameters
         for name in ("denoise", "tta"):
             if name not in addons and name in cfg.get("test", {}):

@@ -20,6 +20,7 @@ def test_time_embedding_extends_past_the_table():
 def test_encoder_built_for_crops_reads_epochs_and_the_classifier_starts_from_it():
     torch.manual_seed(0)
     mae = DuinMAE(0, 2, 5, 4000, **SIZES, vqvae={"n_codes": 16, "d_code": 8, "decoder_depth": 1}).eval()
+    mae.vqvae.codebook.initialised.fill_(True)  # as if loaded from a trained VQ-VAE parent
     crops = torch.randn(3, 5, 4000)
     subject = torch.tensor([0, 1, 0])
     assert mae(crops, subject)["output"].shape == (3, 40, 16)  # 4 s at 1 kHz: 40 tokens

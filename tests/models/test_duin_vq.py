@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.nn import functional as F
 
 from bm2.models import MODELS
-from bm2.models.duin_vq import CosineEMACodebook, DuinMAE, DuinVQVAE, complementary_masks
+from bm2.models.duin_vq import CosineEMACodebook, DuinMAE, DuinVQVAE, UntrainedTokenizerError, complementary_masks
 from bm2.objectives import build_objective
 
 TINY = dict(patch=10, depth=1, n_heads=2, d_head=8, d_ff=32)
@@ -117,11 +118,14 @@ def test_mae_predicts_the_frozen_tokenizers_codes():
     assert not model.vqvae.training and model.encoder.training
     assert not any(p.requires_grad for p in model.vqvae.parameters())
     batch = _batch()
+    with pytest.raises(UntrainedTokenizerError, match="chain.parent"):  # an untrained tokenizer's codes are noise
+        model(**batch)
+    model.vqvae.codebook.initialised.fill_(True)  # as if loaded from a trained VQ-VAE parent
     expected_codes = model.vqvae.quantize(**batch)["codes"]
     before = model.vqvae.codebook.embed.clone()
     out = model(**batch)
     assert out["output"].shape == (4, 30, 16) and torch.equal(out["codes"], expected_codes)
-    assert torch.equal(model.vqvae.codebook.embed, before) and not bool(model.vqvae.codebook.initialised)
+    assert torch.equal(model.vqvae.codebook.embed, before)  # the frozen tokenizer's codebook never moves
     terms = build_objective("duin_mae")(batch, out)
     assert torch.allclose(terms["cross_entropy"], F.cross_entropy(out["output"].reshape(-1, 16),
                                                                   expected_codes.reshape(-1)))

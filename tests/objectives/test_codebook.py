@@ -125,3 +125,25 @@ def test_class_structured_batches_keep_triplets_out_of_negatives():
     assert class_groups_for(None, ["a", "b"]) == [0, 1]
     with pytest.raises(KeyError, match="lee2024_triplets"):
         class_groups_for("words", vocab)
+
+
+def test_class_structured_batches_are_shared_between_ddp_ranks():
+    """Under DDP each rank takes its own, seeded share of the epoch's batches: disjoint, together the one-process
+    sequence, the same number of steps on every rank."""
+    vocab = sorted(CLASSES)
+    groups = class_groups_for("lee2024_triplets", vocab)
+    labels = np.repeat(np.arange(88), 4)
+    single = ClassStructuredBatchSampler(labels, groups, 2, 1, seed=3, n_batches=7)
+    ranks = [ClassStructuredBatchSampler(labels, groups, 2, 1, seed=3, n_batches=7, rank=r, world_size=2)
+             for r in range(2)]
+    for epoch in (0, 1):
+        for s in (single, *ranks):
+            s.set_epoch(epoch)
+        whole = list(single)
+        shares = [list(r) for r in ranks]
+        assert len(ranks[0]) == len(ranks[1]) == len(shares[0]) == len(shares[1]) == 3  # 7 // 2, one left over
+        assert shares[0] == whole[0:6:2] and shares[1] == whole[1:6:2]
+        assert shares[0] == list(ranks[0])  # seeded: drawn again, the same batches
+    assert len(ClassStructuredBatchSampler(labels, groups, 2, 1, n_batches=1, rank=2, world_size=4)) == 1
+    with pytest.raises(ValueError, match="rank 2 outside"):
+        ClassStructuredBatchSampler(labels, groups, rank=2, world_size=2)

@@ -188,3 +188,13 @@ def test_channel_layout_is_deterministic_and_distinct():
     assert len({tuple(p) for p in pos.tolist()}) == 7
     np.testing.assert_array_equal(pos, channel_layout(names))
     assert pos[0, 0] == pos[1, 0] and pos[0, 1] < pos[1, 1]  # one shaft: one column, contacts along it
+
+
+def test_channel_layout_parses_contacts_as_the_bids_rereferencing_does():
+    from bm2.studies._seeg import parse_contact
+
+    names = ["LA 1", "LA2", "LA 3-LA 4", "RB1"]
+    pos = channel_layout(names)
+    assert [parse_contact(n.split("-")[0]) for n in names] == [("LA", 1), ("LA", 2), ("LA", 3), ("RB", 1)]
+    assert pos[0, 0] == pos[1, 0] == pos[2, 0] != pos[3, 0]  # "LA 1" and "LA2" share a shaft (one column)
+    assert pos[0, 1] < pos[1, 1] < pos[2, 1]  # rows follow the contact numbers

@@ -104,7 +104,11 @@ def test_read_spectra_release(tmp_path, montage):
     brain = np.asarray(entry["brain"])
     assert brain.shape == (N_CH, 4, 12 * 8) and entry.meta["tf"] == "precomputed"
     same = preprocess(rec, Cache(tmp_path / "cache2"), PreprocessParams(sample_rate=256.0, picks=("eeg",)))
-    np.testing.assert_array_equal(np.asarray(same["brain"])[:, :, 16:32], x[1])
+    # stored in V^2: the release's uV^2 times unit_scale^2
+    np.testing.assert_allclose(np.asarray(same["brain"])[:, :, 16:32], x[1] * 1e-12, rtol=1e-6)
+    kept = preprocess(next(iter(Lee2024(tmp_path, unit_scale=1.0).iter_recordings())), Cache(tmp_path / "c5"),
+                      PreprocessParams(sample_rate=256.0, picks=("eeg",)))
+    np.testing.assert_array_equal(np.asarray(kept["brain"])[:, :, 16:32], x[1])
     with pytest.raises(ValueError, match="preprocess.tf=null"):
         preprocess(rec, Cache(tmp_path / "c3"), PreprocessParams(
             sample_rate=256.0, tf="superlet", superlet={"foi": [8, 16]}))
@@ -122,12 +126,39 @@ def test_raw_release_goes_through_superlets(tmp_path, montage):
     assert np.asarray(entry["brain"]).shape == (N_CH, 3, 3 * 128)
 
 
-def test_raw_trials_joined_end_to_end_are_flagged(tmp_path, montage, caplog):
-    _release(tmp_path, montage, n_trials=3, shape=(0, 256), raw=True)
-    (rec,) = list(Lee2024(tmp_path).iter_recordings())
-    with caplog.at_level("WARNING", logger="bm2.studies.lee2024"):
-        rec.raw()
-    assert "run across trial borders" in caplog.text
+def _raw_brain(root, x, params):
+    write_release(root / "sub_1_ImaginedSpeech.h5", x, np.arange(len(x)))
+    (rec,) = list(Lee2024(root).iter_recordings())
+    assert rec.trial_samples == x.shape[-1]
+    return np.asarray(preprocess(rec, Cache(root / "cache"), params)["brain"])
+
+
+@pytest.mark.parametrize("steps", [
+    dict(sample_rate=256.0),
+    dict(sample_rate=128.0, highpass=1.0, lowpass=40.0)])
+def test_raw_trials_never_see_their_neighbours(tmp_path, montage, steps):
+    """A trial's superlet spectra (and filtered, resampled signal) do not change when its neighbour changes."""
+    names, xyz = montage
+    params = PreprocessParams(picks=("eeg",), tf="superlet", superlet={"foi": [4.0, 8.0, 16.0], "order": [1, 3]},
+                              **steps)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, N_CH, 256)).astype(np.float32)
+    other = x.copy()
+    other[0] = 50 * rng.standard_normal((N_CH, 256))  # trial 0 changes (and a large DC step at its border)
+    other[2] += 100.0
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        write_channel_info(tmp_path / name / "ch_information.mat", names, 256.0, xyz)
+    a, b = _raw_brain(tmp_path / "a", x, params), _raw_brain(tmp_path / "b", other, params)
+    n = a.shape[-1] // 3
+    assert a.shape == (N_CH, 3, 3 * n)
+    np.testing.assert_array_equal(a[..., n:2 * n], b[..., n:2 * n])  # trial 1, between the two changed ones
+    assert not np.allclose(a[..., :n], b[..., :n], rtol=1e-3, atol=0)
+    # each trial is the transform of that trial alone
+    if "highpass" not in steps:
+        from bm2.superlet import superlet
+        alone = superlet(x[1].astype(np.float64) * 1e-6, 256.0, [4.0, 8.0, 16.0], 3.0, (1, 3))
+        np.testing.assert_allclose(a[..., n:2 * n], alone, rtol=1e-5)
 
 
 def test_labels_out_of_range_name_the_file(tmp_path, montage):
@@ -201,6 +232,16 @@ def test_synthetic_study_roundtrip(tmp_path):
     trial = raw_rec.raw().get_data()[:, :64] * 1e6  # back to uV
     np.testing.assert_allclose(rec.spectra().read(slice(None), slice(0, 1))[0],
                                spectra.spectra_of(trial[None].astype(np.float32))[0], rtol=1e-4, atol=1e-6)
+    # one unit (V^2) on both paths: the spectra file read as released, and the raw file through
+    # preprocess.tf=superlet with the generator's settings, give the same values
+    cache = Cache(tmp_path / "cache")
+    released = np.asarray(preprocess(rec, cache, PreprocessParams(sample_rate=32.0, picks=("eeg",)))["brain"])
+    computed = np.asarray(preprocess(raw_rec, cache, PreprocessParams(
+        sample_rate=32.0, picks=("eeg",), tf="superlet",
+        superlet={"foi": spectra.foi_hz.tolist(), "c1": 3.0, "order": [1, 2]}))["brain"])
+    assert released.shape == computed.shape == (N_CH, 8, 176 * 64)
+    assert 1e-14 < np.median(computed) < 1e-9  # EEG power in V^2 (uV^2 would be ~1e12 larger)
+    np.testing.assert_allclose(computed, released, rtol=1e-4, atol=1e-6 * float(np.median(released)))
     # triplets share structure: the word shares a burst with its synonym and one with its neighbour
     _, _, bursts = spectra.class_bursts(montage_channels()[1])
     word, synonym, neighbour = (CLASSES.index(w) for w in TRIPLETS[0])
@@ -219,3 +260,22 @@ def test_triplet_confusion_counts_semantic_and_phonological_errors():
     assert row.to_dict() == {"n": 5, "correct": 1, "semantic": 2, "phonological": 1, "same_triplet": 1, "outside": 0}
     assert table.loc["ship/boat/coat", "outside"] == 1
     assert table.loc["all", "n"] == 6  # the phrase word is left out
+
+
+def test_superlet_phase_as_a_second_input(tmp_path, montage):
+    """preprocess.superlet.phase: the brain is [C, 2F, T], power rows then the superlet's phase, per trial."""
+    from bm2.superlet import superlet
+
+    x, _ = _release(tmp_path, montage, n_trials=2, shape=(0, 128), raw=True)
+    (rec,) = list(Lee2024(tmp_path).iter_recordings())
+    settings = {"foi": [8.0, 16.0], "order": [1, 2]}
+    plain = preprocess(rec, Cache(tmp_path / "cache"), PreprocessParams(
+        sample_rate=256.0, picks=("eeg",), tf="superlet", superlet=settings))
+    both = preprocess(rec, Cache(tmp_path / "cache"), PreprocessParams(
+        sample_rate=256.0, picks=("eeg",), tf="superlet", superlet={**settings, "phase": True}))
+    brain = np.asarray(both["brain"])
+    assert brain.shape == (N_CH, 4, 2 * 128) and both.meta["phase"] is True and not plain.meta["phase"]
+    np.testing.assert_array_equal(brain[:, :2], np.asarray(plain["brain"]))
+    _, angle = superlet(x[1].astype(np.float64) * 1e-6, 256.0, [8.0, 16.0], 3.0, (1, 2), phase=True)
+    np.testing.assert_allclose(brain[:, 2:, 128:], angle, atol=1e-5)
+    assert np.abs(brain[:, 2:]).max() <= np.pi + 1e-6

@@ -105,3 +105,27 @@ def test_stoi_resamples_and_rejects_too_short_audio():
     half = julius.resample_frac(torch.from_numpy(reference), 16000, 8000).numpy()
     assert stoi_score(half, 8000, reference, 16000) > 0.95  # STOI looks below 5 kHz: nothing is lost
     assert np.isnan(stoi_score(reference[:1600], 16000, reference[:1600], 16000))  # 0.1 s: fewer than 30 frames
+
+
+def test_pcc_per_trial_its_null_and_the_example_spectrograms(tmp_path):
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(3)
+    targets = rng.standard_normal((12, 4, 16)).astype(np.float32)
+    preds = (targets + 0.5 * rng.standard_normal(targets.shape)).astype(np.float32)
+    task = get_task("reconstruction")
+    result = task.evaluate(Echo(), _dataset(preds, targets), batch_size=5, n_null=30)
+    m = result.metrics
+    # Neural Speech Decoding's per-trial PCC: the whole [D, T] spectrogram of a window against the true one
+    expected = [pearsonr(p.ravel(), t.ravel())[0] for p, t in zip(preds, targets)]
+    assert m["pcc_trial"] == pytest.approx(np.mean(expected), abs=1e-6)
+    assert abs(m["pcc_trial_null_mean"]) < 0.1 < m["pcc_trial"] and m["pcc_trial_p_value"] == pytest.approx(1 / 31)
+    assert "| PCC per trial (whole spectrogram) |" in task.table(m)
+    result.save(tmp_path, {"sig": "rec"})
+    items = pd.read_csv(tmp_path / "items.csv")
+    assert items["pcc_trial"].to_numpy() == pytest.approx(expected, abs=1e-6)
+    with np.load(tmp_path / "examples.npz") as data:
+        assert data["index"].tolist() == [0, 1, 2, 3]
+        np.testing.assert_array_equal(data["pred"], preds[:4])
+        np.testing.assert_array_equal(data["target"], targets[:4])
+    assert (tmp_path / "spectrograms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -86,8 +86,8 @@ def test_figures_and_report_of_all_tasks(xps, tmp_path):
     targets = [str(f) for f in xps.values()]
     out = tmp_path / "figs"
     assert figures.main(targets + ["--out", str(out), "--metric", "f1_macro"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["bins.png", "confusion.png", "subjects_f1_macro.png",
-                                                     "timelines.png", "training.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["bins.png", "confusion.png", "spectrograms.png",
+                                                     "subjects_f1_macro.png", "timelines.png", "training.png"]
     html_path = tmp_path / "report.html"
     assert report.main(targets + ["--out", str(html_path)]) == 0
     text = html_path.read_text()
@@ -110,11 +110,11 @@ def test_figures_and_report_of_all_tasks(xps, tmp_path):
     parser = Cells()
     parser.feed(text)
     assert "Main table: top1" in parser.headings  # the first task's main metric
-    for heading in ("f1_macro", "balanced_accuracy", "roc_auc", "pcc", "top5"):
+    for heading in ("f1_macro", "balanced_accuracy", "roc_auc", "pcc", "pcc_trial", "top5"):
         assert heading in parser.headings, heading
     # classification top-1 and chance, detection F1-macro and its chance, reconstruction r, balanced accuracy
     for value in ("66.7", "33.3", "79.2", "50.0", "1.000", "58.3", "cls0", "det0", "rec0", "classification",
                   "reconstruction"):
         assert value in parser.cells, value
-    assert parser.imgs == 5  # subjects, confusion, timelines, bins, training
+    assert parser.imgs == 6  # subjects, confusion, timelines, bins, spectrograms, training
     assert "detection: chance_f1_macro a random guess" in text
