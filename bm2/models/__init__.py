@@ -21,6 +21,7 @@ from .common import ChannelDropout, ChannelMerger, FourierEmb, SubjectLayers
 from .duin import DuinClassifier
 from .duin_vq import DuinMAE, DuinVQVAE
 from .inr import INRDecoder
+from .nsd import NSDModel
 from .simpleconv import SimpleConv
 from .zoo import ZOO, BraindecodeModel
 
@@ -28,6 +29,7 @@ MODELS: dict[str, type[nn.Module]] = {"simpleconv": SimpleConv, "duin": DuinClas
 MODELS["demega"] = DeMEGa
 MODELS.update(duin_vqvae=DuinVQVAE, duin_mae=DuinMAE)  # Du-IN pre-training stages 1 and 2
 MODELS["inr"] = INRDecoder  # Lee et al. 2024's class-codebook decoder of superlet spectra
+MODELS["nsd"] = NSDModel  # Neural Speech Decoding: speech encoder / ECoG decoder -> formant synthesizer
 
 # Always passed to a model constructor, and the data-dependent sizes a model may declare in ``data_kwargs``:
 # number of sensors, window length in samples, sampling rate in Hz, number of frequencies of [B, C, F, T] inputs.
@@ -44,6 +46,7 @@ __all__ = [
     "DuinClassifier",
     "FourierEmb",
     "INRDecoder",
+    "NSDModel",
     "SimpleConv",
     "SubjectLayers",
     "build_model",

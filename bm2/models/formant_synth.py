@@ -128,9 +128,12 @@ class FormantSynthesizer(nn.Module):
     learned_mask : learned unimodal shapes (True, as the released configs) or the Gaussian fallback (False).
     background_db : level (dB per bin) of the flat default noise profile.
     noise_profile : optional ``[n_fft]`` baseline spectrogram in normalised units (see :meth:`set_noise_profile`).
+    background_mlp : the release's per-sample MLP on the background's Gaussian noise (True). A per-sample map of
+        white noise is still white, so the MLP changes the background's level only, which ``background_gain``
+        also learns; False drops it (about 2/3 of the synthesizer's compute at batch 16 x 128 frames).
 
     Learned parameters: ``shape_logits [7, n_filter_samples]`` (6 harmonic formants + the noise formant),
-    ``background`` (the per-sample MLP) and ``background_gain``.
+    ``background`` (the per-sample MLP, with ``background_mlp``) and ``background_gain``.
     """
 
     freqs: torch.Tensor
@@ -139,7 +142,8 @@ class FormantSynthesizer(nn.Module):
 
     def __init__(self, sex: str = "female", n_harmonics: int = N_HARMONICS, n_filter_samples: int = 80,
                  learned_mask: bool = True, background_db: float = -35.0,
-                 noise_profile: tp.Sequence[float] | None = None, n_fft: int = nsd_spec.N_FFT,
+                 noise_profile: tp.Sequence[float] | None = None, background_mlp: bool = True,
+                 n_fft: int = nsd_spec.N_FFT,
                  hop: int = nsd_spec.HOP, sample_rate: int = nsd_spec.SAMPLE_RATE) -> None:
         super().__init__()
         if n_filter_samples < 4 or n_filter_samples % 2:
@@ -149,13 +153,15 @@ class FormantSynthesizer(nn.Module):
         self.learned_mask = bool(learned_mask)
         self.n_fft, self.hop, self.sample_rate = int(n_fft), int(hop), int(sample_rate)
         self.shape_logits = nn.Parameter(torch.zeros(N_FORMANTS + 1, n_filter_samples))
-        self.background = nn.Sequential(nn.Conv1d(1, 128, 1), nn.LeakyReLU(0.2), nn.Conv1d(128, 128, 1),
-                                        nn.LeakyReLU(0.2), nn.Conv1d(128, 1, 1))
-        last = tp.cast(nn.Conv1d, self.background[-1])
-        # Residual MLP with a small last layer: the untrained background is (nearly) white Gaussian noise, and
-        # gradients still reach every layer (a zero last layer would block the ones before it).
-        nn.init.normal_(last.weight, std=1e-3)
-        nn.init.zeros_(tp.cast(torch.Tensor, last.bias))
+        self.background: nn.Sequential | None = None
+        if background_mlp:
+            self.background = nn.Sequential(nn.Conv1d(1, 128, 1), nn.LeakyReLU(0.2), nn.Conv1d(128, 128, 1),
+                                            nn.LeakyReLU(0.2), nn.Conv1d(128, 1, 1))
+            last = tp.cast(nn.Conv1d, self.background[-1])
+            # Residual MLP with a small last layer: the untrained background is (nearly) white Gaussian noise, and
+            # gradients still reach every layer (a zero last layer would block the ones before it).
+            nn.init.normal_(last.weight, std=1e-3)
+            nn.init.zeros_(tp.cast(torch.Tensor, last.bias))
         self.background_gain = nn.Parameter(torch.zeros(()))
         self.register_buffer("freqs", nsd_spec.bin_frequencies(n_fft, sample_rate), persistent=False)
         window = torch.hann_window(nsd_spec.stft_length(n_fft), periodic=True)
@@ -176,8 +182,8 @@ class FormantSynthesizer(nn.Module):
 
     # -- sources -------------------------------------------------------------------------------------------
     def stft(self, wave: torch.Tensor) -> torch.Tensor:
-        """Complex STFT ``[B, n_fft, 1 + S // hop]`` of ``wave [B, S]``, the same as
-        :func:`bm2.features.nsd_spec.power_spectrogram` (its squared magnitude)."""
+        """Complex STFT ``[B, n_fft, 1 + (S - 1) // hop]`` (``T`` frames for ``S = T * hop``) of ``wave [B, S]``,
+        the same as :func:`bm2.features.nsd_spec.power_spectrogram` (its squared magnitude)."""
         length = nsd_spec.stft_length(self.n_fft)
         return torch.stft(wave, n_fft=length, hop_length=self.hop, win_length=length,
                           window=self.window.to(wave.dtype), center=True, pad_mode="reflect", return_complex=True)
@@ -234,11 +240,14 @@ class FormantSynthesizer(nn.Module):
 
     # -- synthesis -----------------------------------------------------------------------------------------
     def forward(self, params: tp.Mapping[str, torch.Tensor], waveform: bool = True,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, expected_noise: bool = False) -> dict[str, torch.Tensor]:
         """Synthesize from ``params`` (the keys of :data:`PARAMETER_KEYS`, ``[B, T]`` / ``[B, T, 6]``).
 
         Returns ``output`` (the [-1, 1] dB spectrogram ``[B, n_fft, T]``), ``power`` (``[B, n_fft, T]``) and,
         with ``waveform``, ``waveform [B, T * hop]`` (16 kHz, detached). ``generator`` seeds the noise sources.
+        ``expected_noise``: the spectrogram takes the expected power of the noise and background sources (flat,
+        their variance times the window energy) instead of one draw's (the waveform still uses a draw): a
+        deterministic spectrogram, closest on average to a noisy target (not in the release, which always draws).
         Raises ``KeyError`` / ``ValueError`` (see :func:`check_parameters`).
         """
         b, t = check_parameters(params)
@@ -247,7 +256,7 @@ class FormantSynthesizer(nn.Module):
         harm = self.stft(self.harmonic_source(f0))[..., :t]
         noise = self.stft(self._noise(b, s, f0, generator, gaussian=False))[..., :t]
         z = self._noise(b, s, f0, generator, gaussian=True).unsqueeze(1)
-        bg_wave = (z + self.background(z))[:, 0]
+        bg_wave = (z if self.background is None else z + self.background(z))[:, 0]
         bg = self.stft(bg_wave)[..., :t]
         energy = self.window.square().sum()
 
@@ -272,13 +281,18 @@ class FormantSynthesizer(nn.Module):
         bg_gain = F.softplus(self.background_gain) / math.log(2.0) * self.profile.view(1, -1, 1) / energy
         gains = (loud * voicing * harmonic_gain, loud * (1.0 - voicing) * noise_gain, bg_gain.expand_as(noise_gain))
         sources = (harm, noise, bg)
-        power = sum(g * (x.real.square() + x.imag.square()) for g, x in zip(gains, sources))
-        power = tp.cast(torch.Tensor, power)
+        powers = [x.real.square() + x.imag.square() for x in sources]
+        if expected_noise:  # E|X|^2 of white noise is its variance times the window energy, in every bin
+            powers[1] = torch.full_like(powers[1], 1.0) * energy
+            powers[2] = (bg_wave.square().mean(dim=-1) * energy).view(-1, 1, 1).expand_as(powers[2])
+        power = tp.cast(torch.Tensor, sum(g * x for g, x in zip(gains, powers)))
         out = {"output": nsd_spec.db_to_norm(nsd_spec.power_to_db(power)), "power": power}
         if waveform:
             with torch.no_grad():
                 spec = sum(g.detach().clamp_min(0).sqrt() * x for g, x in zip(gains, sources))
-                spec = F.pad(tp.cast(torch.Tensor, spec), (0, 1))  # the STFT's last frame, dropped above
+                # one more, silent frame: the 511-point STFT of T * hop samples has T frames, and the overlap-add needs
+                # the next window to reach the last samples
+                spec = F.pad(tp.cast(torch.Tensor, spec), (0, 1))
                 length = nsd_spec.stft_length(self.n_fft)
                 out["waveform"] = torch.istft(spec, n_fft=length, hop_length=self.hop, win_length=length,
                                               window=self.window, center=True, length=s)
@@ -317,5 +331,37 @@ def synthesize(params: tp.Mapping[str, torch.Tensor], sex: str = "female", seed:
                      generator=generator)["waveform"]
 
 
+def smooth_random_parameters(batch: int, frames: int, sex: str = "female", seed: int = 0,
+                             knots: int = 8) -> dict[str, torch.Tensor]:
+    """Smooth random speech parameters ``[batch, frames]`` / ``[batch, frames, 6]`` within the ranges of ``sex``
+    (for tests and synthetic data): each trajectory joins ``knots`` seeded uniform random points linearly; formants
+    sorted, their amplitudes falling with rank; loudness a power gain between about 1e-6 (silence, ramping in the
+    first and last eighth of the frames) and 1e-2; ``speech [batch, frames]`` is the on-stage mask (loudness above
+    1e-4)."""
+    g = torch.Generator().manual_seed(int(seed))
+
+    def curve(n: int = 1) -> torch.Tensor:  # [batch, frames, n] in [0, 1]
+        points = torch.rand(batch, n, knots, generator=g)
+        return F.interpolate(points, size=frames, mode="linear", align_corners=True).permute(0, 2, 1)
+
+    lo, hi = F0_RANGES[check_sex(sex)]
+    f_lo = torch.tensor([r[0] for r in FORMANT_RANGES[sex]])
+    f_hi = torch.tensor([r[1] for r in FORMANT_RANGES[sex]])
+    formants = torch.sort(curve(N_FORMANTS) * (f_hi - f_lo) + f_lo, dim=-1).values
+    # amplitudes falling with the formant's rank, as in speech (and as the a2a amplitude-ordering term expects)
+    amps = torch.sort(torch.softmax(3.0 * curve(N_FORMANTS), dim=-1), dim=-1, descending=True).values
+    t = torch.arange(frames, dtype=torch.float32)
+    onset, offset = frames / 8.0, frames * 7.0 / 8.0
+    envelope = torch.sigmoid((t - onset) / 2.0) * torch.sigmoid((offset - t) / 2.0)  # [frames]
+    loud_db = -60.0 + envelope * (35.0 + 10.0 * curve()[..., 0])
+    loudness = torch.pow(10.0, loud_db / 10.0)
+    return {"f0_hz": curve()[..., 0] * (hi - lo) + lo, "loudness": loudness,
+            "voicing": 0.3 + 0.7 * curve()[..., 0], "formant_hz": formants, "formant_amp": amps,
+            "noise_formant_hz": curve()[..., 0] * 4000.0 + 4000.0,
+            "noise_formant_bw_hz": curve()[..., 0] * 2000.0 + 1000.0, "noise_amp": 0.5 * curve()[..., 0],
+            "speech": (loudness > 1e-4).float()}
+
+
 __all__ = ["F0_RANGES", "FORMANT_RANGES", "FormantSynthesizer", "N_HARMONICS", "NOISE_FORMANT_RANGE",
-           "PARAMETER_KEYS", "SEXES", "check_parameters", "check_sex", "formant_bandwidth", "synthesize"]
+           "PARAMETER_KEYS", "SEXES", "check_parameters", "check_sex", "formant_bandwidth", "smooth_random_parameters",
+           "synthesize"]

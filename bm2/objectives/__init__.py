@@ -6,7 +6,7 @@ weight of 0 means the term is computed and logged but not trained on. Every term
 the autocast precision of the model's forward.
 
 Registered objectives (``loss.name``): ``clip`` and ``mse`` (dense features: brainmagick), ``cross_entropy``
-(a class per window), ``bce`` (speech / silence per sample).
+(a class per window), ``bce`` (speech / silence per sample), ``nsd_a2a`` / ``nsd_e2a`` (Neural Speech Decoding).
 """
 
 from __future__ import annotations
@@ -174,3 +174,4 @@ from .demega import DeMEGaObjective  # noqa: E402  (it imports the names above)
 OBJECTIVES["demega"] = DeMEGaObjective
 from . import duin as _duin  # noqa: E402,F401  (registers duin_vqvae and duin_mae)
 from . import codebook as _codebook  # noqa: E402,F401  (registers codebook)
+from . import nsd as _nsd  # noqa: E402,F401  (registers nsd_a2a and nsd_e2a)

@@ -377,8 +377,12 @@ class ReconstructionTask(Task):
         """Reconstruct every window of ``dataset``; ``quick`` returns ``pcc`` only (no null, no audio).
 
         ``scorer``, ``ks``, ``keep_probs``, ``n_boot`` and ``train`` are accepted for a uniform call and unused.
+        ``audio_sample_rate`` defaults to the model's ``audio_sample_rate`` attribute (e.g. ``model=nsd``, 16 kHz),
+        which the solver's test stage relies on.
         """
         kwargs.pop("objective", None)
+        if audio_sample_rate is None:
+            audio_sample_rate = getattr(getattr(model, "module", model), "audio_sample_rate", None)
         if kwargs:
             raise TypeError(f"unexpected arguments for the reconstruction task: {sorted(kwargs)}")
         if quick:

@@ -148,3 +148,30 @@ def test_noise_profile_sets_the_background():
     assert (db - expected).abs()[5:-5].mean() < 1.5  # white noise averaged over 20 frames: about 1 dB
     with pytest.raises(ValueError, match="baseline frames"):
         synth.set_noise_profile(torch.zeros(3, 100))
+
+
+def test_expected_noise_is_the_mean_of_the_draws():
+    synth = FormantSynthesizer()
+    p = params(t=16, voicing=0.0, noise_amp=1.0, noise_hz=5000.0, loudness=1e-2)
+    with torch.no_grad():
+        draws = torch.stack([synth(p, waveform=False, generator=torch.Generator().manual_seed(s))["power"]
+                             for s in range(40)])
+        expected = [synth(p, waveform=False, generator=torch.Generator().manual_seed(s), expected_noise=True)
+                    for s in (0, 1)]
+    # deterministic up to the background's sample variance (one draw of 2048 samples per window)
+    torch.testing.assert_close(expected[0]["power"], expected[1]["power"], rtol=0.1, atol=0)
+    band = (nsd_spec.bin_frequencies() > 4500) & (nsd_spec.bin_frequencies() < 5500)
+    ratio = draws.mean(0)[:, band, 2:-2].mean() / expected[0]["power"][:, band, 2:-2].mean()
+    assert abs(float(ratio) - 1.0) < 0.1
+    # one draw fluctuates by several dB per bin, the expectation does not
+    db = nsd_spec.power_to_db
+    assert db(draws[0][:, band]).std() > 3 * db(expected[0]["power"][:, band]).std()
+
+
+def test_background_without_mlp_is_white_noise_at_the_same_level():
+    plain, full = FormantSynthesizer(background_mlp=False), FormantSynthesizer()
+    assert not any(name.startswith("background.") for name, _ in plain.named_parameters())
+    quiet = params(t=40, loudness=0.0)
+    for synth in (plain, full):
+        db = mean_db(synth, quiet)
+        assert abs(float(db[5:-5].mean()) - (-35.0)) < 1.0  # the default flat profile, white

@@ -95,6 +95,9 @@ def test_stoi_of_known_waveforms_and_wav_files(tmp_path):
     assert f"| STOI (2 windows) | {result.metrics['stoi']:.3f} | – | – |" in task.table(result.metrics)
     with pytest.raises(ValueError, match="audio_sample_rate"):
         task.evaluate(Echo(inputs=("brain", "wave")), data)
+    model = Echo(inputs=("brain", "wave"))
+    model.audio_sample_rate = rate  # a model that knows its audio rate (model=nsd) needs no argument
+    assert task.evaluate(model, data, n_null=3).metrics["stoi"] == pytest.approx(result.metrics["stoi"])
 
 
 def test_stoi_resamples_and_rejects_too_short_audio():

@@ -1,0 +1,247 @@
+"""Neural Speech Decoding (Chen et al., Nat. Mach. Intell. 2024): speech encoder, parameter head and the model.
+
+Rebuilt from the description (ANCHORS §2 and ANCHORS_WAVE2 §3; the original is GPL-3.0 and was not read).
+
+- :class:`ParameterHead` turns features ``[B, D, T]`` into the synthesizer's speech parameters (the keys of
+  :data:`bm2.models.formant_synth.PARAMETER_KEYS` plus ``formant_amp_noise``), with the release's ranges:
+  f0 = sigmoid * range + low (by sex), formant frequencies = sigmoid in each formant's range (by sex), harmonic
+  formant amplitudes = softmax over the 6 formants, noise filter amplitudes = softmax over 7 logits (6 harmonic
+  formants + the noise formant: ``formant_amp_noise`` and ``noise_amp``, "duomask"), voicing = softmax over
+  [harmonic, noise] (``voicing`` is the harmonic share), noise formant 4-8 kHz, its bandwidth
+  softplus(x) * 2344 + 586 Hz, loudness = softplus with the last bias at -9. The formant frequencies and their
+  amplitudes come from kernel-3 convolutions, the others from 1x1 ones.
+- :class:`SpeechEncoder` (spectrogram -> parameters): 1-D convolutions over the [-1, 1] spectrogram ``[B, 256, T]``
+  with GroupNorm and LeakyReLU 0.2, then a :class:`ParameterHead`; loudness comes from its own branch, a 1x1-conv
+  MLP on the spectrogram smoothed over time by a Hann window (softplus, last bias -9). ``causal``: left padding only.
+- :class:`NSDModel` (``model=nsd``): ``stage=a2a`` encodes the true spectrogram and resynthesizes it
+  (``inputs = ("features",)``); ``stage=e2a`` decodes the parameters from ECoG with an ECoG decoder
+  (``bm2.models.ecog_decoders.build_ecog_decoder``: resnet | lstm | swin, causal or not) and a parameter head, and
+  the speech encoder gives the guidance parameters from the true spectrogram without gradient
+  (``inputs = ("brain", "features")``). Module names: ``encoder`` (speech encoder), ``synth`` (synthesizer),
+  ``decoder`` and ``head`` (e2a), so that an e2a XP starts from its a2a parent with
+  ``chain.modules=[encoder, synth] chain.freeze=[encoder, synth]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import typing as tp
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..features import nsd_spec
+from .formant_synth import (F0_RANGES, FORMANT_RANGES, N_FORMANTS, NOISE_BW_MIN, NOISE_BW_SCALE,
+                            NOISE_FORMANT_RANGE, FormantSynthesizer, check_sex)
+
+LOUDNESS_BIAS = -9.0
+STAGES = ("a2a", "e2a")
+DECODERS = ("resnet", "lstm", "swin")
+# the original's feature width D of each ECoG decoder (the input of its parameter head)
+DECODER_CHANNELS = {"resnet": 32, "lstm": 64, "swin": 32}
+PARAM_PREFIX, GUIDE_PREFIX = "param_", "guide_"
+
+
+class _Conv(nn.Conv1d):
+    """A 1-D convolution padded to keep the length: on both sides, or on the left only when ``causal``."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, causal: bool = False, dilation: int = 1) -> None:
+        super().__init__(cin, cout, kernel, dilation=dilation)
+        total = dilation * (kernel - 1)
+        self.pads = (total, 0) if causal else (total // 2, total - total // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pads))
+
+
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm over the channels of each frame alone (``[B, C, T]``): with ``causal``, a GroupNorm over time
+    would let future frames set the statistics of past ones."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t = x.shape
+        flat = x.transpose(1, 2).reshape(b * t, c, 1)
+        return super().forward(flat).reshape(b, t, c).transpose(1, 2)
+
+
+class ParameterHead(nn.Module):
+    """Features ``[B, in_channels, T]`` -> the speech parameters (dict of ``[B, T]`` / ``[B, T, 6]`` tensors).
+
+    ``sex`` picks the f0 and formant ranges (:data:`F0_RANGES`, :data:`FORMANT_RANGES`); ``causal`` pads the
+    kernel-3 heads on the left only. ``loudness=False`` leaves out the loudness head: ``forward(x, loudness_logit)``
+    then takes a ``[B, T]`` logit from elsewhere (the speech encoder's spectrogram branch), so that no parameter
+    goes without gradient (DDP). Raises ``ValueError`` for an unknown sex, a wrong channel count or a missing
+    loudness logit.
+    """
+
+    def __init__(self, in_channels: int, sex: str = "female", causal: bool = False, loudness: bool = True) -> None:
+        super().__init__()
+        self.sex = check_sex(sex)
+        self.in_channels = int(in_channels)
+        self.f0 = nn.Conv1d(in_channels, 1, 1)
+        self.formant_hz = _Conv(in_channels, N_FORMANTS, 3, causal)
+        self.formant_amp = _Conv(in_channels, N_FORMANTS, 3, causal)
+        self.noise_amps = _Conv(in_channels, N_FORMANTS + 1, 3, causal)
+        self.voicing = nn.Conv1d(in_channels, 2, 1)
+        self.noise_hz = nn.Conv1d(in_channels, 1, 1)
+        self.noise_bw = nn.Conv1d(in_channels, 1, 1)
+        self.loudness = nn.Conv1d(in_channels, 1, 1) if loudness else None
+        if self.loudness is not None:
+            nn.init.constant_(tp.cast(torch.Tensor, self.loudness.bias), LOUDNESS_BIAS)
+        lo, hi = zip(*FORMANT_RANGES[sex])
+        self.f0_range = F0_RANGES[sex]
+        self.register_buffer("formant_lo", torch.tensor(lo).view(1, 1, -1), persistent=False)
+        self.register_buffer("formant_span", (torch.tensor(hi) - torch.tensor(lo)).view(1, 1, -1), persistent=False)
+
+    def forward(self, x: torch.Tensor, loudness_logit: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if x.dim() != 3 or x.shape[1] != self.in_channels:
+            raise ValueError(f"ParameterHead takes features [B, {self.in_channels}, T], got {tuple(x.shape)}")
+        lo, hi = self.f0_range
+        noise_lo, noise_hi = NOISE_FORMANT_RANGE
+        # the convolutions may run in bf16 (autocast); ranges and softmaxes in float32
+        amps7 = torch.softmax(self.noise_amps(x).float(), dim=1)  # [B, 7, T]
+        if loudness_logit is None:
+            if self.loudness is None:
+                raise ValueError("this ParameterHead has no loudness head: pass loudness_logit [B, T]")
+            loudness_logit = self.loudness(x).float()[:, 0]
+        loudness_logit = loudness_logit.float()
+        lo_f, span_f = tp.cast(torch.Tensor, self.formant_lo), tp.cast(torch.Tensor, self.formant_span)
+        return {
+            "f0_hz": torch.sigmoid(self.f0(x).float()[:, 0]) * (hi - lo) + lo,
+            "loudness": F.softplus(loudness_logit),
+            "voicing": torch.softmax(self.voicing(x).float(), dim=1)[:, 0],
+            "formant_hz": torch.sigmoid(self.formant_hz(x).float()).transpose(1, 2) * span_f + lo_f,
+            "formant_amp": torch.softmax(self.formant_amp(x).float(), dim=1).transpose(1, 2),
+            "formant_amp_noise": amps7[:, :N_FORMANTS].transpose(1, 2),
+            "noise_amp": amps7[:, N_FORMANTS],
+            "noise_formant_hz": torch.sigmoid(self.noise_hz(x).float()[:, 0]) * (noise_hi - noise_lo) + noise_lo,
+            "noise_formant_bw_hz": F.softplus(self.noise_bw(x).float()[:, 0]) * NOISE_BW_SCALE + NOISE_BW_MIN,
+        }
+
+
+class SpeechEncoder(nn.Module):
+    """The [-1, 1] spectrogram ``[B, n_bins, T]`` -> speech parameters (see the module docstring).
+
+    ``channels`` wide, ``depth`` convolution blocks (kernel 3, dilations 1, 2, 4 ..., GroupNorm of
+    ``groups``, LeakyReLU 0.2); ``smooth`` frames of Hann smoothing for the loudness branch. With ``causal`` the
+    convolutions and the smoothing look back only and GroupNorm normalises each frame over its channels
+    (:class:`FrameGroupNorm`). ``ValueError`` when the input has another number of bins.
+    """
+
+    def __init__(self, n_bins: int = nsd_spec.N_FFT, channels: int = 128, depth: int = 4, groups: int = 8,
+                 smooth: int = 5, sex: str = "female", causal: bool = False) -> None:
+        super().__init__()
+        self.n_bins = int(n_bins)
+        layers: list[nn.Module] = []
+        cin = n_bins
+        for i in range(depth):
+            norm = FrameGroupNorm(groups, channels) if causal else nn.GroupNorm(groups, channels)
+            layers += [_Conv(cin, channels, 3, causal, dilation=2 ** i), norm, nn.LeakyReLU(0.2)]
+            cin = channels
+        self.trunk = nn.Sequential(*layers)
+        self.head = ParameterHead(channels, sex=sex, causal=causal, loudness=False)
+        window = torch.hann_window(smooth + 2, periodic=False)[1:-1]  # no zero taps
+        self.register_buffer("smoothing", (window / window.sum()).view(1, 1, -1), persistent=False)
+        self.smooth_pads = (smooth - 1, 0) if causal else ((smooth - 1) // 2, smooth // 2)
+        self.loudness = nn.Sequential(nn.Conv1d(n_bins, 64, 1), nn.LeakyReLU(0.2), nn.Conv1d(64, 1, 1))
+        nn.init.constant_(tp.cast(torch.Tensor, tp.cast(nn.Conv1d, self.loudness[-1]).bias), LOUDNESS_BIAS)
+
+    def forward(self, spec: torch.Tensor) -> dict[str, torch.Tensor]:
+        if spec.dim() != 3 or spec.shape[1] != self.n_bins:
+            raise ValueError(f"the speech encoder takes a spectrogram [B, {self.n_bins}, T], got {tuple(spec.shape)}")
+        b, nb, t = spec.shape
+        smoothing = tp.cast(torch.Tensor, self.smoothing).to(spec.dtype)
+        smoothed = F.conv1d(F.pad(spec.reshape(b * nb, 1, t), self.smooth_pads, mode="replicate"), smoothing)
+        loudness_logit = self.loudness(smoothed.view(b, nb, t))[:, 0]
+        return self.head(self.trunk(spec), loudness_logit=loudness_logit)
+
+
+class NSDModel(nn.Module):
+    """Neural Speech Decoding's model, one stage at a time (see the module docstring).
+
+    Parameters
+    ----------
+    out_channels : spectrogram bins of the data (must be ``n_fft``, 256); n_subjects : unused (one model).
+    n_channels : ECoG electrodes (e2a). stage : "a2a" | "e2a". decoder : "resnet" | "lstm" | "swin" (e2a).
+    causal : causal speech encoder and ECoG decoder. sex : "female" | "male" | "unified" (ranges, bandwidths).
+    channels : width of the speech encoder. encoder_depth : its blocks. decoder_channels : the ECoG decoder's
+        feature width ``D`` (None: the original's, :data:`DECODER_CHANNELS`).
+    n_filter_samples, learned_mask, noise_profile, background_mlp : the synthesizer's (:class:`FormantSynthesizer`).
+    expected_noise : at evaluation, the spectrogram takes the noise sources' expected power instead of a draw
+        (not in the release, which always draws; training always draws). A drawn noise spectrum fluctuates by about
+        5 dB per bin, which caps the PCC against a target that has its own draw.
+    decoder_kwargs : more keyword arguments of ``build_ecog_decoder`` (e.g. ``grid``).
+
+    ``forward(features)`` (a2a) or ``forward(brain, features)`` (e2a) returns ``output`` (the decoded [-1, 1]
+    spectrogram ``[B, 256, T]``), ``power``, the parameters as ``param_<key>`` and, in e2a, the guidance
+    parameters as ``guide_<key>``; outside training also ``waveform`` ``[B, T * 128]`` at 16 kHz (the
+    synthesizer's noise is then seeded, so evaluation is reproducible). Raises ``ValueError`` for an unknown stage
+    or decoder, a wrong number of bins, or an ECoG decoder whose output length differs from the spectrogram's.
+    """
+
+    inputs: tuple[str, ...] = ("features",)  # a2a; an instance of stage e2a takes ("brain", "features")
+    data_kwargs = ("n_channels",)
+    audio_sample_rate = nsd_spec.SAMPLE_RATE
+
+    def __init__(self, out_channels: int = nsd_spec.N_FFT, n_subjects: int = 1, n_channels: int = 64,
+                 stage: str = "a2a", decoder: str = "resnet", causal: bool = False, sex: str = "female",
+                 channels: int = 128, encoder_depth: int = 4, n_filter_samples: int = 80, learned_mask: bool = True,
+                 noise_profile: tp.Sequence[float] | None = None, background_mlp: bool = True,
+                 expected_noise: bool = False,
+                 decoder_channels: int | None = None, decoder_kwargs: dict[str, tp.Any] | None = None) -> None:
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"model.nsd.stage must be one of {list(STAGES)}, got {stage!r}")
+        if out_channels != nsd_spec.N_FFT:
+            raise ValueError(f"model=nsd decodes the release's {nsd_spec.N_FFT}-bin spectrogram, but the data's "
+                             f"features have {out_channels} channels: use the NSD spectrogram feature")
+        self.stage, self.causal, self.expected_noise = stage, bool(causal), bool(expected_noise)
+        self.inputs = ("features",) if stage == "a2a" else ("brain", "features")
+        self.encoder = SpeechEncoder(out_channels, channels, encoder_depth, sex=sex, causal=causal)
+        self.synth = FormantSynthesizer(sex=sex, n_filter_samples=n_filter_samples, learned_mask=learned_mask,
+                                        noise_profile=noise_profile, background_mlp=background_mlp)
+        if stage == "e2a":
+            if decoder not in DECODERS:
+                raise ValueError(f"model.nsd.decoder must be one of {list(DECODERS)}, got {decoder!r}")
+            # lazy: the ECoG decoders live in their own module, imported only for e2a
+            build_ecog_decoder = importlib.import_module("bm2.models.ecog_decoders").build_ecog_decoder
+            width = int(decoder_channels or DECODER_CHANNELS[decoder])
+            self.decoder = build_ecog_decoder(decoder, n_electrodes=n_channels, causal=causal, out_channels=width,
+                                              **(decoder_kwargs or {}))
+            self.head = ParameterHead(width, sex=sex, causal=causal)
+
+    def _synthesize(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        device = params["f0_hz"].device
+        generator = None if self.training else torch.Generator(device=device).manual_seed(0)
+        # float32 even under the solver's bf16 autocast: phases over 16k samples and dB need the precision
+        with torch.autocast(device_type=device.type, enabled=False):
+            params = {k: v.float() for k, v in params.items()}
+            return self.synth(params, waveform=not self.training, generator=generator,
+                              expected_noise=self.expected_noise and not self.training)
+
+    def forward(self, features: torch.Tensor, brain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        features = features.float()
+        if self.stage == "a2a":
+            params = self.encoder(features)
+            out = self._synthesize(params)
+            out.update({PARAM_PREFIX + k: v for k, v in params.items()})
+            return out
+        if brain is None:
+            raise ValueError("stage e2a decodes from ECoG: the batch must carry 'brain'")
+        hidden = self.decoder(brain.float())
+        if hidden.shape[-1] != features.shape[-1]:
+            raise ValueError(f"the ECoG decoder gave {hidden.shape[-1]} frames for {features.shape[-1]} spectrogram "
+                             f"frames (ECoG {tuple(brain.shape)}, lead {getattr(self.decoder, 'lead', '?')}): the "
+                             "ECoG window must be the spectrogram's plus the decoder's lead (dset.window.lead_ms)")
+        params = self.head(hidden)
+        out = self._synthesize(params)
+        with torch.no_grad():
+            guide = self.encoder(features)
+        out.update({PARAM_PREFIX + k: v for k, v in params.items()})
+        out.update({GUIDE_PREFIX + k: v.detach() for k, v in guide.items()})
+        return out
+
+
+__all__ = ["DECODERS", "DECODER_CHANNELS", "GUIDE_PREFIX", "NSDModel", "PARAM_PREFIX", "ParameterHead", "STAGES",
+           "SpeechEncoder"]
