@@ -108,12 +108,24 @@ def _main(cfg: DictConfig) -> None:
 
 def _short_config_errors(compose: tp.Callable[..., DictConfig]) -> tp.Callable[..., DictConfig]:
     """Turn Hydra's composition errors (unknown recipe/model, unknown key) into a one-paragraph exit message:
-    Dora composes the config outside Hydra's own error handling, which would print a 30-line traceback."""
+    Dora composes the config outside Hydra's own error handling, which would print a 30-line traceback.
+
+    Compositions are also memoised per list of overrides (a copy is returned each time): ``dora run`` composes the
+    same overrides three times (the XP, the sheep, the run), each reading and merging every YAML file of
+    ``conf/``. The files do not change within a process, and composition resolves no interpolation.
+    """
+    import copy
+
     from hydra.errors import ConfigCompositionException, OverrideParseException
 
+    composed: dict[tuple[str, ...], DictConfig] = {}
+
     def wrapped(overrides: tp.Sequence[str] = ()) -> DictConfig:
+        key = tuple(overrides)
         try:
-            return compose(list(overrides))
+            if key not in composed:
+                composed[key] = compose(list(overrides))
+            return copy.deepcopy(composed[key])
         except (ConfigCompositionException, OverrideParseException) as exc:
             what = str(exc).split("\nConfig search path")[0]  # Hydra's search path says nothing actionable
             detail = f" ({exc.__cause__})" if exc.__cause__ is not None else ""

@@ -5,7 +5,9 @@ Each measure runs side by side with its baseline in the same run and is reported
 1. **data loading**: segments/s and MB/s that the training loader (:class:`~bm2.data.loader.BatchLoader` over
    :class:`~bm2.data.SegmentDataset`, shuffled, as the solver) delivers from the cache with 0, 1 and 2 threads,
    and torch's DataLoader with 2 worker processes (the loader before), against a plain in-memory copy
-   (``numpy.copyto``) of the same bytes; memory of the main process, of the buffer pool and of each worker.
+   (``numpy.copyto``) of the same bytes (best of the copies before and after the loaders), with one buffer pool per
+   setting kept across its repeats as the solver keeps one for the run; against a bare gather of the same windows
+   (no normalisation); memory of the main process, of the buffer pool and of each worker.
 2. **training step**: samples/s of forward + CLIP loss + backward + Adam step of SimpleConv (default small
    size and paper size) on CPU, and on GPU when there is one; bf16 autocast vs fp32 of the paper-size step; and
    the training steps (model + its objective + AdamW) of DeMEGa, the Du-IN classifier and the Du-IN VQ-VAE at their
@@ -27,7 +29,8 @@ Each measure runs side by side with its baseline in the same run and is reported
    same frequencies and data; the superlet convolves ~15 wavelets per frequency where mne convolves one.
 7. **LibriBrain phoneme windows with grouping**: windows / s that the phoneme-window dataset of the
    ``libribrain_phoneme`` recipe (synthetic LibriBrain study, 306 channels at 250 Hz, windows of 125 samples) delivers
-   averaged into groups of ``dset.grouping.k`` = 100 same-phoneme windows (standardised, clipped, batched), against
+   averaged into groups of ``dset.grouping.k`` = 100 same-phoneme windows (standardised, clipped, batched by the
+   solver's loader, :class:`~bm2.data.loader.BatchLoader`, at the recipe's batch size), against
    a plain ``h5py`` slice read (``data[:, start:start + 125]``) of the same windows from the serialised h5 files.
 
 Writes ``DIR/bench.json`` and ``DIR/bench.md`` (measure, value, baseline, ratio, target, met?) and prints
@@ -281,23 +284,30 @@ def _plain_copy_bandwidth(nbytes: int, repeats: int) -> float:
 
 
 def _gather_bandwidth(dataset: tp.Any, batch: int, repeats: int) -> float:
-    """Bytes/s of copying random brain windows from an in-RAM copy of the cached array into a batch buffer."""
+    """Bytes/s of copying random brain windows from an in-RAM copy of the cached array into a reused batch buffer
+    (best of 3): the bare gather a loader cannot beat, without baseline, scaling, clamping or features."""
     rec = dataset.recordings[0]
     brain = np.array(rec.brain.array)
     length = dataset.window.n_samples(rec.sample_rate)
     rng = np.random.default_rng(0)
     out = np.empty((batch, brain.shape[0], length), dtype=np.float32)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for i, idx in enumerate(rng.integers(0, len(dataset), size=batch)):
-            s0 = int(dataset._start[idx])
-            out[i] = brain[:, s0:s0 + length]
-    return out.nbytes * repeats / (time.perf_counter() - start)
+    out.fill(0)  # fault the pages in
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for i, idx in enumerate(rng.integers(0, len(dataset), size=batch)):
+                s0 = int(dataset._start[idx])
+                out[i] = brain[:, s0:s0 + length]
+        best = min(best, time.perf_counter() - start)
+    return out.nbytes * repeats / best
 
 
-def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int, kind: str = "threads") -> dict[str, tp.Any]:
+def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int, kind: str = "threads",
+           pool: tp.Any = None) -> dict[str, tp.Any]:
     """Draw ``n_batches`` shuffled batches with the training loader (``kind`` threads: bm2's BatchLoader, as the
-    solver; processes: torch's DataLoader with worker processes, the loader bm2 used before)."""
+    solver, with buffers from ``pool``, which the solver keeps for the whole run; processes: torch's DataLoader
+    with worker processes, the loader bm2 used before)."""
     import psutil
     import torch
 
@@ -308,7 +318,8 @@ def _drain(dataset: tp.Any, batch: int, n_batches: int, workers: int, kind: str 
                                              generator=torch.Generator().manual_seed(workers))
     loader: tp.Any
     if kind == "threads":
-        loader = BatchLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
+        loader = BatchLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
+                             pool=pool)
     else:
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate,
                                              num_workers=workers, drop_last=True)
@@ -350,6 +361,8 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     """Throughput of the training loader from the cache vs a plain in-memory copy of the same bytes."""
     import torch
 
+    from bm2.data.loader import BatchLoader, BufferPool
+
     s = ws.sizes
     start = time.perf_counter()
     datasets = _datasets(ws)
@@ -360,17 +373,26 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     _log(f"datasets ready in {prepare_s:.1f}s: {len(train)} training windows")
     runs, all_runs = [], []
     most = max(s.loader_workers)
+    probe = _drain(train, s.loader_batch, 1, 0)  # the bytes of one batch, for the plain copy
+    copy_before = _plain_copy_bandwidth(probe["bytes_per_batch"], max(s.loader_batches // 2, 2))
     for kind, workers in [*(("threads", w) for w in s.loader_workers), ("processes", most)]:
-        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers, kind) for _ in range(s.loader_repeats)]
+        # one buffer pool for the repeats, as the solver keeps one for the whole run: the first repeat faults the
+        # pages of its buffers in, later ones run in the steady state that training sees (the plain copy's
+        # buffers are faulted in before it is timed, too)
+        pool = BufferPool(max_per_shape=max(workers, 1) * BatchLoader.PREFETCH + 2) if kind == "threads" else None
+        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers, kind, pool)
+                   for _ in range(s.loader_repeats)]
         all_runs.extend(repeats)
         runs.append(max(repeats, key=lambda r: r["segments_per_s"]))
         speeds = ", ".join(f"{r['segments_per_s']:.0f}" for r in repeats)
         _log(f"{'BatchLoader' if kind == 'threads' else 'torch DataLoader'} {workers} {kind}: {speeds} segments/s")
     nbytes = runs[0]["bytes_per_batch"]
-    copy_bw = _plain_copy_bandwidth(nbytes, max(s.loader_batches // 2, 2))
+    # the best of the copies measured before and after the loaders (the machine's load may change in between)
+    copy_bw = max(copy_before, _plain_copy_bandwidth(nbytes, max(s.loader_batches // 2, 2)))
     gather_bw = _gather_bandwidth(train, s.loader_batch, max(s.loader_batches // 4, 1))
     item = train[0]
     shape = tuple(item["brain"].shape)
+    window_bytes = 4 * shape[0] * train.window.n_samples(train.recordings[0].sample_rate) * int(np.prod(shape[1:-1]))
     rows = []
 
     def name(r: dict) -> str:
@@ -386,6 +408,12 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
             f"({r['segments_per_s']:,.0f} segments/s)", r["mb_per_s"], "MB/s", baseline=copy_bw / MB,
             baseline_label="plain in-memory copy", ratio=r["mb_per_s"] * MB / copy_bw, ratio_label="of plain copy",
             target=target))
+    loader = next(r for r in runs if r["kind"] == "threads" and r["workers"] == most)
+    gather_wps = gather_bw / window_bytes
+    rows.append(row("dataloading", f"{name(loader)} vs a bare gather of the same windows (numpy slices of an "
+                    "in-RAM copy into a reused buffer; no baseline, scaling, clamping or features; 1 thread)",
+                    loader["segments_per_s"], "segments/s", baseline=gather_wps, baseline_label="bare gather",
+                    ratio=loader["segments_per_s"] / gather_wps, ratio_label="of a bare gather"))
     for r in runs:
         if r["kind"] == "processes":
             rows.append(row("dataloading", f"{name(r)}: peak RSS per worker (USS "
@@ -400,7 +428,9 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
                             r["pool_mib"] / r["workers"], "MiB"))
     details = {"train_windows": len(train), "item_brain_shape": list(shape),
                "item_features_shape": list(item["features"].shape), "prepare_seconds": prepare_s,
-               "plain_copy_mb_per_s": copy_bw / MB, "ram_gather_mb_per_s": gather_bw / MB,
+               "plain_copy_mb_per_s": copy_bw / MB, "plain_copy_before_mb_per_s": copy_before / MB,
+               "ram_gather_mb_per_s": gather_bw / MB,
+               "pool": "one BufferPool per setting, shared by its repeats (the solver keeps one for the run)",
                "torch_threads": torch.get_num_threads(), "runs": [r for r in runs if r["kind"] == "threads"],
                "dataloader_processes": [r for r in runs if r["kind"] == "processes"], "all_runs": all_runs,
                "repeats": s.loader_repeats, "page_cache": "warm (the cache was just written)"}
@@ -857,7 +887,7 @@ def bench_libribrain(ws: Workspace) -> tuple[list[dict], dict]:
     from hydra import compose, initialize_config_dir
 
     from bm2.builders import build_all_datasets, select_recordings
-    from bm2.data import collate
+    from bm2.data.loader import BatchLoader
 
     s = ws.sizes
     data, cache = ws.root / "libri_data", ws.root / "libri_cache"
@@ -873,13 +903,17 @@ def bench_libribrain(ws: Workspace) -> tuple[list[dict], dict]:
     base = train.base
     train.set_epoch(1)
     length = int(base.window.n_samples(base.recordings[0].sample_rate))
-    loader = torch.utils.data.DataLoader(train, batch_size=8, shuffle=True, collate_fn=collate,
-                                         generator=torch.Generator().manual_seed(0))
-    best, n_windows = math.inf, int(sum(len(g) for g in train.groups))
+    # the solver's training loader (Solver._loader): BatchLoader, the recipe's batch size and workers
+    batch_size, workers = int(cfg.optim.batch_size), int(cfg.num_workers)
+    loader = BatchLoader(train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0),
+                         drop_last=len(train) >= 2 * batch_size, num_workers=workers)
+    best, n_windows = math.inf, 0
     for _ in range(2):  # the first pass also faults the cache pages in
         t0 = time.perf_counter()
+        n_windows = 0
         for batch in loader:
             assert batch["brain"].shape[-1] == length
+            n_windows += sum(len(train.groups[int(i)]) for i in batch["index"])  # drop_last: the groups drawn
         best = min(best, time.perf_counter() - t0)
     grouped_wps = n_windows / best
     rows_ = np.concatenate(train.groups)
@@ -894,7 +928,8 @@ def bench_libribrain(ws: Workspace) -> tuple[list[dict], dict]:
                "train_windows": len(base), "grouped_seconds": best, "h5_seconds": h5_s,
                "grouped_windows_per_s": grouped_wps, "h5_windows_per_s": h5_wps,
                "h5_read": "h5py File(...)['data'][:, start:start + length] per window, files kept open",
-               "grouped_read": "GroupedDataset over the cached, standardised SegmentDataset, batch 8, 0 workers"}
+               "grouped_read": f"the solver's loader (BatchLoader, shuffled, batch {batch_size}, {workers} threads) "
+                               "over the GroupedDataset of the cached, standardised SegmentDataset"}
     return rows, details
 
 

@@ -17,7 +17,7 @@ from bm2.utils.precision import cpu_has_native_bf16
 from scripts.bench import SECTIONS, format_row, markdown, row, run
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 9, "training": 8, "evaluation": 3, "cache_reuse": 3,
+ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 10, "training": 8, "evaluation": 3, "cache_reuse": 3,
                     "superlet": 1, "libribrain": 1}
 
 
@@ -109,6 +109,7 @@ def test_quick_libribrain_grouping_loader(tmp_path):
     assert "grouping K=10" in r["measure"] and r["baseline_label"] == "plain h5 slice read"
     details = result["details"]["libribrain"]
     assert details["windows"] == details["train_windows"] and details["groups"] < details["windows"]
+    assert details["grouped_read"].startswith("the solver's loader (BatchLoader")  # the path training uses
 
 
 @pytest.mark.slow
@@ -125,6 +126,7 @@ def test_quick_benchmark_cli_produces_every_number(tmp_path):
         assert f"training loader (BatchLoader), {w}" in measures
     assert "torch DataLoader (before), 2 worker processes" in measures
     assert "per worker" in measures and "per thread" in measures
+    assert "training loader (BatchLoader), 2 threads vs a bare gather" in measures
     assert "paper size" in measures and "small default" in measures
     for model in ("DeMEGa", "Du-IN classifier", "Du-IN VQ-VAE", "ECoG 3-D ResNet decoder", "ECoG LSTM decoder",
                   "ECoG 3-D Swin decoder"):

@@ -69,3 +69,30 @@ def test_fingerprint_kept_per_process_until_the_file_changes(tmp_path, monkeypat
     path.write_bytes(b"y" * 100)  # same size, rewritten: a new modification time
     os.utime(path, ns=(0, 10**18))
     assert fingerprint.file_fingerprint(path) != first and len(reads) == 2
+
+
+def test_dora_compositions_are_memoised_and_copied():
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+
+    from bm2.train import _short_config_errors
+
+    calls = []
+
+    def compose(overrides):
+        calls.append(list(overrides))
+        if "bad=1" in overrides:
+            raise ConfigCompositionException("Could not override 'bad'")
+        return OmegaConf.create({"optim": {"lr": 1.0}, "n": len(calls)})
+
+    wrapped = _short_config_errors(compose)
+    first = wrapped(["optim.lr=2"])
+    first.optim.lr = 5.0  # callers may change their copy
+    again = wrapped(["optim.lr=2"])
+    assert calls == [["optim.lr=2"]] and again.optim.lr == 1.0 and again.n == 1
+    assert wrapped([]).n == 2 and len(calls) == 2  # other overrides: composed
+    for _ in range(2):  # errors are never memoised
+        with pytest.raises(SystemExit, match="invalid overrides"):
+            wrapped(["bad=1"])
+    assert len(calls) == 4
+

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .dataset import collate
+from .dataset import collate, single_intra_op_thread
 
 
 def _free_refcount() -> int:
@@ -85,7 +85,8 @@ class BatchLoader:
     """Batches of ``dataset`` filled by ``num_workers`` threads (0: in the caller's thread), in order.
 
     Takes the arguments of :class:`torch.utils.data.DataLoader` that bm2 uses and yields the same batches in the
-    same order (``shuffle`` with ``generator``, or a ``sampler``; ``drop_last``); ``prefetch`` batches per thread
+    same order (``shuffle`` with ``generator``, or a ``sampler``; ``drop_last``; or a ``batch_sampler`` yielding
+    lists of indices, e.g. :class:`bm2.data.samplers.ClassStructuredBatchSampler`); ``prefetch`` batches per thread
     are filled ahead of the consumer. Batch tensors come from a :class:`BufferPool` when the dataset has
     ``batch(indices, alloc)``: a batch's memory is reused once the consumer has dropped every reference to it, so
     a consumer may keep batches as long as it likes (they are then simply not recycled).
@@ -96,17 +97,24 @@ class BatchLoader:
     out again, whereas a copy from pageable memory to a GPU returns once its source has been read.
     """
 
+    PREFETCH = 2  # batches filled ahead per thread, by default
+
     def __init__(self, dataset: tp.Any, batch_size: int = 1, shuffle: bool = False,
                  sampler: torch.utils.data.Sampler | None = None, generator: torch.Generator | None = None,
-                 drop_last: bool = False, num_workers: int = 0, prefetch: int = 2,
-                 pool: BufferPool | None = None) -> None:
+                 drop_last: bool = False, num_workers: int = 0, prefetch: int = PREFETCH,
+                 pool: BufferPool | None = None, batch_sampler: tp.Iterable[list[int]] | None = None) -> None:
         if batch_size < 1 or num_workers < 0 or prefetch < 1:
             raise ValueError(f"BatchLoader needs batch_size >= 1, num_workers >= 0 and prefetch >= 1, got "
                              f"{batch_size}, {num_workers}, {prefetch}")
         # torch's own loader object checks the arguments and builds the batch sampler; it is never iterated
-        self._sampling = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                                     sampler=sampler, generator=generator, drop_last=drop_last,
-                                                     collate_fn=collate)
+        self._sampling: torch.utils.data.DataLoader
+        if batch_sampler is not None:  # torch rejects batch_size / shuffle / sampler / drop_last beside it
+            self._sampling = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, generator=generator,
+                                                         collate_fn=collate)
+        else:
+            self._sampling = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                                         sampler=sampler, generator=generator, drop_last=drop_last,
+                                                         collate_fn=collate)
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -117,9 +125,11 @@ class BatchLoader:
         return len(self._sampling)
 
     def _fetch(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        if hasattr(self.dataset, "batch"):
+        # looked up on the class: a wrapper that forwards unknown attributes to the dataset it wraps (the grouped
+        # LibriBrain items) would otherwise hand out its base's windows instead of its own items
+        if hasattr(type(self.dataset), "batch"):
             return self.dataset.batch(indices, self.pool.take)
-        if hasattr(self.dataset, "__getitems__"):
+        if hasattr(type(self.dataset), "__getitems__"):
             return collate(self.dataset.__getitems__(indices))
         return collate([self.dataset[i] for i in indices])
 
@@ -129,14 +139,16 @@ class BatchLoader:
 
     def __iter__(self) -> tp.Iterator[dict[str, torch.Tensor]]:
         sampler = self._sampling.batch_sampler
-        assert sampler is not None  # batch_size >= 1
+        assert sampler is not None  # batch_size >= 1 or a batch_sampler
         batches = iter(sampler)
         # DataLoader draws its workers' base seed from the generator (the global one when None) before the first
         # index: drawn here too, so that the order, and the random state left to training, are the same.
         torch.empty((), dtype=torch.int64).random_(generator=self._sampling.generator)
         if self.num_workers == 0:
             for indices in batches:
-                yield self._fetch(list(indices))
+                with single_intra_op_thread():  # as the filling threads (not held across the yield: the trainer's)
+                    batch = self._fetch(list(indices))
+                yield batch
             return
         pending: collections.deque[Future] = collections.deque()
         executor = ThreadPoolExecutor(self.num_workers, thread_name_prefix="bm2-loader")

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .. import distrib
 from ..data import Datasets, collate
-from ..data.loader import BatchLoader
+from ..data.loader import BatchLoader, BufferPool
 from ..objectives import Objective, TermMeans
 from ..tasks import Task, run_model
 from ..tasks.classification import addon_metrics
@@ -142,6 +142,9 @@ class Solver(BaseSolver):
         self.inference = tuple(inference)
         self.test_each_epoch = bool(test_each_epoch)
         self.batch_sampler = batch_sampler
+        # the loaders' batch buffers, kept for the whole run and shared by the training and validation loaders
+        # (which never run at once): a pool per loader would fault the pages of its buffers in at every epoch
+        self._pool = BufferPool(max_per_shape=max(num_workers, 1) * BatchLoader.PREFETCH + 2)
         self.ignore_config: tuple[str, ...] = ("dora", "slurm")  # plus dora.exclude (set by the builder)
         self.amp_dtype = autocast_dtype(self.device, cuda=optim.amp, cpu=optim.amp and optim.amp_cpu)
         self.amp = self.amp_dtype is not None
@@ -265,6 +268,9 @@ class Solver(BaseSolver):
             raise ValueError(f"the {split} split is empty: change dset.split or select more recordings")
         if split == "train" and shuffle and self.batch_sampler is not None:
             self.batch_sampler.set_epoch(self.epoch)
+            if self.loader == "threads":
+                return BatchLoader(dataset, batch_sampler=self.batch_sampler, num_workers=self.num_workers,
+                                   pool=self._pool)
             return torch.utils.data.DataLoader(dataset, batch_sampler=self.batch_sampler, collate_fn=collate,
                                                num_workers=self.num_workers, persistent_workers=False,
                                                pin_memory=self.device.type == "cuda")
@@ -278,7 +284,8 @@ class Solver(BaseSolver):
         drop_last = split == "train" and len(dataset) >= 2 * self.per_rank_batch  # CLIP needs full batches
         if self.loader == "threads":
             return BatchLoader(dataset, batch_size=self.per_rank_batch, shuffle=shuffle, sampler=sampler,
-                               generator=generator, drop_last=drop_last, num_workers=self.num_workers)
+                               generator=generator, drop_last=drop_last, num_workers=self.num_workers,
+                               pool=self._pool)
         return torch.utils.data.DataLoader(
             dataset, batch_size=self.per_rank_batch, shuffle=shuffle, sampler=sampler, generator=generator,
             collate_fn=collate, num_workers=self.num_workers, drop_last=drop_last,

@@ -153,3 +153,25 @@ def test_grouping_is_seeded_and_dynamic_groups_change_with_the_epoch(array_recor
         group_datasets(dataclasses.replace(plain, targets=("speech",)), GroupingParams(k=2))
     with pytest.raises(ValueError, match="valid_k"):
         GroupingParams(valid_k=0)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_loader_reads_the_groups_not_the_windows_they_wrap(array_recording, tmp_path, workers):
+    # GroupedDataset forwards unknown attributes to its base, whose batch() reads single windows: the training
+    # loader must read the groups' averages (as torch's DataLoader does)
+    from bm2.data import collate
+    from bm2.data.grouping import GroupingParams, group_datasets
+    from bm2.data.loader import BatchLoader
+
+    train = group_datasets(_datasets(array_recording, tmp_path), GroupingParams(k=5), seed=0).train
+    kwargs = dict(batch_size=3, shuffle=True, drop_last=True)
+    ours = list(BatchLoader(train, num_workers=workers, generator=torch.Generator().manual_seed(2), **kwargs))
+    theirs = list(torch.utils.data.DataLoader(train, collate_fn=collate, generator=torch.Generator().manual_seed(2),
+                                              **kwargs))
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    g = int(ours[0]["index"][0])
+    expected = sum(train.base[int(m)]["brain"] for m in train.groups[g]) / len(train.groups[g])
+    torch.testing.assert_close(ours[0]["brain"][0], expected)

@@ -157,5 +157,47 @@ def test_loader_threads_leave_the_trainer_threads_alone(array_recording, tmp_pat
     before = torch.get_num_threads()
     list(BatchLoader(ds, batch_size=4, num_workers=2))
     assert torch.get_num_threads() == before
+    torch.set_num_threads(2)
+    try:  # 0 threads: the batch is filled on one intra-op thread, and the consumer gets its own setting back
+        seen = [torch.get_num_threads() for _ in BatchLoader(ds, batch_size=4)]
+        assert seen and set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
     with pytest.raises(ValueError, match="num_workers >= 0"):
         BatchLoader(ds, num_workers=-1)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_sampler_gives_the_batches_of_dataloader(array_recording, tmp_path, workers):
+    from bm2.data.samplers import ClassStructuredBatchSampler
+
+    ds = _train(array_recording, tmp_path)
+    sampler = ClassStructuredBatchSampler(np.arange(len(ds)) % 4, [0, 0, 1, 2], positives=2, negatives=1, seed=3)
+    sizes = {len(b) for b in sampler}
+    assert len(sizes) > 1  # classes of group 0 have one negative class fewer: batches of several sizes
+    torch.manual_seed(5)
+    ours = _epochs(BatchLoader(ds, batch_sampler=sampler, num_workers=workers), n=1)
+    ours_next = torch.rand(3)
+    torch.manual_seed(5)
+    theirs = _epochs(torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate,
+                                                 num_workers=workers), n=1)
+    _assert_same(ours, theirs)
+    assert torch.equal(ours_next, torch.rand(3))  # the global random state is left as DataLoader leaves it
+    assert [b["index"].tolist() for b in ours] == list(sampler)
+
+
+def test_window_plans_follow_a_replaced_scaler_and_are_not_pickled(array_recording, tmp_path):
+    import pickle
+
+    ds = _train(array_recording, tmp_path, n_recordings=1)
+    first = ds.batch([0, 1, 2])["brain"].clone()
+    assert ds._plans  # built on first use
+    shipped = pickle.loads(pickle.dumps(ds))  # what a worker process receives (spawn)
+    assert shipped._plans == {} and torch.equal(shipped.batch([0, 1, 2])["brain"], first)
+    rec = ds.recordings[0]
+    ds.recordings[0] = dataclasses.replace(rec, scaler=RobustScaler(rec.scaler.center, 2 * rec.scaler.scale,
+                                                                    rec.scaler.max_scale))
+    again = ds.batch([0, 1, 2])["brain"]
+    assert not torch.equal(again, first)
+    for row, index in zip(again, [0, 1, 2]):
+        np.testing.assert_array_equal(row.numpy(), _old_brain(ds, index))

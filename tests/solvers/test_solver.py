@@ -135,24 +135,35 @@ def test_swa_averages_epoch_end_weights_and_is_evaluated(array_recording, tmp_pa
         _solver(tmp_path / "both", datasets, swa=True, ema=0.9)
 
 
-def test_threaded_loader_trains_exactly_as_torch_dataloader(array_recording, tmp_path):
+@pytest.mark.parametrize("structured", [False, True])
+def test_threaded_loader_trains_exactly_as_torch_dataloader(array_recording, tmp_path, structured):
+    import numpy as np
     import torch
 
     from bm2.data.loader import BatchLoader
+    from bm2.data.samplers import ClassStructuredBatchSampler
 
     datasets = _datasets(array_recording, tmp_path, seed=0)
     datasets.valid = datasets.train
     weights = {}
-    for loader, workers in (("threads", 2), ("processes", 0)):
+    for loader, workers in (("threads", 2), ("threads", 0), ("processes", 0)):
         torch.manual_seed(0)
         model = build_model("simpleconv", out_channels=datasets.feature_dim, n_subjects=datasets.n_subjects,
                             merger_channels=8, merger_pos_dim=32, hidden=8, depth=1, head_hidden=8)
         initial = {k: v.clone() for k, v in model.state_dict().items()}
+        # dset.batches.strategy=class_structured: batches of 2 windows of an anchor class + 1 of each other class
+        sampler = ClassStructuredBatchSampler(np.arange(len(datasets.train)) % 3, [0, 1, 2], positives=2,
+                                              negatives=1, seed=1) if structured else None
         solver = Solver(tmp_path / f"xp_{loader}{workers}", LocalLink(), model, build_objective("mse"), datasets,
                         get_task("retrieval"), OptimParams(epochs=1, batch_size=4, patience=None),
-                        num_workers=workers, loader=loader)
+                        num_workers=workers, loader=loader, batch_sampler=sampler)
         made = solver._loader("train", shuffle=True)
         assert isinstance(made, BatchLoader) == (loader == "threads")
+        if loader == "threads":
+            assert made.pool is solver._loader("valid", shuffle=False).pool  # one pool for the run
+        if structured:
+            first = next(iter(made))["index"].tolist()
+            assert first == next(iter(sampler))  # the sampler's batches, not shuffled ones
         solver.train_stage()
         weights[(loader, workers)] = {k: v.clone() for k, v in model.state_dict().items()}
         assert not all(torch.equal(initial[k], v) for k, v in weights[(loader, workers)].items())  # it trained
