@@ -235,7 +235,8 @@ def model_out_channels(datasets: Datasets, targets: tp.Sequence[str] | None = No
 
     ``targets``: the task's (default: the datasets'; those also hold ``dset.extra_targets``, which the model reads
     but does not output, e.g. the on-stage mask ``speech`` of a reconstruction)."""
-    targets = datasets.targets if targets is None else tuple(targets)
+    # the task's targets that the data hold (pre-training crops of continuous data hold no label)
+    targets = datasets.targets if targets is None else tuple(t for t in targets if t in datasets.targets)
     if "label" in targets:
         assert datasets.vocabulary is not None
         return len(datasets.vocabulary)
