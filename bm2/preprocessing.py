@@ -99,8 +99,10 @@ class PreprocessParams:
         c1 = float(given.get("c1", 3.0))
         if not c1 > 0:
             raise ValueError(f"preprocess.superlet.c1 must be > 0, got {c1}")
-        out = {"foi": [float(f) for f in foi], "c1": c1, "order": order,
-               "rule": rule, "log": bool(given.get("log", False)), "eps": float(given.get("eps", 1e-30))}
+        out = {"foi": [float(f) for f in foi], "c1": c1, "order": order, "rule": rule,
+               "log": bool(given.get("log", False))}
+        if out["log"]:  # the floor of the log only: power entries keep their key whatever eps says
+            out["eps"] = float(given.get("eps", 1e-30))
         if given.get("phase"):  # only when on: the keys of power-only entries stay as they were
             out["phase"] = True
         return out

@@ -120,6 +120,11 @@ def make_segments(events: pd.DataFrame, n_times: int, sample_rate: float, window
                              f"(columns: {sorted(blocks.columns)}); the study must give each block its "
                              f"{split.last_n_per}, or set dset.split.last_n_per=null")
         groups = blocks[split.last_n_per].tolist()
+        if all(g is None or g != g or g == "" for g in groups):  # None / NaN / empty: the file gives no such value
+            raise ValueError(f"dset.split.last_n_per={split.last_n_per!r}: no block of this recording has a "
+                             f"{split.last_n_per} (e.g. nsd2024 files without task_alldataset): the last "
+                             f"{split.last_n} blocks per {split.last_n_per} cannot be chosen; set "
+                             "dset.split.last_n_per=null (and dset.split.last_n to the whole test size)")
     splits = block_splits(len(blocks), [str(u) for u in blocks.uid], split, recording_split, groups)
     by_kind = {kind: events[events.kind == kind] for kind in set(events.kind)}
     rows: list[dict] = []

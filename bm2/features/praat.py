@@ -33,7 +33,8 @@ from .base import FeatureError
 
 DIM = 4
 SOURCES = ("auto", "stored", "computed")
-VERSION = "1"
+VERSION = "2"  # 2: no value beyond half an analysis step (edges)
+STORED_RATE = 125.0  # Hz, the release's pitch / formant tracks: one value per ECoG frame
 MAX_FORMANT_BY_SEX = {"female": 5500.0, "male": 5000.0}
 
 
@@ -60,14 +61,21 @@ def _fit(value: np.ndarray, n_times: int) -> np.ndarray:
     return out
 
 
-def stored_tracks(recording: Recording, n_times: int) -> np.ndarray | None:
-    """``[4, n_times]`` from the release's pitch and formant keys, or None when the recording lacks either."""
+def stored_tracks(recording: Recording, n_times: int, sample_rate: float = STORED_RATE) -> np.ndarray | None:
+    """``[4, n_times]`` from the release's pitch and formant keys (one value per 125-Hz frame), or None when the
+    recording lacks either. Raises :class:`FeatureError` when ``sample_rate`` is not the tracks' 125 Hz (frame t
+    would take the value of another time)."""
     optional = getattr(recording, "optional", None)
     if optional is None:
         return None
     pitch, formant = optional("pitch_re_alldataset"), optional("formant_re_alldataset")
     if pitch is None or formant is None:
         return None
+    if abs(float(sample_rate) - STORED_RATE) > 1e-9:
+        raise FeatureError(f"praat target: {getattr(recording, 'path', recording)} stores its pitch / formant tracks "
+                           f"at {STORED_RATE:g} Hz, but the model rate is {sample_rate:g} Hz: set "
+                           f"preprocess.sample_rate={STORED_RATE:g} (as recipe nsd_data does), or "
+                           "features.praat.source=computed to compute the tracks at the model rate")
     pitch = np.asarray(pitch, dtype=np.float32).reshape(-1)
     formant = np.asarray(formant, dtype=np.float32)
     if formant.ndim != 2 or formant.shape[1] < 3:
@@ -116,7 +124,7 @@ def _at(times: np.ndarray, xs: np.ndarray, values: np.ndarray) -> np.ndarray:
         index = np.where(np.abs(times - left) <= np.abs(xs[index] - times), index - 1, index)
     out = values[index].copy()
     step = xs[1] - xs[0] if len(xs) > 1 else 1.0
-    out[np.abs(xs[index] - times) > step] = np.nan
+    out[np.abs(xs[index] - times) > step / 2 + 1e-9] = np.nan
     return out
 
 
@@ -130,7 +138,7 @@ def praat_tracks(recording: Recording, sample_rate: float, n_times: int, cache: 
            "params": dataclasses.asdict(params), "sex": getattr(recording, "sex", None)}
 
     def build(writer: EntryWriter) -> None:
-        value = stored_tracks(recording, n_times) if params.source in ("auto", "stored") else None
+        value = stored_tracks(recording, n_times, sample_rate) if params.source in ("auto", "stored") else None
         if value is None and params.source == "stored":
             raise FeatureError(f"praat target: {where} holds no pitch_re_alldataset / formant_re_alldataset: set "
                                "features.praat.source=auto (or computed) to compute them with Praat")

@@ -258,6 +258,14 @@ def test_last_n_per_task(tmp_path):
         _datasets(tmp_path, rec, last_n=2, valid=0.0, last_n_per="session")
 
 
+def test_last_n_per_task_without_tasks_is_an_error_not_a_plain_last_n(tmp_path):
+    write_tiny(tmp_path)  # the release has no task key: every trial's task is unknown
+    (rec,) = _one(tmp_path)
+    assert rec.tasks is None
+    with pytest.raises(ValueError, match="no block of this recording has a task.*last_n_per=null"):
+        _datasets(tmp_path, rec, last_n=2, valid=0.0, last_n_per="task")
+
+
 def test_truncated_file_names_the_file(tmp_path):
     path, _ = write_tiny(tmp_path, n_trials=3)
     with h5py.File(path, "r") as f:
@@ -287,6 +295,11 @@ def test_praat_target_from_the_release_tracks(tmp_path):
     batch = _praat_datasets(tmp_path, rec).test.batch([0, 1])
     assert batch["praat"].shape == (2, 4, 128)
     np.testing.assert_array_equal(batch["praat"][0, :, 0].numpy(), [120, 500, 1500, 2500])
+    from bm2.features import FeatureError as Error
+    from bm2.features.praat import stored_tracks
+
+    with pytest.raises(Error, match="HB02.h5 stores its pitch / formant tracks at 125 Hz.*sample_rate=125"):
+        stored_tracks(rec, 100, sample_rate=100.0)  # frame t would take the value of another time
 
 
 def test_praat_target_computed_by_praat_when_absent(tmp_path):
