@@ -345,6 +345,9 @@ def apply_chain(cfg: DictConfig, model: torch.nn.Module, folder: Path) -> dict[s
     saved in the child's checkpoint."""
     chain = _section(cfg, "chain")
     if not chain.get("parent"):
+        needed = getattr(model, "parent_required", None)  # a chained stage that means nothing without its parent
+        if needed:
+            raise ChainError(needed)
         return None
     sig = parent_sig(chain["parent"])
     parent_folder = folder.parent / sig
@@ -352,6 +355,10 @@ def apply_chain(cfg: DictConfig, model: torch.nn.Module, folder: Path) -> dict[s
         raise ChainError(f"parent XP {sig} does not exist in {folder.parent}: sign and train it first "
                          f"(`dora grid NAME --dry_run --init`, then `dora run -f {sig}`)")
     ckpt = parent_state(parent_folder, sig)
+    check = getattr(model, "check_parent", None)
+    problem = check(ckpt.get("model_spec") or {}) if callable(check) else None
+    if problem:
+        raise ChainError(f"parent XP {sig}: {problem}")
     modules = chain.get("modules")
     rename = chain.get("rename") or {}
     loaded = load_from_parent(model, ckpt, sig, modules=modules, exclude=chain.get("exclude") or (), rename=rename)

@@ -25,6 +25,7 @@ Rebuilt from the description (ANCHORS §2 and ANCHORS_WAVE2 §3; the original is
 from __future__ import annotations
 
 import importlib
+import inspect
 import typing as tp
 
 import torch
@@ -196,20 +197,52 @@ class NSDModel(nn.Module):
         if out_channels != nsd_spec.N_FFT:
             raise ValueError(f"model=nsd decodes the release's {nsd_spec.N_FFT}-bin spectrogram, but the data's "
                              f"features have {out_channels} channels: use the NSD spectrogram feature")
+        if decoder not in DECODERS:  # checked in a2a too: a typo must not pass silently
+            raise ValueError(f"model.nsd.decoder must be one of {list(DECODERS)}, got {decoder!r}")
         self.stage, self.causal, self.expected_noise = stage, bool(causal), bool(expected_noise)
+        # what a parent XP must share with this model for its encoder and synthesizer to be the ones it was trained
+        # with (checked by :meth:`check_parent` when e2a starts from its a2a parent)
+        self._shared = {"causal": bool(causal), "sex": sex, "channels": channels, "encoder_depth": encoder_depth,
+                        "n_filter_samples": n_filter_samples, "learned_mask": bool(learned_mask)}
         self.inputs = ("features",) if stage == "a2a" else ("brain", "features")
         self.encoder = SpeechEncoder(out_channels, channels, encoder_depth, sex=sex, causal=causal)
         self.synth = FormantSynthesizer(sex=sex, n_filter_samples=n_filter_samples, learned_mask=learned_mask,
                                         noise_profile=noise_profile, background_mlp=background_mlp)
         if stage == "e2a":
-            if decoder not in DECODERS:
-                raise ValueError(f"model.nsd.decoder must be one of {list(DECODERS)}, got {decoder!r}")
             # lazy: the ECoG decoders live in their own module, imported only for e2a
             build_ecog_decoder = importlib.import_module("bm2.models.ecog_decoders").build_ecog_decoder
             width = int(decoder_channels or DECODER_CHANNELS[decoder])
             self.decoder = build_ecog_decoder(decoder, n_electrodes=n_channels, causal=causal, out_channels=width,
                                               **(decoder_kwargs or {}))
             self.head = ParameterHead(width, sex=sex, causal=causal)
+
+    @property
+    def parent_required(self) -> str | None:
+        """Why this model needs a parent XP (``chain.parent``), or None: e2a is guided by, and synthesizes with, the
+        encoder and synthesizer of an a2a XP; untrained, they would make the whole stage meaningless."""
+        if self.stage != "e2a":
+            return None
+        return ("recipe=nsd_e2a decodes ECoG through the speech encoder and synthesizer of a trained a2a XP: set "
+                "chain.parent=<the a2a XP's signature> (with the same model.nsd.causal, sex and sizes), or run the "
+                "chain in order: python -m scripts.nsd_chain GRID --subject ID (grids/nsd/)")
+
+    def check_parent(self, spec: dict[str, tp.Any]) -> str | None:
+        """None when the parent XP's model (its checkpoint's ``model_spec``) can give this e2a model its encoder and
+        synthesizer, else what differs and the overrides to set (a causal decoder guided by a non-causal encoder
+        would see the future through its guidance)."""
+        if self.stage != "e2a":
+            return None
+        if spec.get("name") != "nsd":
+            return f"its model is {spec.get('name')!r}, not an a2a model=nsd"
+        given = spec.get("kwargs") or {}
+        defaults = {k: v.default for k, v in inspect.signature(type(self).__init__).parameters.items()}
+        parent = {k: given.get(k, defaults.get(k)) for k in self._shared}
+        differ = {k: v for k, v in parent.items() if v != self._shared[k]}
+        if not differ:
+            return None
+        return ("its model differs in " + ", ".join(f"model.nsd.{k}={v!r} (here {self._shared[k]!r})"
+                                                   for k, v in differ.items())
+                + ": give this XP the parent's values, or start from an a2a XP with these")
 
     def _synthesize(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device = params["f0_hz"].device

@@ -85,3 +85,15 @@ def test_nsd_tiny_chain_runs_a2a_then_e2a_and_writes_audio_and_figures(tmp_path)
         assert (folder / sig / "eval" / "spectrograms.png").stat().st_size > 0
     table = out.split("Neural Speech Decoding chain of participant(s) SY01")[1]
     assert f"| SY01/a2a_causal ({a2a}) |" in table and f"| SY01/e2a_lstm_causal ({e2a}) |" in table
+
+    # e2a without its parent, or from a parent of another causal setting: a short error naming what to set
+    from grids._tiny import as_overrides
+    from grids.nsd.tiny import TINY_NSD
+
+    base = [*as_overrides(TINY_NSD), "recipe=nsd_e2a", "model.nsd.decoder=lstm"]
+    for extra, expected in (([], "set chain.parent=<the a2a XP's signature>"),
+                            ([f"chain.parent={a2a}"], "model.nsd.causal=True (here False)")):
+        proc = subprocess.run([DORA, "run", *base, *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=600)
+        assert proc.returncode != 0 and "bm2 stopped (ChainError)" in proc.stdout, proc.stdout[-3000:]
+        assert expected in proc.stdout and "Traceback" not in proc.stdout

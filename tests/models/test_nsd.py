@@ -230,3 +230,19 @@ def test_e2a_with_each_ecog_decoder(decoder):
     objective = build_objective("nsd_e2a")
     objective.total(objective({"features": spec, "speech": torch.ones(2, 32)}, out)).backward()
     assert all(p.grad is not None for p in model.decoder.parameters() if p.requires_grad)
+
+
+def test_e2a_needs_a_parent_of_the_same_causal_setting_and_sizes():
+    from bm2.models import build_model
+
+    e2a = build_model("nsd", out_channels=256, n_channels=64, stage="e2a", decoder="lstm", causal=True,
+                      channels=16, encoder_depth=2)
+    assert "chain.parent=" in e2a.parent_required
+    a2a = build_model("nsd", out_channels=256, n_channels=64, stage="a2a", causal=True, channels=16, encoder_depth=2)
+    assert a2a.parent_required is None and e2a.check_parent(a2a.bm2_spec) is None
+    non_causal = build_model("nsd", out_channels=256, n_channels=64, stage="a2a", channels=32, encoder_depth=2)
+    problem = e2a.check_parent(non_causal.bm2_spec)
+    assert "model.nsd.causal=False (here True)" in problem and "model.nsd.channels=32 (here 16)" in problem
+    assert "not an a2a model=nsd" in e2a.check_parent({"name": "simpleconv", "kwargs": {}})
+    with pytest.raises(ValueError, match="model.nsd.decoder must be one of"):  # a typo fails in a2a too
+        build_model("nsd", out_channels=256, n_channels=64, stage="a2a", decoder="lstn")
