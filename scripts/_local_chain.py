@@ -10,6 +10,7 @@ other ``chain.*`` keys) and grid modules ``grids/<package>/<grid>.py`` with ``BA
 from __future__ import annotations
 
 import importlib
+import shlex
 import subprocess
 import sys
 import typing as tp
@@ -58,7 +59,7 @@ def run_stages(stages: tp.Sequence[tuple[str, str, list[str]]], dry_run: bool = 
     returns its exit code (0 when all ran)."""
     dora = str(Path(sys.executable).parent / "dora")
     for key, sig, argv in stages:
-        print(f"== {key} (XP {sig}): dora run {' '.join(argv)}", flush=True)
+        print(f"== {key} (XP {sig}): dora run {shlex.join(argv)}", flush=True)  # quoted: pastes into a shell
         if dry_run:
             continue
         proc = subprocess.run([dora, "run", *argv])

@@ -245,7 +245,8 @@ def plot_reconstructions(results: tp.Sequence[Result], label: Labeler | tp.Seque
     for row, (lab, res) in enumerate(panels):
         with np.load(Path(res["folder"]) / "eval" / "examples.npz") as data:
             index, pred, target = data["index"], data["pred"], data["target"]
-        _spectrogram_pair(axes[row], pred[0], target[0], f"{lab} ({res['sig']}), window {int(index[0])}")
+        _spectrogram_pair(axes[row], pred[0], target[0], f"{res['sig']}, window {int(index[0])}")
+        axes[row][0].set_ylabel(f"{lab}\nbin", fontsize=8)  # the (long) label beside its row, not in a title
     return fig
 
 
