@@ -22,7 +22,8 @@ The model's ``output`` is ``[B, D, T']`` like the batch's ``features``. Scores:
   the dataset provides ``reference_audio(index) -> (audio, sample_rate) | None``, ``stoi`` is the mean STOI
   (pystoi, Taal et al. 2011) of the decoded audio (resampled to the reference rate, both cut to the shorter)
   against the reference; a window too short or too silent for STOI's 30-frame segments gets NaN. The decoded
-  audio of the first ``max_audio`` windows is written as ``audio/<index>.wav`` (32-bit float).
+  audio of the first ``max_audio`` windows is written as ``audio/<index>.wav`` (32-bit float), and the reference
+  audio of the same windows as ``audio/<index>.true.wav``.
 
 Figures: the true and decoded features of the first ``max_examples`` windows are kept (``examples.npz``: ``index``,
 ``pred``, ``target``) and drawn side by side in ``spectrograms.png`` (and in ``scripts.report``).
@@ -193,6 +194,7 @@ class ReconstructionAccumulator:
         self.null_pred: list[np.ndarray] = []
         self.null_target: list[np.ndarray] = []
         self.audio: list[tuple[int, np.ndarray]] = []
+        self.references: list[tuple[int, np.ndarray, float]] = []
         self.audio_sample_rate = audio_sample_rate
         self.max_audio = max_audio
         self.max_examples = max_examples
@@ -239,6 +241,8 @@ class ReconstructionAccumulator:
                                               reference[0], float(reference[1]))
                 if len(self.audio) < self.max_audio:
                     self.audio.append((idx, decoded))
+                    if reference is not None:  # the true audio beside it, to listen to both
+                        self.references.append((idx, np.asarray(reference[0], np.float32), float(reference[1])))
             self.items.append(item)
 
     def compute(self) -> dict[str, float]:
@@ -259,6 +263,7 @@ class ReconstructionResult:
     audio: list[tuple[int, np.ndarray]] = dataclasses.field(default_factory=list)
     audio_sample_rate: float | None = None
     examples: list[tuple[int, np.ndarray, np.ndarray]] = dataclasses.field(default_factory=list)
+    references: list[tuple[int, np.ndarray, float]] = dataclasses.field(default_factory=list)
 
     def save(self, folder: str | Path, meta: dict[str, tp.Any] | None = None) -> None:
         """Write ``per_bin.csv``, ``items.csv``, ``audio/<index>.wav``, ``examples.npz``, ``spectrograms.png``
@@ -271,12 +276,13 @@ class ReconstructionResult:
         atomic_write(folder / "items.csv", lambda f: self.items.to_csv(f, index=False))
         if self.audio:
             (folder / "audio").mkdir(exist_ok=True)
-            for index, wave in self.audio:
+            files = [(f"{index}.wav", wave, float(self.audio_sample_rate or 0)) for index, wave in self.audio]
+            files += [(f"{index}.true.wav", wave, rate) for index, wave, rate in self.references]
+            for name, wave, rate in files:
                 buffer = io.BytesIO()
-                soundfile.write(buffer, wave.astype(np.float32), int(self.audio_sample_rate or 0), format="WAV",
-                                subtype="FLOAT")
+                soundfile.write(buffer, wave.astype(np.float32), int(rate), format="WAV", subtype="FLOAT")
                 data = buffer.getvalue()
-                atomic_write(folder / "audio" / f"{index}.wav", lambda f: f.write(data))  # noqa: B023 (runs now)
+                atomic_write(folder / "audio" / name, lambda f: f.write(data))  # noqa: B023 (runs now)
         if self.examples:
             from ..results.plots import figure_png, plot_examples
 
@@ -330,7 +336,8 @@ def reconstruction_result(acc: ReconstructionAccumulator, n_null: int = 100, see
         groups["study"] = {}
         for study, part in items.groupby(items["study"].astype(str)):
             groups["study"][str(study)] = {"pcc_window": _mean(part["pcc_window"].to_numpy(dtype=np.float64))}
-    return ReconstructionResult(metrics, groups, per_bin, items, acc.audio, acc.audio_sample_rate, acc.examples)
+    return ReconstructionResult(metrics, groups, per_bin, items, acc.audio, acc.audio_sample_rate, acc.examples,
+                                acc.references)
 
 
 def reconstruction_table(metrics: dict[str, float]) -> str:

@@ -81,7 +81,8 @@ def test_nsd_tiny_chain_runs_a2a_then_e2a_and_writes_audio_and_figures(tmp_path)
         metrics = summary["metrics"]
         assert summary["task"] == "reconstruction" and metrics["n_windows"] == 50  # the last 50 trials
         assert -1 <= metrics["pcc"] <= 1 and "pcc_null_mean" in metrics and 0 <= metrics["stoi"] <= 1
-        assert len(list((folder / sig / "eval" / "audio").glob("*.wav"))) == 50
+        audio = folder / sig / "eval" / "audio"
+        assert len(list(audio.glob("*.true.wav"))) == 50 and len(list(audio.glob("*.wav"))) == 100  # decoded, true
         assert (folder / sig / "eval" / "spectrograms.png").stat().st_size > 0
     table = out.split("Neural Speech Decoding chain of participant(s) SY01")[1]
     assert f"| SY01/a2a_causal ({a2a}) |" in table and f"| SY01/e2a_lstm_causal ({e2a}) |" in table

@@ -91,7 +91,9 @@ def test_stoi_of_known_waveforms_and_wav_files(tmp_path):
     result.save(tmp_path)
     audio, sr = soundfile.read(tmp_path / "audio" / "0.wav", dtype="float32")
     assert sr == rate and np.array_equal(audio, clean[0])
-    assert sorted(p.name for p in (tmp_path / "audio").iterdir()) == ["0.wav", "1.wav"]
+    assert sorted(p.name for p in (tmp_path / "audio").iterdir()) == ["0.true.wav", "0.wav", "1.true.wav", "1.wav"]
+    true, sr = soundfile.read(tmp_path / "audio" / "1.true.wav", dtype="float32")  # the reference beside it
+    assert sr == rate and np.array_equal(true, clean[1])
     assert f"| STOI (2 windows) | {result.metrics['stoi']:.3f} | – | – |" in task.table(result.metrics)
     with pytest.raises(ValueError, match="audio_sample_rate"):
         task.evaluate(Echo(inputs=("brain", "wave")), data)
