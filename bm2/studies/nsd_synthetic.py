@@ -18,8 +18,9 @@ The simulation (everything seeded by ``seed``):
   triangular formant shapes, the speaker's ``sex``) with 10 silent frames on each side, laid into a continuous
   16-kHz track of white background noise at the synthesizer's level (-35 dB per bin), the words' power raised by
   ``gain_db`` (default 10 dB: voiced segments at -18..-10 dB, unvoiced at -26..-18 dB before the formant
-  filters); 140-180 frames (1.1-1.4 s) of silence between trials. ``start`` / ``end`` are the frames where the word's loudness ramp crosses half its
-  height. The stored spectrogram is the release's (:func:`bm2.features.nsd_spec.release_spectrogram`) of that track.
+  filters); 140-180 frames (1.1-1.4 s) of silence between trials. ``start`` / ``end`` are the frames where the
+  word's loudness ramp crosses half its height. The stored spectrogram is the release's
+  (:func:`bm2.features.nsd_spec.release_spectrogram`) of that track.
 - **ECoG**: an 8 x 8 grid (64 electrodes, row-major) of high-gamma envelopes at 125 Hz. Seven speech features per
   frame (log loudness, voicing, f0, F1, F2, noise share, and a pre-onset "preparation" bump 0.3-0.1 s before each
   word) drive the electrodes through spatially smooth tuning maps (each feature has one or two Gaussian blobs on

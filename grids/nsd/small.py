@@ -7,6 +7,7 @@ the noise sources' expected power (``model.nsd.expected_noise``; training still 
 the spectrogram that a decoder can predict. About 30 minutes on a loaded 2-core CPU (one thread).
 
     python -m scripts.nsd_chain small --subject SY01   # the whole chain, locally, parents first, then its table
+    python -m scripts.nsd_chain small --subject SY01 --decoders lstm --causal true   # causal a2a, causal LSTM
     dora grid nsd.small --dry_run --init               # or sign; then `dora run -f SIG`, a2a before e2a
 """
 

@@ -125,7 +125,6 @@ def test_recipe_fragment_gives_the_agreed_batches(study, tmp_path):
     assert model_out_channels(datasets, build_task(cfg).targets) == 256
 
 
-@pytest.mark.slow
 def test_gain_lifts_the_true_parameter_pcc_without_clamping(study, tmp_path):
     # the fixture has the default gain (10 dB): the synthesizer fed the true parameters predicts its audio better
     # than at 0 dB, few bins hit the +22.5 dB ceiling, and the gain enters the dataset's options (another folder)
