@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from grids.nsd import DECODERS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("grid", help="tiny, synthetic or release (grids/nsd/<grid>.py)")
+    parser.add_argument("grid", help="tiny, small, synthetic or release (grids/nsd/<grid>.py)")
     parser.add_argument("--subject", required=True, nargs="+", help="participant id(s), e.g. SY01")
     parser.add_argument("--decoders", nargs="+", choices=DECODERS, default=None, help="only these ECoG decoders")
     parser.add_argument("--causal", nargs="+", type=_bool, default=None, help="only these causal settings")

@@ -16,9 +16,11 @@ The simulation (everything seeded by ``seed``):
   same word sounds alike across trials and different words differently.
 - **Audio**: each trial spoken by bm2's formant synthesizer (:func:`bm2.models.formant_synth`, untrained: fixed
   triangular formant shapes, the speaker's ``sex``) with 10 silent frames on each side, laid into a continuous
-  16-kHz track of white background noise at the synthesizer's level (-35 dB per bin); 140-180 frames (1.1-1.4 s)
-  of silence between trials. ``start`` / ``end`` are the frames where the word's loudness ramp crosses half its
-  height. The stored spectrogram is the release's (:func:`bm2.features.nsd_spec.release_spectrogram`) of that track.
+  16-kHz track of white background noise at the synthesizer's level (-35 dB per bin), the words' power raised by
+  ``gain_db`` (default 10 dB: voiced segments at -18..-10 dB, unvoiced at -26..-18 dB before the formant
+  filters); 140-180 frames (1.1-1.4 s) of silence between trials. ``start`` / ``end`` are the frames where the
+  word's loudness ramp crosses half its height. The stored spectrogram is the release's
+  (:func:`bm2.features.nsd_spec.release_spectrogram`) of that track.
 - **ECoG**: an 8 x 8 grid (64 electrodes, row-major) of high-gamma envelopes at 125 Hz. Seven speech features per
   frame (log loudness, voicing, f0, F1, F2, noise share, and a pre-onset "preparation" bump 0.3-0.1 s before each
   word) drive the electrodes through spatially smooth tuning maps (each feature has one or two Gaussian blobs on
@@ -48,7 +50,7 @@ from .nsd2024 import HOP, N_BINS, NSD2024, SAMPLE_RATE, TASKS
 
 logger = logging.getLogger(__name__)
 
-GEN_VERSION = "v1"  # bump whenever generation changes
+GEN_VERSION = "v2"  # bump whenever generation changes
 MARKER = "bm2_complete.json"
 MARGIN = 10  # silent frames synthesized on each side of a word
 WORDS = ("apple", "river", "garden", "window", "yellow", "basket", "pencil", "monkey", "candle", "ladder",
@@ -59,6 +61,8 @@ WORDS = ("apple", "river", "garden", "window", "yellow", "basket", "pencil", "mo
 FEATURES = ("loudness", "voicing", "f0", "f1", "f2", "noise", "preparation")
 MOTOR_LEAD_FRAMES = (5, 12)  # 40-100 ms
 AUDITORY_LAG_FRAMES = (6, 19)  # 50-150 ms
+#: default speech gain over the background (dB): see NSDSynthetic.true_parameter_pcc and the README's measurement
+GAIN_DB = 10.0
 
 
 def write_release(path: str | Path, ecog: np.ndarray, wave: np.ndarray, starts: np.ndarray, ends: np.ndarray,
@@ -158,6 +162,10 @@ class NSDSynthetic(NSD2024):
     n_words : distinct words (at most 50), trial ``i`` says word ``i % n_words`` in a shuffled order.
     sex : the simulated speakers' sex (``female`` / ``male``): the synthesizer's f0 and formant ranges.
     snr : scale of the speech-driven envelopes against the noise.
+    gain_db : power gain (dB) of the spoken words over the background, on top of the words' loudness (voiced
+        segments -28..-20 dB, unvoiced -36..-28 dB, background -35 dB per bin); the ECoG does not depend on it.
+        The default (:data:`GAIN_DB`) makes the audio far more predictable from its parameters (see
+        :meth:`true_parameter_pcc`) while keeping clamped bins rare.
     n_bad : bad electrodes per participant.
     seed : seed of everything random; identical options give identical files.
     subjects, and the block options : as for ``nsd2024``.
@@ -178,7 +186,7 @@ class NSDSynthetic(NSD2024):
     downloadable = False
 
     def __init__(self, root: str | Path, n_subjects: int = 1, n_trials: int = 200, n_words: int = 40,
-                 sex: str = "female", snr: float = 1.0, n_bad: int = 3, seed: int = 0,
+                 sex: str = "female", snr: float = 1.0, n_bad: int = 3, seed: int = 0, gain_db: float = GAIN_DB,
                  subjects: tp.Sequence[str] | None = None, block_before: int = 80, block_after: int = 63,
                  block_min_after_onset: int = 96) -> None:
         if n_subjects < 1 or n_trials < 60 or not 1 <= n_words <= len(WORDS) or n_bad < 0 or snr <= 0:
@@ -188,7 +196,7 @@ class NSDSynthetic(NSD2024):
             raise ValueError(f"studies.nsd_synthetic.sex must be female or male, got {sex!r}")
         self.options: dict[str, tp.Any] = {"n_subjects": int(n_subjects), "n_trials": int(n_trials),
                                            "n_words": int(n_words), "sex": sex, "snr": float(snr),
-                                           "n_bad": int(n_bad), "seed": int(seed)}
+                                           "n_bad": int(n_bad), "seed": int(seed), "gain_db": float(gain_db)}
         super().__init__(Path(root).expanduser().resolve(), pattern="SY*.h5", subjects=subjects, sex=sex,
                          block_before=block_before, block_after=block_after,
                          block_min_after_onset=block_min_after_onset)
@@ -231,6 +239,12 @@ class NSDSynthetic(NSD2024):
 
     def simulate(self, rng: np.random.Generator, families: list[WordFamily], words: list[str]) -> dict[str, tp.Any]:
         """One participant: the arrays :func:`write_release` takes."""
+        return self._render(rng, families, words)[0]
+
+    def _render(self, rng: np.random.Generator, families: list[WordFamily], words: list[str]
+                ) -> tuple[dict[str, tp.Any], list[tuple[dict[str, np.ndarray], int]], list[int]]:
+        """One participant: the arrays of :func:`write_release`, each trial's ``(params, n_spoken)`` and its first
+        synthesized frame."""
         opt = self.options
         n_trials = opt["n_trials"]
         order = np.concatenate([rng.permutation(len(words)) for _ in range(-(-n_trials // len(words)))])[:n_trials]
@@ -251,7 +265,52 @@ class NSDSynthetic(NSD2024):
         ecog = self._ecog(rng, tracks, np.array(starts))
         return dict(ecog=ecog, wave=wave, starts=np.array(starts), ends=np.array(ends),
                     labels=[words[w] for w in order], spec=spec, noise=noise,
-                    tasks=[TASKS[i % len(TASKS)] for i in range(n_trials)])
+                    tasks=[TASKS[i % len(TASKS)] for i in range(n_trials)]), trials, offsets
+
+    def true_parameter_pcc(self, subject: int = 0) -> dict[str, float]:
+        """How predictable the generated audio is from its speech parameters: participant ``subject``'s data is
+        simulated again (in memory, identical to its file) and bm2's untrained synthesizer is fed each trial's TRUE
+        parameters (with :attr:`options` ``gain_db``); its spectrogram of every synthesized trial span (the word
+        and :data:`MARGIN` frames each side) is compared with the stored one, as the reconstruction task scores
+        PCC (Pearson r of each bin over all frames of all trials, averaged over bins). Returns ``pcc`` (noise
+        drawn), ``pcc_expected_noise`` (the expected noise power: no draw) and ``clamped`` (share of the stored
+        spectrogram's values at the +22.5 dB ceiling within the spans). What a perfect speech encoder can score."""
+        import torch
+        from torchmetrics.functional import pearson_corrcoef
+
+        from ..features.nsd_spec import MAX_DB, NOISE_DB
+        from ..models.formant_synth import FormantSynthesizer
+
+        opt = self.options
+        rng = np.random.default_rng(opt["seed"])
+        families = [WordFamily(rng, opt["sex"]) for _ in range(opt["n_words"])]
+        data, trials, offsets = self._render(np.random.default_rng([opt["seed"], subject + 1]), families,
+                                             list(WORDS[:opt["n_words"]]))
+        spec = data["spec"]  # (T, 256) in [-1, 1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            synth = FormantSynthesizer(sex=opt["sex"])
+        gain = 10.0 ** (opt["gain_db"] / 10.0)
+        keys = ("f0_hz", "loudness", "voicing", "formant_hz", "formant_amp", "noise_formant_hz",
+                "noise_formant_bw_hz", "noise_amp")
+        outs: dict[bool, list[torch.Tensor]] = {False: [], True: []}
+        targets = []
+        generator = torch.Generator().manual_seed(opt["seed"] + 1)
+        for (params, _), offset in zip(trials, offsets):
+            batch = {k: torch.from_numpy(params[k][None].astype(np.float32)) for k in keys}
+            batch["loudness"] = batch["loudness"] * gain
+            for expected in (False, True):
+                with torch.no_grad():
+                    out = synth(batch, waveform=False, generator=generator, expected_noise=expected)["output"]
+                outs[expected].append(out[0].T.double())  # (frames, 256)
+            targets.append(torch.from_numpy(spec[offset:offset + len(params["f0_hz"])]).double())
+        target = torch.cat(targets)
+        result = {}
+        for expected, name in ((False, "pcc"), (True, "pcc_expected_noise")):
+            result[name] = float(np.nanmean(pearson_corrcoef(torch.cat(outs[expected]), target).numpy()))
+        top = (MAX_DB - NOISE_DB - 1e-3) / (MAX_DB - NOISE_DB) * 2.0 - 1.0
+        result["clamped"] = float((target >= top).double().mean())
+        return result
 
     def _frame_tracks(self, trials: list[tuple[dict[str, np.ndarray], int]], offsets: list[int], n_frames: int
                       ) -> dict[str, np.ndarray]:
@@ -302,6 +361,7 @@ class NSDSynthetic(NSD2024):
                     np.concatenate([trials[i][0][key], np.repeat(trials[i][0][key][-1:],
                                                                  length - len(trials[i][0][key]), axis=0)])
                     for i in chunk]).astype(np.float32))
+            batch["loudness"] = batch["loudness"] * 10.0 ** (self.options["gain_db"] / 10.0)
             with torch.no_grad():
                 out = synth(batch, generator=generator)["waveform"].numpy()
             for row, i in enumerate(chunk):

@@ -10,7 +10,8 @@ from bm2.cache import Cache
 from bm2.features import build_feature
 from bm2.studies.base import StudyError, get_study_class
 from bm2.studies.nsd2024 import OPTIONAL, REQUIRED, TASKS, NSD2024
-from bm2.studies.nsd_synthetic import NSDSynthetic
+from bm2.features.nsd_spec import MAX_DB, NOISE_DB
+from bm2.studies.nsd_synthetic import MARGIN, NSDSynthetic
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +123,20 @@ def test_recipe_fragment_gives_the_agreed_batches(study, tmp_path):
 
     assert datasets.targets == ("features", "speech")
     assert model_out_channels(datasets, build_task(cfg).targets) == 256
+
+
+def test_gain_lifts_the_true_parameter_pcc_without_clamping(study, tmp_path):
+    # the fixture has the default gain (10 dB): the synthesizer fed the true parameters predicts its audio better
+    # than at 0 dB, few bins hit the +22.5 dB ceiling, and the gain enters the dataset's options (another folder)
+    quiet = NSDSynthetic(tmp_path, n_trials=60, n_words=6, seed=3, gain_db=0.0)
+    assert quiet.dataset.name != study.dataset.name and study.options["gain_db"] == 10.0
+    loud_pcc, quiet_pcc = study.true_parameter_pcc(), quiet.true_parameter_pcc()
+    assert loud_pcc["pcc"] > quiet_pcc["pcc"] + 0.02
+    assert loud_pcc["pcc_expected_noise"] > quiet_pcc["pcc_expected_noise"]
+    assert quiet_pcc["clamped"] < loud_pcc["clamped"] < 0.03
+    # true_parameter_pcc simulates the stored data again: the file's spans give the same clamped share
+    (rec,) = list(study.iter_recordings())
+    spec = rec.stored_spectrogram()
+    spans = np.concatenate([spec[:, a - MARGIN:b + MARGIN] for a, b in zip(rec.starts, rec.ends)], axis=1)
+    top = (MAX_DB - NOISE_DB - 1e-3) / (MAX_DB - NOISE_DB) * 2.0 - 1.0
+    assert float((spans >= top).mean()) == pytest.approx(loud_pcc["clamped"], abs=1e-6)

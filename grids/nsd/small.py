@@ -1,0 +1,35 @@
+"""Neural Speech Decoding's chain at CPU sizes that still learn (the README's measurement): one participant of the
+synthetic ECoG study at its defaults (200 trials of 40 words, the last 50 the test set), a 64-channel speech
+encoder of 4 blocks without the background MLP (its per-sample pass makes a step ~5x slower), 40 samples per
+formant shape; a2a for 10 epochs of 100 batches of 16, then the non-causal 3-D ResNet (width 8), LSTM (64 hidden,
+2 layers) and 3-D Swin (24-dim, 2 + 2 blocks) ECoG decoders for 5 epochs of 50 batches each. The evaluation takes
+the noise sources' expected power (``model.nsd.expected_noise``; training still draws), the deterministic part of
+the spectrogram that a decoder can predict. About 30 minutes on a loaded 2-core CPU (one thread).
+
+    python -m scripts.nsd_chain small --subject SY01   # the whole chain, locally, parents first, then its table
+    python -m scripts.nsd_chain small --subject SY01 --decoders lstm --causal true   # causal a2a, causal LSTM
+    dora grid nsd.small --dry_run --init               # or sign; then `dora run -f SIG`, a2a before e2a
+"""
+
+from .._explorers import ReconstructionExplorer
+from .._tiny import SMALL_JOB
+from . import nsd_chain
+
+SMALL_NSD = {"model.nsd.channels": 64, "model.nsd.encoder_depth": 4, "model.nsd.n_filter_samples": 40,
+             "model.nsd.background_mlp": False, "model.nsd.expected_noise": True, "optim.batch_size": 16,
+             "num_threads": 1}
+#: each decoder's sizes (bm2.models.ecog_decoders)
+SMALL_DECODERS = {"resnet": {"width": 8}, "lstm": {"hidden": 64, "layers": 2},
+                  "swin": {"embed_dim": 24, "depths": [2, 2], "heads": [2, 4], "head_channels": [32, 16]}}
+#: overrides shared by every XP of the grid
+BASE = SMALL_NSD
+#: the chain's arguments (grids.nsd.plan): non-causal only (a causal decoder needs its own causal a2a parent)
+CHAIN = {"subjects": ("SY01",), "sexes": {"SY01": "female"}, "causal": (False,), "decoder_kwargs": SMALL_DECODERS,
+         "a2a": {"optim.epochs": 10, "optim.max_batches": 100}, "e2a": {"optim.epochs": 5, "optim.max_batches": 50}}
+
+
+@ReconstructionExplorer
+def explorer(launcher):
+    launcher.slurm_(**SMALL_JOB)
+    launcher.bind_(BASE)
+    nsd_chain(launcher, **CHAIN)

@@ -1,0 +1,37 @@
+"""grids/nsd: the CPU-sized chain (``nsd.small``) plans a2a then each decoder, and its sizes build and run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bm2.models.nsd import NSDModel
+from grids.nsd import DECODERS, plan
+from grids.nsd import small
+
+
+def test_small_plans_a2a_then_each_decoder_from_it():
+    stages = plan(**small.CHAIN)
+    assert [st.name for st in stages] == ["a2a"] + [f"e2a_{d}" for d in DECODERS]
+    assert all(st.parent == "SY01/a2a" for st in stages[1:]) and stages[0].parent is None
+    for st in stages[1:]:
+        assert st.overrides["model.nsd.decoder_kwargs"] == small.SMALL_DECODERS[st.overrides["model.nsd.decoder"]]
+        assert st.overrides["model.nsd.causal"] is False and st.overrides["recipe"] == "nsd_e2a"
+
+
+def test_small_signs_distinct_xps_each_child_naming_its_parent():
+    from scripts import _local_chain
+
+    stages = _local_chain.stage_commands("nsd", "small", ["SY01"])
+    sigs = [sig for _, sig, _ in stages]
+    assert len(set(sigs)) == 4
+    for _, _, argv in stages[1:]:
+        assert any(a.startswith("chain.parent=") and sigs[0] in a for a in argv)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_small_sizes_build_and_decode(decoder):
+    kwargs = {k.split(".")[-1]: v for k, v in small.SMALL_NSD.items() if k.startswith("model.nsd.")}
+    model = NSDModel(stage="e2a", decoder=decoder, decoder_kwargs=small.SMALL_DECODERS[decoder], **kwargs)
+    out = model(torch.rand(2, 256, 32) * 2 - 1, torch.randn(2, 64, 48))["output"]
+    assert out.shape == (2, 256, 32) and torch.isfinite(out).all()
