@@ -319,3 +319,41 @@ def generate_once(final: Path, generate: tp.Callable[[Path], None], marker: str,
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+class GeneratedStudy:
+    """Mixin of the studies bm2 generates itself, seeded, one folder per set of options (put it before the study
+    class it extends): :meth:`prepare` writes the folder ``dataset`` once (:func:`generate_once`: concurrent callers
+    wait for one generator, a failure leaves nothing), :meth:`is_prepared` checks its marker and
+    :meth:`iter_recordings` refuses to read before.
+
+    A subclass sets ``marker`` (file written last) and ``gen_version`` (bumped whenever generation changes), has
+    ``name``, ``dataset`` (the folder) and ``options`` (everything the data depend on), and implements
+    ``_generate(folder)``."""
+
+    marker: tp.ClassVar[str] = "bm2_complete.json"
+    gen_version: tp.ClassVar[str]
+    name: tp.ClassVar[str]
+    options: dict[str, tp.Any]
+
+    @property
+    def dataset(self) -> Path:
+        raise NotImplementedError
+
+    def _generate(self, out: Path) -> None:
+        raise NotImplementedError
+
+    def is_prepared(self) -> bool:
+        """Whether the dataset of these options is complete on disk."""
+        return (self.dataset / self.marker).is_file()
+
+    def prepare(self) -> None:
+        """Generate the dataset unless it is complete; concurrent callers wait for one generator."""
+        generate_once(self.dataset, self._generate, self.marker, {"version": self.gen_version, **self.options})
+
+    def iter_recordings(self) -> tp.Iterator[tp.Any]:
+        """The recordings of the generated dataset; :class:`StudyError` before :meth:`prepare`."""
+        if not self.is_prepared():
+            raise StudyError(f"study {self.name!r}: no generated data in {self.dataset}; call "
+                             f"{type(self).__name__}.prepare() first to generate it")
+        return super().iter_recordings()  # type: ignore[misc]

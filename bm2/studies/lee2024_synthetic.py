@@ -41,8 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.hashing import content_hash
-from ._common import generate_once
-from .base import StudyError
+from ._common import GeneratedStudy
 from .lee2024 import CLASSES, N_CHANNELS, TRIPLETS, Lee2024
 
 logger = logging.getLogger(__name__)
@@ -154,7 +153,7 @@ def montage_channels() -> tuple[list[str], np.ndarray]:
 
 # --------------------------------------------------------------------------- the study
 
-class Lee2024Synthetic(Lee2024):
+class Lee2024Synthetic(GeneratedStudy, Lee2024):
     """Simulated imagined-speech EEG of 88 classes in the lee2024 release's layout (module docstring).
 
     Parameters
@@ -171,6 +170,8 @@ class Lee2024Synthetic(Lee2024):
     subjects : as for ``lee2024``.
     """
 
+    gen_version = GEN_VERSION
+    marker = MARKER
     name = "lee2024_synthetic"
     modality = "eeg"
     device = "simulated 127-channel EEG (actiCAP 128 montage)"
@@ -225,18 +226,6 @@ class Lee2024Synthetic(Lee2024):
     def channel_path(self) -> Path:
         return self.dataset / CHANNEL_FILE
 
-    def is_prepared(self) -> bool:
-        return (self.dataset / MARKER).is_file()
-
-    def prepare(self) -> None:
-        """Generate the dataset unless it is complete; concurrent callers wait for one generator."""
-        generate_once(self.dataset, self._generate, MARKER, {"version": GEN_VERSION, **self.options})
-
-    def iter_recordings(self) -> tp.Iterator[tp.Any]:
-        if not self.is_prepared():
-            raise StudyError(f"study 'lee2024_synthetic': no generated data in {self.dataset}; call "
-                             "Lee2024Synthetic.prepare() first to generate it")
-        return super().iter_recordings()
 
     # -- generation ---------------------------------------------------------------------------------------
 

@@ -44,8 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.hashing import content_hash
-from ._common import generate_once
-from .base import StudyError
+from ._common import GeneratedStudy
 from .nsd2024 import HOP, N_BINS, NSD2024, SAMPLE_RATE, TASKS
 
 logger = logging.getLogger(__name__)
@@ -151,7 +150,7 @@ class WordFamily:
         return out, n_spoken
 
 
-class NSDSynthetic(NSD2024):
+class NSDSynthetic(GeneratedStudy, NSD2024):
     """Simulated ECoG speech production in the nsd2024 release's layout (module docstring).
 
     Parameters
@@ -171,6 +170,8 @@ class NSDSynthetic(NSD2024):
     subjects, and the block options : as for ``nsd2024``.
     """
 
+    gen_version = GEN_VERSION
+    marker = MARKER
     name = "nsd_synthetic"
     modality = "ecog"
     device = "simulated 8 x 8 ECoG grid, high-gamma envelopes at 125 Hz"
@@ -210,18 +211,6 @@ class NSDSynthetic(NSD2024):
     def data_root(self) -> Path:
         return self.dataset
 
-    def is_prepared(self) -> bool:
-        return (self.dataset / MARKER).is_file()
-
-    def prepare(self) -> None:
-        """Generate the dataset unless it is complete; concurrent callers wait for one generator."""
-        generate_once(self.dataset, self._generate, MARKER, {"version": GEN_VERSION, **self.options})
-
-    def iter_recordings(self) -> tp.Iterator[tp.Any]:
-        if not self.is_prepared():
-            raise StudyError(f"study 'nsd_synthetic': no generated data in {self.dataset}; call "
-                             "NSDSynthetic.prepare() first to generate it")
-        return super().iter_recordings()
 
     # -- generation ---------------------------------------------------------------------------------------
 
