@@ -149,11 +149,8 @@ class _WindowPlan:
     array: np.ndarray
     tensor: torch.Tensor
     shape: tuple[int, ...]  # the leading axes of a window: (C,) or (C, F)
-    length: int
-    k: int
-    lead: int  # the brain window starts `lead` samples before the targets' (window.lead_ms)
-    first: int  # k - lead: the first sample returned, from the window's start
-    n_out: int  # length - k + lead: the samples returned
+    first: int  # offset - lead (window.lead_ms: the brain starts earlier): the first sample returned
+    n_out: int  # length - offset + lead: the samples returned
     n_pre: int
     centre: np.ndarray  # zeros + the scaler's centre (zeros without a scaler), float32 (C, [F])
     inv_scale: torch.Tensor | None
@@ -181,7 +178,7 @@ class _WindowPlan:
         if scaler is not None:
             centre += scaler.center
         return cls(rec=rec, scaler=scaler, array=array, tensor=tensor, shape=shape,
-                   length=length, k=k, lead=lead, first=k - lead, n_out=length - k + lead,
+                   first=k - lead, n_out=length - k + lead,
                    n_pre=max(n_pre, 0), centre=centre,
                    inv_scale=None if scaler is None else torch.from_numpy((1.0 / scaler.scale)[..., None]),
                    max_scale=max_scale, n_pre_count=np.intp(max(n_pre, 0)),

@@ -286,14 +286,6 @@ class NSDRecording(Recording):
                 return _read(f, SPEC, self.path, slice(start, stop)).astype(np.float32).T
             return _read(f, SPEC, self.path, (slice(None), slice(start, stop))).astype(np.float32)
 
-    def n_stored_frames(self) -> int:
-        """Frames of the stored spectrogram (0 when absent)."""
-        if SPEC not in self.present:
-            return 0
-        with _open(self.path) as f:
-            shape = f[SPEC].shape
-        return int(shape[0] if shape[-1] == N_BINS else shape[-1])
-
 
 class NSD2024(Study):
     """The Neural Speech Decoding release (see the module docstring).
