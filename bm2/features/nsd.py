@@ -32,10 +32,11 @@ def chunked_release_spectrogram(track: AudioTrack, n_frames: int, chunk: int = 4
 
     Computed ``chunk`` frames at a time on slices with two frames of margin on each side (more than the half
     window of 255 samples), so that every frame equals that of :func:`release_spectrogram` on the whole track (its
-    reflect padding applies at the track's ends only). Frames past the track's last (``1 + S // 128``) repeat it.
+    reflect padding applies at the track's ends only). Frames past the track's last (``1 + (S - 1) // 128``: the
+    511-sample window is odd, so centring pads 255 samples a side) repeat it.
     """
     n_samples = int(track.n_samples)
-    total = 1 + n_samples // HOP
+    total = 1 + (n_samples - 1) // HOP  # frames of torch.stft(center=True) with an odd 511-sample window
     out = np.empty((N_FFT, n_frames), dtype=np.float32)
     margin = 2
     assert margin * HOP > stft_length() // 2

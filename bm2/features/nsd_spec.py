@@ -36,7 +36,7 @@ def bin_frequencies(n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> torch
 
 
 def power_spectrogram(wave: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
-    """Power spectrogram of ``wave`` ``[..., S]`` (16 kHz samples) -> ``[..., n_fft, 1 + S // hop]`` (same dtype
+    """Power spectrogram of ``wave`` ``[..., S]`` (16 kHz samples) -> ``[..., n_fft, 1 + (S - 1) // hop]`` (same dtype
     as the STFT of ``wave``; float32 for float32 input).
 
     Raises ``ValueError`` when the wave is shorter than half a window (reflect padding needs ``S > n_fft - 1``).
@@ -76,6 +76,6 @@ def norm_to_power(norm: torch.Tensor, noise_db: float = NOISE_DB, max_db: float 
 
 def release_spectrogram(wave: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> tuple[torch.Tensor, torch.Tensor]:
     """``(spec, power)``: the release's [-1, 1] spectrogram and its power spectrogram, both ``[..., n_fft, T]``
-    with ``T = 1 + S // hop`` for a 16 kHz ``wave`` ``[..., S]`` (see the module docstring)."""
+    with ``T = 1 + (S - 1) // hop`` for a 16 kHz ``wave`` ``[..., S]`` (see the module docstring)."""
     power = power_spectrogram(wave, n_fft, hop)
     return db_to_norm(power_to_db(power)), power

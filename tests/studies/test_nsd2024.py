@@ -173,6 +173,9 @@ def test_chunked_spectrogram_equals_the_whole_track(tmp_path):
     whole, _ = release_spectrogram(torch.from_numpy(track.read()))
     chunked = chunked_release_spectrogram(track, rec.n_frames, chunk=7)
     np.testing.assert_allclose(chunked, whole.numpy()[:, :rec.n_frames], atol=1e-5)
+    assert whole.shape[-1] == rec.n_frames  # T x 128 samples: exactly one frame per ECoG frame
+    longer = chunked_release_spectrogram(track, rec.n_frames + 3, chunk=7)  # past the track: the last frame again
+    np.testing.assert_array_equal(longer[:, rec.n_frames:], np.repeat(chunked[:, -1:], 3, axis=1))
 
 
 def test_spectrogram_checked_against_the_stored_one(tmp_path):
