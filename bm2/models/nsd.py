@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..features import nsd_spec
+from .ecog_common import FrameGroupNorm, time_padding
 from .formant_synth import (F0_RANGES, FORMANT_RANGES, N_FORMANTS, NOISE_BW_MIN, NOISE_BW_SCALE,
                             NOISE_FORMANT_RANGE, FormantSynthesizer, check_sex)
 
@@ -45,25 +46,15 @@ PARAM_PREFIX, GUIDE_PREFIX = "param_", "guide_"
 
 
 class _Conv(nn.Conv1d):
-    """A 1-D convolution padded to keep the length: on both sides, or on the left only when ``causal``."""
+    """A 1-D convolution padded to keep the length: centred, or on the left only when ``causal``
+    (:func:`~bm2.models.ecog_common.time_padding` of the dilated kernel)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, causal: bool = False, dilation: int = 1) -> None:
         super().__init__(cin, cout, kernel, dilation=dilation)
-        total = dilation * (kernel - 1)
-        self.pads = (total, 0) if causal else (total // 2, total - total // 2)
+        self.pads = time_padding(dilation * (kernel - 1) + 1, causal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(F.pad(x, self.pads))
-
-
-class FrameGroupNorm(nn.GroupNorm):
-    """GroupNorm over the channels of each frame alone (``[B, C, T]``): with ``causal``, a GroupNorm over time
-    would let future frames set the statistics of past ones."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t = x.shape
-        flat = x.transpose(1, 2).reshape(b * t, c, 1)
-        return super().forward(flat).reshape(b, t, c).transpose(1, 2)
 
 
 class ParameterHead(nn.Module):
@@ -127,7 +118,7 @@ class SpeechEncoder(nn.Module):
     ``channels`` wide, ``depth`` convolution blocks (kernel 3, dilations 1, 2, 4 ..., GroupNorm of
     ``groups``, LeakyReLU 0.2); ``smooth`` frames of Hann smoothing for the loudness branch. With ``causal`` the
     convolutions and the smoothing look back only and GroupNorm normalises each frame over its channels
-    (:class:`FrameGroupNorm`). ``ValueError`` when the input has another number of bins.
+    (:class:`~bm2.models.ecog_common.FrameGroupNorm`). ``ValueError`` when the input has another number of bins.
     """
 
     def __init__(self, n_bins: int = nsd_spec.N_FFT, channels: int = 128, depth: int = 4, groups: int = 8,
