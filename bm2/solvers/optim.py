@@ -3,15 +3,18 @@
 * :func:`param_groups`: parameters grouped by learning-rate multiplier (``lr_mult``: module-name prefix ->
   multiplier, e.g. ``{encoder: 0.1}`` for a pre-trained encoder) and, with ``no_decay_norm_bias``, without weight
   decay on biases and normalisation weights (the usual AdamW recipe). Frozen parameters are left out.
-* :func:`build_optimizer`: Adam (default, as brainmagick) or AdamW.
+* :func:`build_optimizer`: Adam (default, as brainmagick) or AdamW, as :func:`eager_optimizer_class` subclasses
+  (the same updates, without importing ``torch._dynamo`` at start-up).
 * :class:`WarmupCosine`: linear warm-up then cosine decay to ``min_lr_ratio * lr``, stepped per update or per epoch.
 * :func:`build_ema`: an exponential moving average of the model (:class:`torch.optim.swa_utils.AveragedModel`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-
+import sys
+import typing as tp
 
 import torch
 from torch import nn
@@ -62,14 +65,77 @@ def param_groups(modules: dict[str, nn.Module], lr: float, weight_decay: float,
             for (mult, decay), params in groups.items()]
 
 
+#: the methods of torch.optim.Optimizer that torch wraps in ``torch._disable_dynamo``
+_DYNAMO_GUARDED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+_EAGER_CLASSES: dict[type, type] = {}
+
+
+def _dynamo_imported() -> bool:
+    return "torch._dynamo" in sys.modules
+
+
+def eager_optimizer_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """A subclass of the torch optimizer ``cls`` that does not import ``torch._dynamo`` until something else does.
+
+    torch 2.13 wraps ``Optimizer.add_param_group`` / ``zero_grad`` / ``state_dict`` / ``load_state_dict`` in
+    ``torch._disable_dynamo`` and each optimizer's ``step`` in ``_use_grad_for_differentiable``; both import
+    ``torch._dynamo`` on their first call (about 1 s of a 3.4 s cached ``dora run`` on the 2-core machine, and
+    the constructor calls ``add_param_group``), only to keep a ``torch.compile`` trace out of the optimizer. A
+    compilation needs ``torch._dynamo`` imported, so while it is not, these wrappers have nothing to guard: the
+    subclass then calls the functions they wrap directly (``step`` with the gradient mode the wrapper sets:
+    ``defaults["differentiable"]``). Once ``torch._dynamo`` is in ``sys.modules`` (anything imported it: a
+    compilation, a library) every call goes through torch's own wrappers again, step hooks included. The updates
+    are those of ``cls``, bit for bit (tested), and its state dicts are interchangeable with ``cls``'s.
+
+    When torch no longer wraps these methods (another version), ``cls`` itself is returned.
+    """
+    if cls in _EAGER_CLASSES:
+        return _EAGER_CLASSES[cls]
+    raw = {name: inspect.unwrap(getattr(torch.optim.Optimizer, name)) for name in _DYNAMO_GUARDED}
+    guarded_step: tp.Any = cls.step
+    while getattr(guarded_step, "hooked", False):  # Optimizer._patch_step_function's profiling hook, if applied
+        guarded_step = guarded_step.__wrapped__
+    raw_step = inspect.unwrap(guarded_step)
+    if raw_step is guarded_step or any(raw[n] is getattr(torch.optim.Optimizer, n) for n in _DYNAMO_GUARDED):
+        _EAGER_CLASSES[cls] = cls
+        return cls
+
+    def direct(name: str) -> tp.Callable[..., tp.Any]:
+        def method(self: torch.optim.Optimizer, *args: tp.Any, **kwargs: tp.Any) -> tp.Any:
+            if _dynamo_imported():
+                return getattr(super(eager, self), name)(*args, **kwargs)
+            return raw[name](self, *args, **kwargs)
+
+        method.__name__ = method.__qualname__ = name
+        method.__doc__ = raw[name].__doc__
+        return method
+
+    def step(self: torch.optim.Optimizer, closure: tp.Any = None) -> tp.Any:
+        if _dynamo_imported():
+            return guarded_step(self, closure)
+        before = torch.is_grad_enabled()
+        try:
+            torch.set_grad_enabled(bool(self.defaults.get("differentiable", False)))
+            return raw_step(self, closure)
+        finally:
+            torch.set_grad_enabled(before)
+
+    step.__doc__ = raw_step.__doc__
+    namespace: dict[str, tp.Any] = {name: direct(name) for name in _DYNAMO_GUARDED}
+    namespace.update(step=step, __module__=__name__, __doc__=f"{cls.__name__} (see :func:`eager_optimizer_class`).")
+    eager = type(cls.__name__, (cls,), namespace)
+    _EAGER_CLASSES[cls] = eager
+    return eager
+
+
 def build_optimizer(groups: list[dict], name: str = "adam", lr: float = 3e-4,
                     betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """Adam or AdamW over ``groups`` (:func:`param_groups`); the error lists the valid names."""
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=betas, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
-    raise KeyError(f"unknown optim.name {name!r}; valid optimisers: {list(OPTIMIZERS)}")
+    """Adam or AdamW over ``groups`` (:func:`param_groups`), as :func:`eager_optimizer_class` subclasses; the error
+    lists the valid names."""
+    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if name not in classes:
+        raise KeyError(f"unknown optim.name {name!r}; valid optimisers: {list(OPTIMIZERS)}")
+    return eager_optimizer_class(classes[name])(groups, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
 class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
