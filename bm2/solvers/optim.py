@@ -135,7 +135,8 @@ def build_optimizer(groups: list[dict], name: str = "adam", lr: float = 3e-4,
     classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if name not in classes:
         raise KeyError(f"unknown optim.name {name!r}; valid optimisers: {list(OPTIMIZERS)}")
-    return eager_optimizer_class(classes[name])(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    cls: tp.Any = eager_optimizer_class(classes[name])  # Adam / AdamW's own arguments
+    return cls(groups, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
 class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
