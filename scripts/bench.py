@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import typing as tp
 from pathlib import Path
 
@@ -455,9 +456,11 @@ def _time_steps(step: tp.Callable[[], None], device: str, s: Sizes) -> tuple[int
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    start = time.perf_counter()
     for _ in range(2 if device.startswith("cuda") else 1):
         step()
     sync()
+    _time_steps.warmup_s = time.perf_counter() - start  # type: ignore[attr-defined]  # compilation, for callers
     steps, start = 0, time.perf_counter()
     while steps < s.train_min_steps or time.perf_counter() - start < s.train_min_seconds:
         step()
@@ -466,15 +469,17 @@ def _time_steps(step: tp.Callable[[], None], device: str, s: Sizes) -> tuple[int
     return steps, time.perf_counter() - start
 
 
-def _train_speed(config: str, device: str, s: Sizes, bf16: bool | None = None) -> dict[str, tp.Any]:
+def _train_speed(config: str, device: str, s: Sizes, bf16: bool | None = None,
+                 compiled: bool = False) -> dict[str, tp.Any]:
     import torch
 
     with torch.random.fork_rng(devices=[] if device == "cpu" else None):  # leave the caller's RNG alone
         torch.manual_seed(0)
-        return _train_speed_seeded(config, device, s, bf16)
+        return _train_speed_seeded(config, device, s, bf16, compiled)
 
 
-def _train_speed_seeded(config: str, device: str, s: Sizes, bf16: bool | None = None) -> dict[str, tp.Any]:
+def _train_speed_seeded(config: str, device: str, s: Sizes, bf16: bool | None = None,
+                        compiled: bool = False) -> dict[str, tp.Any]:
     import torch
 
     from bm2.losses import ClipLoss
@@ -495,19 +500,25 @@ def _train_speed_seeded(config: str, device: str, s: Sizes, bf16: bool | None = 
     # as the solver: bf16 autocast on CUDA by default; on CPU only when asked (optim.amp_cpu) and native
     dtype = autocast_dtype(device, cuda=bf16 is not False, cpu=bool(bf16))
 
+    forward = torch.compile(model) if compiled else model  # as the solver's optim.compile
+
     def step() -> None:
         with autocast(device, dtype):
-            est = model(brain, subjects, positions, mask)
+            est = forward(brain, subjects, positions, mask)
         loss = loss_fn(est.float(), features)  # the loss in float32, as in the solver
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
 
     model.train()
-    steps, elapsed = _time_steps(step, device, s)
+    with warnings.catch_warnings():
+        # dynamo reads .grad of non-leaf tensors while tracing (torch's own warning; an error under pytest's filters)
+        warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a leaf", UserWarning)
+        steps, elapsed = _time_steps(step, device, s)
     return {"config": config, "device": device, "parameters": count_parameters(model), "steps": steps,
             "seconds_per_step": elapsed / steps, "samples_per_s": steps * b / elapsed,
-            "precision": "bf16" if dtype is not None else "fp32"}
+            "precision": "bf16" if dtype is not None else "fp32", "compiled": compiled,
+            "first_step_s": _time_steps.warmup_s}  # type: ignore[attr-defined]
 
 
 # Training steps of the newer models at their paper sizes: (model, objective, objective kwargs, batch maker)
@@ -652,6 +663,20 @@ def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
                             f"batch {s.train_batch} x {s.n_channels} ch x {s.train_times} samples, {where}, "
                             f"{r['precision']}", r["samples_per_s"], "samples/s"))
         if device == "cpu":
+            # torch.compile (optim.compile), fp32: eager then compiled, twice alternated (the second compilation
+            # reads inductor's cache), best of each; the first step's time is the compilation
+            pairs = [(_train_speed("simpleconv_paper", device, s, bf16=False),
+                      _train_speed("simpleconv_paper", device, s, bf16=False, compiled=True))
+                     for _ in range(s.model_repeats)]
+            runs.extend(r for pair in pairs for r in pair)
+            eager_best = max(e["samples_per_s"] for e, _ in pairs)
+            comp_best = max(c["samples_per_s"] for _, c in pairs)
+            _log(f"paper-size train step on {device}: eager {eager_best:.1f}, torch.compile {comp_best:.1f} "
+                 f"samples/s (first compiled step {pairs[0][1]['first_step_s']:.0f} s)")
+            rows.append(row("training", f"train step SimpleConv paper size, torch.compile (optim.compile=true; first "
+                            f"step {pairs[0][1]['first_step_s']:.0f} s, compiling) vs eager, fp32, {where}", comp_best,
+                            "samples/s", baseline=eager_best, baseline_label="eager", ratio=comp_best / eager_best,
+                            ratio_label="faster"))
             from bm2.utils.precision import cpu_has_native_bf16
 
             if not cpu_has_native_bf16():

@@ -45,6 +45,9 @@ class OptimParams:
     ``f1_macro``, ``pearson`` ...); None takes the task's default (:attr:`bm2.tasks.Task.best`).
     ``amp``: bfloat16 autocast on CUDA; ``amp_cpu``: also on CPUs with native bf16 (detected; float32 elsewhere).
     Losses and scores stay float32 either way (:mod:`bm2.utils.precision`).
+    ``compile``: the training forward goes through ``torch.compile`` (inductor; its first steps compile, tens of
+    seconds; validation, test and the saved weights use the uncompiled model). Measured no faster than eager for the
+    convolution-bound paper-size SimpleConv on the 2-core CPU (README, Performance).
     """
 
     lr: float = 3e-4
@@ -58,6 +61,7 @@ class OptimParams:
     scheduler: str | None = None
     amp: bool = True
     amp_cpu: bool = False
+    compile: bool = False
     name: str = "adam"
     lr_mult: dict = dataclasses.field(default_factory=dict)
     no_decay_norm_bias: bool = False
@@ -175,6 +179,8 @@ class Solver(BaseSolver):
             self.ddp_model: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(self.model)
         else:
             self.ddp_model = self.model
+        # the same parameters: saving, averaging and evaluation keep using self.model
+        self.train_model = tp.cast(torch.nn.Module, torch.compile(self.ddp_model)) if optim.compile else self.ddp_model
         self.extra_checkpoint["data"] = {"fingerprint": datasets.fingerprint, "n_recordings": len(datasets.recordings),
                                          "vocabulary": datasets.vocabulary, "targets": list(datasets.targets)}
 
@@ -323,7 +329,7 @@ class Solver(BaseSolver):
         for i, batch in enumerate(bar):
             if i >= total:
                 break
-            terms = self._terms(batch, self.ddp_model)
+            terms = self._terms(batch, self.train_model)
             loss = self.objective.total(terms)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"non-finite training loss at epoch {self.epoch}, batch {i}: lower "

@@ -208,3 +208,31 @@ def test_a_resumed_run_continues_the_random_draws_of_an_uninterrupted_one(array_
     weights = train(resumed)
     assert all(torch.equal(weights[k], straight[k]) for k in straight)
     assert np.random.get_state()[1].dtype == np.uint32  # numpy's state came back in its own form
+
+
+@pytest.mark.slow
+# dynamo reads .grad of non-leaf tensors while it inspects the module (a warning of torch's own, not of bm2's)
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+def test_compile_trains_through_torch_compile_with_the_eager_numbers(array_recording, tmp_path, monkeypatch):
+    """optim.compile: the training forward is compiled (inductor), the saved model is the plain one, and one epoch
+    gives the eager epoch's loss (to float32 reordering)."""
+    import torch
+
+    datasets = _datasets(array_recording, tmp_path, seed=0)
+    datasets.valid = datasets.train
+    monkeypatch.setattr(Solver, "test_stage", lambda self: {"done": 1.0})
+    import torch._inductor.config
+
+    # inductor draws dropout masks with its own generator unless told to use eager's (the same masks here)
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    losses = {}
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        solver = _solver(tmp_path / f"xp{compile_}", datasets, compile=compile_)
+        assert (solver.train_model is not solver.ddp_model) == compile_
+        losses[compile_] = solver.run()["train"]["loss"]
+        if compile_:
+            assert isinstance(solver.train_model, torch._dynamo.eval_frame.OptimizedModule)
+            assert solver.train_model._orig_mod is solver.model
+            assert not any(k.startswith("_orig_mod") for k in solver.model.state_dict())
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
