@@ -284,6 +284,32 @@ def _plain_copy_bandwidth(nbytes: int, repeats: int) -> float:
     return src.nbytes * repeats / best
 
 
+def _plain_copy_bandwidth_threads(nbytes: int, repeats: int, threads: int) -> float:
+    """Bytes/s of ``threads`` concurrent ``numpy.copyto`` of ``nbytes`` each (own buffers; numpy releases the GIL):
+    whether more threads copy faster, i.e. what the memory allows the loader's threads together (best of 3)."""
+    import threading
+
+    pairs = [(np.ones(max(nbytes // 4, 1), dtype=np.float32), np.empty(max(nbytes // 4, 1), dtype=np.float32))
+             for _ in range(threads)]
+    for src, dst in pairs:
+        np.copyto(dst, src)  # fault the pages in
+
+    def work(src: np.ndarray, dst: np.ndarray) -> None:
+        for _ in range(repeats):
+            np.copyto(dst, src)
+
+    best = math.inf
+    for _ in range(3):
+        workers = [threading.Thread(target=work, args=pair) for pair in pairs]
+        start = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = min(best, time.perf_counter() - start)
+    return pairs[0][0].nbytes * repeats * threads / best
+
+
 def _gather_bandwidth(dataset: tp.Any, batch: int, repeats: int) -> float:
     """Bytes/s of copying random brain windows from an in-RAM copy of the cached array into a reused batch buffer
     (best of 3): the bare gather a loader cannot beat, without baseline, scaling, clamping or features."""
@@ -391,6 +417,7 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     # the best of the copies measured before and after the loaders (the machine's load may change in between)
     copy_bw = max(copy_before, _plain_copy_bandwidth(nbytes, max(s.loader_batches // 2, 2)))
     gather_bw = _gather_bandwidth(train, s.loader_batch, max(s.loader_batches // 4, 1))
+    copy_threads_bw = _plain_copy_bandwidth_threads(nbytes, max(s.loader_batches // 2, 2), most)
     item = train[0]
     shape = tuple(item["brain"].shape)
     window_bytes = 4 * shape[0] * train.window.n_samples(train.recordings[0].sample_rate) * int(np.prod(shape[1:-1]))
@@ -415,6 +442,9 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
                     "in-RAM copy into a reused buffer; no baseline, scaling, clamping or features; 1 thread)",
                     loader["segments_per_s"], "segments/s", baseline=gather_wps, baseline_label="bare gather",
                     ratio=loader["segments_per_s"] / gather_wps, ratio_label="of a bare gather"))
+    rows.append(row("dataloading", f"plain in-memory copy, {most} threads at once (each its own buffers) vs 1: "
+                    "what more threads get from the memory", copy_threads_bw / MB, "MB/s", baseline=copy_bw / MB,
+                    baseline_label="1 thread", ratio=copy_threads_bw / copy_bw, ratio_label="of 1 thread"))
     for r in runs:
         if r["kind"] == "processes":
             rows.append(row("dataloading", f"{name(r)}: peak RSS per worker (USS "
@@ -431,6 +461,7 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
                "item_features_shape": list(item["features"].shape), "prepare_seconds": prepare_s,
                "plain_copy_mb_per_s": copy_bw / MB, "plain_copy_before_mb_per_s": copy_before / MB,
                "ram_gather_mb_per_s": gather_bw / MB,
+               "plain_copy_threads_mb_per_s": copy_threads_bw / MB,
                "pool": "one BufferPool per setting, shared by its repeats (the solver keeps one for the run)",
                "torch_threads": torch.get_num_threads(), "runs": [r for r in runs if r["kind"] == "threads"],
                "dataloader_processes": [r for r in runs if r["kind"] == "processes"], "all_runs": all_runs,

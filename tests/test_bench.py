@@ -17,7 +17,7 @@ from bm2.utils.precision import cpu_has_native_bf16
 from scripts.bench import SECTIONS, format_row, markdown, row, run
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 10, "training": 8, "evaluation": 3, "cache_reuse": 4,
+ROWS_PER_SECTION = {"preprocessing": 2, "dataloading": 11, "training": 8, "evaluation": 3, "cache_reuse": 4,
                     "superlet": 1, "libribrain": 1}
 
 
