@@ -96,6 +96,7 @@ class Sizes:
     duin_channels: int = 10  # sEEG channels of a subject (the channel map to 16 is a small part of the model)
     ecog_batch: int = 16  # Neural Speech Decoding's batch (README commands), 144 ECoG frames = 128 + the 16-frame lead
     model_repeats: int = 2  # fp32 / bf16 runs of each new model, alternated (the best of each is reported)
+    compile_config: str = "simpleconv_paper"  # the model of the torch.compile row (compiling takes tens of seconds)
     train_min_steps: int = 3
     train_min_seconds: float = 5.0
     eval_segments: int = 10_000
@@ -113,7 +114,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(rec_seconds=120.0, block_seconds=10.0, loader_batch=32, loader_batches=6, loader_repeats=1,
-              train_batch=4, demega_batch=2, duin_batch=2, ecog_batch=2, model_repeats=1,
+              train_batch=4, demega_batch=2, duin_batch=2, ecog_batch=2, model_repeats=1, compile_config="simpleconv",
               train_times=120, train_min_steps=1, train_min_seconds=0.0, eval_segments=1000, eval_candidates=200,
               eval_words=60, eval_repeats=1, libri_train_runs=1, libri_run_seconds=30.0, libri_k=10,
               dora_overrides=tuple(TINY_STUDY + TINY_MODEL + ["optim.epochs=1", "optim.max_batches=1",
@@ -700,8 +701,8 @@ def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
             before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(ws.root / "inductor")
             try:
-                pairs = [(_train_speed("simpleconv_paper", device, s, bf16=False),
-                          _train_speed("simpleconv_paper", device, s, bf16=False, compiled=True))
+                pairs = [(_train_speed(s.compile_config, device, s, bf16=False),
+                          _train_speed(s.compile_config, device, s, bf16=False, compiled=True))
                          for _ in range(s.model_repeats)]
             finally:
                 if before is None:
@@ -713,9 +714,10 @@ def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
             runs.extend(r for pair in pairs for r in pair)
             eager_best = max(e["samples_per_s"] for e, _ in pairs)
             comp_best = max(c["samples_per_s"] for _, c in pairs)
-            _log(f"paper-size train step on {device}: eager {eager_best:.1f}, torch.compile {comp_best:.1f} "
+            size = "paper size" if s.compile_config == "simpleconv_paper" else "small default"
+            _log(f"{size} train step on {device}: eager {eager_best:.1f}, torch.compile {comp_best:.1f} "
                  f"samples/s (first compiled step {cold:.0f} s{from_cache})")
-            rows.append(row("training", f"train step SimpleConv paper size, torch.compile (optim.compile=true; the "
+            rows.append(row("training", f"train step SimpleConv {size}, torch.compile (optim.compile=true; the "
                             f"first step compiles: {cold:.0f} s{from_cache}) vs eager, "
                             f"fp32, {where}", comp_best,
                             "samples/s", baseline=eager_best, baseline_label="eager", ratio=comp_best / eager_best,

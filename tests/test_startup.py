@@ -56,6 +56,30 @@ def test_cached_start_imports_no_heavy_module(tmp_path):
     assert [m for m in HEAVY if m in warm["modules"]] == []
     # every input file's content is read once, although each recording lists the study's sound files
     assert warm["digests"] and len(warm["digests"]) == len(set(warm["digests"]))
+    # a whole cached `dora run` (an epoch of training, validation, test) never imports torch._dynamo (about 1 s of
+    # the start: bm2.solvers.optim.eager_optimizer_class)
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, BM2_NO_PROGRESS="1", BM2_DATA=str(tmp_path / "data"), BM2_CACHE=str(tmp_path / "cache"),
+               BM2_XP_DIR=str(tmp_path / "xps"), PYTHONPATH=path)
+    overrides = [*TINY, "model.simpleconv.hidden=8", "model.simpleconv.depth=1", "optim.epochs=1",
+                 "optim.max_batches=1", "optim.batch_size=8"]
+    proc = subprocess.run([sys.executable, "-c", DORA_RUN, *overrides], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "dynamo imported: False", proc.stdout[-2000:]
+
+
+DORA_RUN = """
+import sys
+from dora.__main__ import main
+sys.argv = ["dora", "run", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    if exc.code:
+        raise
+print("dynamo imported:", "torch._dynamo" in sys.modules)
+"""
 
 
 def test_fingerprint_kept_per_process_until_the_file_changes(tmp_path, monkeypatch):
