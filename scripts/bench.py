@@ -96,7 +96,8 @@ class Sizes:
     duin_channels: int = 10  # sEEG channels of a subject (the channel map to 16 is a small part of the model)
     ecog_batch: int = 16  # Neural Speech Decoding's batch (README commands), 144 ECoG frames = 128 + the 16-frame lead
     model_repeats: int = 2  # fp32 / bf16 runs of each new model, alternated (the best of each is reported)
-    compile_config: str = "simpleconv_paper"  # the model of the torch.compile row (compiling takes tens of seconds)
+    compile_config: str | None = "simpleconv_paper"  # the torch.compile row's model (None: no row; compiling
+    # takes tens of seconds to minutes, longer than the whole --quick check)
     train_min_steps: int = 3
     train_min_seconds: float = 5.0
     eval_segments: int = 10_000
@@ -114,7 +115,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(rec_seconds=120.0, block_seconds=10.0, loader_batch=32, loader_batches=6, loader_repeats=1,
-              train_batch=4, demega_batch=2, duin_batch=2, ecog_batch=2, model_repeats=1, compile_config="simpleconv",
+              train_batch=4, demega_batch=2, duin_batch=2, ecog_batch=2, model_repeats=1, compile_config=None,
               train_times=120, train_min_steps=1, train_min_seconds=0.0, eval_segments=1000, eval_candidates=200,
               eval_words=60, eval_repeats=1, libri_train_runs=1, libri_run_seconds=30.0, libri_k=10,
               dora_overrides=tuple(TINY_STUDY + TINY_MODEL + ["optim.epochs=1", "optim.max_batches=1",
@@ -694,10 +695,12 @@ def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
             rows.append(row("training", f"train step SimpleConv {size} ({r['parameters'] / 1e6:.2f} M params), "
                             f"batch {s.train_batch} x {s.n_channels} ch x {s.train_times} samples, {where}, "
                             f"{r['precision']}", r["samples_per_s"], "samples/s"))
-        if device == "cpu":
-            # torch.compile (optim.compile), fp32: eager then compiled, twice alternated (the second compilation
-            # reads inductor's cache), best of each; the first step's time is the compilation
-            # an empty inductor cache first (the first compilation is cold), as on a fresh machine
+        if device == "cpu" and s.compile_config is None:
+            _log("torch.compile row skipped (--quick)")
+        if device == "cpu" and s.compile_config is not None:
+            # torch.compile (optim.compile), fp32: eager then compiled, twice alternated, best of each; the first
+            # step's time is the compilation, from an empty inductor cache the first time (a fresh machine), from
+            # the cache the second
             before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(ws.root / "inductor")
             try:
@@ -718,10 +721,10 @@ def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
             _log(f"{size} train step on {device}: eager {eager_best:.1f}, torch.compile {comp_best:.1f} "
                  f"samples/s (first compiled step {cold:.0f} s{from_cache})")
             rows.append(row("training", f"train step SimpleConv {size}, torch.compile (optim.compile=true; the "
-                            f"first step compiles: {cold:.0f} s{from_cache}) vs eager, "
-                            f"fp32, {where}", comp_best,
+                            f"first step compiles: {cold:.0f} s{from_cache}) vs eager, fp32, {where}", comp_best,
                             "samples/s", baseline=eager_best, baseline_label="eager", ratio=comp_best / eager_best,
                             ratio_label="faster"))
+        if device == "cpu":
             from bm2.utils.precision import cpu_has_native_bf16
 
             if not cpu_has_native_bf16():
