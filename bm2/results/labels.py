@@ -54,8 +54,20 @@ def default_label(result: Result) -> str:
         label = {"mse": f"{feats} regression", "clip": f"{feats} + contrastive"}.get(loss, f"{feats} + {loss}")
     model = meta.get("model")
     if model and model != "simpleconv":  # the paper's model needs no mention; others do
-        label += f" ({model})"
+        label += f" ({model}{_nsd_setting(result) if model == 'nsd' else ''})"
     return label
+
+
+def _nsd_setting(result: Result) -> str:
+    """`` e2a lstm causal`` for a Neural Speech Decoding XP (stage, ECoG decoder, causal), "" without a config:
+    its a2a and e2a XPs, and each decoder, are different models of one study."""
+    try:
+        stage = str(_config_value(result, "model.nsd.stage"))
+        decoder = f" {_config_value(result, 'model.nsd.decoder')}" if stage == "e2a" else ""
+        causal = " causal" if _config_value(result, "model.nsd.causal") else ""
+    except ResultsError:
+        return ""
+    return f" {stage}{decoder}{causal}"
 
 
 def xp_config(folder: str | Path) -> DictConfig:

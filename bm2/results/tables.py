@@ -196,18 +196,21 @@ def to_html(table: pd.DataFrame, css_class: str = "results") -> str:
 
 def chance_table(df: pd.DataFrame, cols: str = "study") -> pd.DataFrame:
     """Per study (and task, when XPs of several tasks are shown): test-set sizes and chance levels (mean over
-    XPs; fractions in percent)."""
+    XPs; fractions in percent). A reconstruction's chance level is its own trial-shuffled null, which depends on
+    the model's predictions: those rows are per model label (``<study> (<model>)``), never averaged across models
+    (e.g. Neural Speech Decoding's a2a and e2a XPs of one study)."""
     retrieval = ["n_segments", "n_candidates", "n_words", "chance_top1_segment", "chance_top10_segment",
                  "chance_top1_word", "chance_top10_word", "prior_top1_word", "prior_top10_word"]
     tasks = df["task"] if "task" in df.columns else pd.Series("retrieval", index=df.index)
     rest = df[tasks != "retrieval"].dropna(axis=1, how="all")
     others = sorted(k for k in rest.columns if k.startswith(("n_", "chance_")) and not k.startswith("n_bins_"))
     keys = [k for k in (retrieval if (tasks == "retrieval").any() else []) + others if k in df.columns]
-    by = [cols] if "task" not in df.columns or df["task"].nunique() <= 1 else [cols, "task"]
-    out = df.groupby(by)[keys].mean()
+    rows = tasks.where(tasks != "reconstruction", df["model"]) if "model" in df.columns else tasks
+    by = [cols] if rows.nunique() <= 1 else [cols, "_row"]
+    out = df.assign(_row=rows).groupby(by)[keys].mean()
     out = out.dropna(axis=1, how="all")
     if len(by) == 2:
-        out.index = pd.Index([f"{study} ({task})" for study, task in out.index], name=f"{cols} (task)")
+        out.index = pd.Index([f"{study} ({row})" for study, row in out.index], name=f"{cols} (task)")
     for k in out.columns:
         fmt = "{:.0f}" if k.startswith("n_") else "{:.1f}" if is_percent(k) else "{:.3f}"
         out[k] = out[k].map(lambda v, f=fmt: MISSING if v != v else f.format(v))

@@ -53,7 +53,7 @@ def test_load_and_collect_any_task(xps):
     assert "rec0" not in R.collect(results).dropna(subset=["f1_macro"])["sig"].tolist()
     chance = R.chance_table(R.collect(results))
     assert chance.loc["toy (classification)", "chance_adjusted"] == "66.7"
-    assert chance.loc["toy (reconstruction)", "n_windows"] == "8"
+    assert chance.loc["toy (reconstruction (mse))", "n_windows"] == "8"  # per model label (its own null)
     assert R.resolve_metric(results[1:]) == "f1_macro" and R.resolve_metric(results[2:]) == "pcc"
     with pytest.raises(R.ResultsError, match="available"):
         R.resolve_metric(results, "top10_segment")
@@ -118,3 +118,30 @@ def test_figures_and_report_of_all_tasks(xps, tmp_path):
         assert value in parser.cells, value
     assert parser.imgs == 6  # subjects, confusion, timelines, bins, spectrograms, training
     assert "detection: chance_f1_macro a random guess" in text
+
+
+def test_reconstruction_chance_rows_are_per_model(tmp_path):
+    """Each reconstruction's null shuffles its own predictions: XPs of two models keep two chance rows (the NSD
+    label names stage / decoder / causal from the XP's config)."""
+    targets = np.random.default_rng(0).standard_normal((8, 3, 10)).astype(np.float32)
+    data = FakeDataset(list(targets), segments(8, subject=["01", "02"] * 4), targets={"features": targets})
+    folders = [_xp(tmp_path, "recA", "reconstruction", data, "nsd_a2a", n_null=20),
+               _xp(tmp_path, "recB", "reconstruction", data, "nsd_e2a", n_null=20)]
+    for folder, (stage, causal) in zip(folders, (("a2a", "false"), ("e2a", "true"))):
+        summary = folder / "eval" / "summary.json"
+        content = json.loads(summary.read_text())
+        content["meta"].update(model="nsd", argv=[f"recipe=nsd_{stage}"])
+        summary.write_text(json.dumps(content))
+        (folder / ".hydra").mkdir()  # the config as Hydra saves it (the defaults are not on the command line)
+        (folder / ".hydra" / "config.yaml").write_text(
+            f"model:\n  name: nsd\n  nsd:\n    stage: {stage}\n    decoder: lstm\n    causal: {causal}\n")
+    results = R.load_all(folders)
+    df = R.collect(results)
+    assert df["model"].tolist() == ["reconstruction (nsd_a2a) (nsd a2a)",
+                                    "reconstruction (nsd_e2a) (nsd e2a lstm causal)"]
+    df.loc[df.sig == "recB", "chance_pcc"] = 0.5  # another model's predictions: another null
+    chance = R.chance_table(df)
+    assert list(chance.index) == ["toy (reconstruction (nsd_a2a) (nsd a2a))",
+                                  "toy (reconstruction (nsd_e2a) (nsd e2a lstm causal))"]
+    assert chance.loc["toy (reconstruction (nsd_e2a) (nsd e2a lstm causal))", "chance_pcc"] == "0.500"
+    assert chance.loc["toy (reconstruction (nsd_a2a) (nsd a2a))", "chance_pcc"] != "0.500"
