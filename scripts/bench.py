@@ -272,23 +272,9 @@ def _datasets(ws: Workspace) -> tp.Any:
                           SplitParams(test=0.0, valid=0.0), NormParams())  # only the training loader is measured
 
 
-def _plain_copy_bandwidth(nbytes: int, repeats: int) -> float:
-    """Bytes/s of ``numpy.copyto`` of ``nbytes`` between two preallocated in-memory buffers."""
-    src = np.ones(max(nbytes // 4, 1), dtype=np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)  # fault the pages in
-    best = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            np.copyto(dst, src)
-        best = min(best, time.perf_counter() - start)
-    return src.nbytes * repeats / best
-
-
-def _plain_copy_bandwidth_threads(nbytes: int, repeats: int, threads: int) -> float:
-    """Bytes/s of ``threads`` concurrent ``numpy.copyto`` of ``nbytes`` each (own buffers; numpy releases the GIL):
-    whether more threads copy faster, i.e. what the memory allows the loader's threads together (best of 3)."""
+def _plain_copy_bandwidth(nbytes: int, repeats: int, threads: int = 1) -> float:
+    """Bytes/s of ``threads`` concurrent ``numpy.copyto`` of ``nbytes`` each between preallocated in-memory buffers
+    (numpy releases the GIL; best of 3): 1 thread is the loader's baseline, more show what the memory allows."""
     import threading
 
     pairs = [(np.ones(max(nbytes // 4, 1), dtype=np.float32), np.empty(max(nbytes // 4, 1), dtype=np.float32))
@@ -302,10 +288,11 @@ def _plain_copy_bandwidth_threads(nbytes: int, repeats: int, threads: int) -> fl
 
     best = math.inf
     for _ in range(3):
-        workers = [threading.Thread(target=work, args=pair) for pair in pairs]
+        workers = [threading.Thread(target=work, args=pair) for pair in pairs[1:]]
         start = time.perf_counter()
         for w in workers:
             w.start()
+        work(*pairs[0])  # in this thread: a single copy runs exactly as before
         for w in workers:
             w.join()
         best = min(best, time.perf_counter() - start)
@@ -419,7 +406,7 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     # the best of the copies measured before and after the loaders (the machine's load may change in between)
     copy_bw = max(copy_before, _plain_copy_bandwidth(nbytes, max(s.loader_batches // 2, 2)))
     gather_bw = _gather_bandwidth(train, s.loader_batch, max(s.loader_batches // 4, 1))
-    copy_threads_bw = _plain_copy_bandwidth_threads(nbytes, max(s.loader_batches // 2, 2), most)
+    copy_threads_bw = _plain_copy_bandwidth(nbytes, max(s.loader_batches // 2, 2), most)
     item = train[0]
     shape = tuple(item["brain"].shape)
     window_bytes = 4 * shape[0] * train.window.n_samples(train.recordings[0].sample_rate) * int(np.prod(shape[1:-1]))
@@ -480,9 +467,10 @@ def _model_kwargs(name: str) -> dict[str, tp.Any]:
     return dict(cfg["simpleconv"])
 
 
-def _time_steps(step: tp.Callable[[], None], device: str, s: Sizes) -> tuple[int, float]:
+def _time_steps(step: tp.Callable[[], None], device: str, s: Sizes) -> tuple[int, float, float]:
     """Run ``step`` after a warm-up (allocations, kernels: 2 steps on CUDA, 1 on CPU) for at least
-    ``s.train_min_steps`` steps and ``s.train_min_seconds``; returns (steps, seconds), CUDA synchronised."""
+    ``s.train_min_steps`` steps and ``s.train_min_seconds``; returns (steps, seconds, seconds of the warm-up: with
+    torch.compile, the compilation), CUDA synchronised."""
     import torch
 
     def sync() -> None:
@@ -493,13 +481,13 @@ def _time_steps(step: tp.Callable[[], None], device: str, s: Sizes) -> tuple[int
     for _ in range(2 if device.startswith("cuda") else 1):
         step()
     sync()
-    _time_steps.warmup_s = time.perf_counter() - start  # type: ignore[attr-defined]  # compilation, for callers
+    warmup = time.perf_counter() - start  # with torch.compile: the compilation
     steps, start = 0, time.perf_counter()
     while steps < s.train_min_steps or time.perf_counter() - start < s.train_min_seconds:
         step()
         sync()
         steps += 1
-    return steps, time.perf_counter() - start
+    return steps, time.perf_counter() - start, warmup
 
 
 def _train_speed(config: str, device: str, s: Sizes, bf16: bool | None = None,
@@ -547,11 +535,11 @@ def _train_speed_seeded(config: str, device: str, s: Sizes, bf16: bool | None = 
     with warnings.catch_warnings():
         # dynamo reads .grad of non-leaf tensors while tracing (torch's own warning; an error under pytest's filters)
         warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a leaf", UserWarning)
-        steps, elapsed = _time_steps(step, device, s)
+        steps, elapsed, first = _time_steps(step, device, s)
     return {"config": config, "device": device, "parameters": count_parameters(model), "steps": steps,
             "seconds_per_step": elapsed / steps, "samples_per_s": steps * b / elapsed,
             "precision": "bf16" if dtype is not None else "fp32", "compiled": compiled,
-            "first_step_s": _time_steps.warmup_s}  # type: ignore[attr-defined]
+            "first_step_s": first}
 
 
 # Training steps of the newer models at their paper sizes: (model, objective, objective kwargs, batch maker)
@@ -640,7 +628,7 @@ def _model_step_speed(spec: dict[str, tp.Any], device: str, s: Sizes, bf16: bool
             optim.step()
 
         model.train()
-        steps, elapsed = _time_steps(step, device, s)  # the warm-up step also runs the k-means start
+        steps, elapsed, _ = _time_steps(step, device, s)  # the warm-up step also runs the k-means start
     return {"config": spec.get("model", spec.get("ecog")), "device": device, "parameters": count_parameters(model),
             "steps": steps,
             "batch": spec["batch"], "seconds_per_step": elapsed / steps,
@@ -713,7 +701,8 @@ def bench_training(ws: Workspace) -> tuple[list[dict], dict]:
                 else:
                     os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
             cold, cached = pairs[0][1]["first_step_s"], pairs[-1][1]["first_step_s"]
-            from_cache = f", {cached:.0f} s from inductor's cache" if len(pairs) > 1 else ""
+            # (the second compilation runs in this process, where inductor's generated code is already loaded)
+            from_cache = f", {cached:.0f} s from inductor's cache in the same process" if len(pairs) > 1 else ""
             runs.extend(r for pair in pairs for r in pair)
             eager_best = max(e["samples_per_s"] for e, _ in pairs)
             comp_best = max(c["samples_per_s"] for _, c in pairs)

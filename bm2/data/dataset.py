@@ -363,7 +363,8 @@ class SegmentDataset(torch.utils.data.Dataset):
         numbers are identical. The loop keeps Python work per window small: it runs once per window per epoch.
         Windows are visited in the order of the recording (each still written to its own row of ``out``): the
         overlapping parts and neighbouring rows of consecutive windows are then read from the CPU cache rather than
-        from memory (13% less CPU time per batch of 256 random windows in the benchmark's recording).
+        from memory (12% less CPU time per batch of 256 random windows of the benchmark's recording; a one-off
+        measurement).
         """
         plans, starts, recs = self._plans_of(indices), self._start, self._rec
         instance, augment = self.norm.instance, self.augment.active

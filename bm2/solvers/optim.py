@@ -74,6 +74,14 @@ def _dynamo_imported() -> bool:
     return "torch._dynamo" in sys.modules
 
 
+def _wrapper_kind(fn: tp.Any) -> str:
+    """Where the wrapper around ``fn`` was defined, e.g. ``_disable_dynamo.<locals>.inner`` ("" when ``fn`` is not
+    wrapped, or before Python 3.11: its code's ``co_qualname``; ``functools.wraps`` copies the wrapped function's
+    ``__qualname__``)."""
+    code = getattr(fn, "__code__", None)
+    return getattr(code, "co_qualname", "") if hasattr(fn, "__wrapped__") else ""
+
+
 def eager_optimizer_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
     """A subclass of the torch optimizer ``cls`` that does not import ``torch._dynamo`` until something else does.
 
@@ -87,18 +95,25 @@ def eager_optimizer_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.
     compilation, a library) every call goes through torch's own wrappers again, step hooks included. The updates
     are those of ``cls``, bit for bit (tested), and its state dicts are interchangeable with ``cls``'s.
 
-    When torch no longer wraps these methods (another version), ``cls`` itself is returned.
+    ``cls`` itself is returned unless its methods are wrapped exactly as in torch 2.13 (another torch version) or it
+    overrides one of the four methods. The class is named as ``cls`` (reprs, profiler names) and registered as
+    ``bm2.solvers.optim.Eager<cls>`` so that optimisers pickle; ``EagerAdam`` and ``EagerAdamW`` exist from import,
+    so those also unpickle in a fresh process.
     """
     if cls in _EAGER_CLASSES:
         return _EAGER_CLASSES[cls]
-    raw = {name: inspect.unwrap(getattr(torch.optim.Optimizer, name)) for name in _DYNAMO_GUARDED}
+    base = torch.optim.Optimizer
     guarded_step: tp.Any = cls.step
     while getattr(guarded_step, "hooked", False):  # Optimizer._patch_step_function's profiling hook, if applied
         guarded_step = guarded_step.__wrapped__
-    raw_step = inspect.unwrap(guarded_step)
-    if raw_step is guarded_step or any(raw[n] is getattr(torch.optim.Optimizer, n) for n in _DYNAMO_GUARDED):
+    expected = all(getattr(cls, n) is getattr(base, n) and _wrapper_kind(getattr(base, n)) ==
+                   "_disable_dynamo.<locals>.inner" for n in _DYNAMO_GUARDED) and \
+        _wrapper_kind(guarded_step) == "_use_grad_for_differentiable.<locals>._use_grad"
+    if not expected:
         _EAGER_CLASSES[cls] = cls
         return cls
+    raw = {name: inspect.unwrap(getattr(base, name)) for name in _DYNAMO_GUARDED}
+    raw_step = inspect.unwrap(guarded_step)
 
     def direct(name: str) -> tp.Callable[..., tp.Any]:
         def method(self: torch.optim.Optimizer, *args: tp.Any, **kwargs: tp.Any) -> tp.Any:
@@ -121,22 +136,28 @@ def eager_optimizer_class(cls: type[torch.optim.Optimizer]) -> type[torch.optim.
             torch.set_grad_enabled(before)
 
     step.__doc__ = raw_step.__doc__
+    qualname = f"Eager{cls.__name__}"
     namespace: dict[str, tp.Any] = {name: direct(name) for name in _DYNAMO_GUARDED}
-    namespace.update(step=step, __module__=__name__, __doc__=f"{cls.__name__} (see :func:`eager_optimizer_class`).")
+    namespace.update(step=step, __module__=__name__, __qualname__=qualname,
+                     __doc__=f"{cls.__name__} (see :func:`eager_optimizer_class`).")
     eager = type(cls.__name__, (cls,), namespace)
+    globals().setdefault(qualname, eager)  # where pickle looks it up
     _EAGER_CLASSES[cls] = eager
     return eager
+
+
+EagerAdam = eager_optimizer_class(torch.optim.Adam)
+EagerAdamW = eager_optimizer_class(torch.optim.AdamW)
 
 
 def build_optimizer(groups: list[dict], name: str = "adam", lr: float = 3e-4,
                     betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Adam or AdamW over ``groups`` (:func:`param_groups`), as :func:`eager_optimizer_class` subclasses; the error
     lists the valid names."""
-    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    classes: dict[str, tp.Any] = {"adam": EagerAdam, "adamw": EagerAdamW}  # Adam / AdamW's own arguments
     if name not in classes:
         raise KeyError(f"unknown optim.name {name!r}; valid optimisers: {list(OPTIMIZERS)}")
-    cls: tp.Any = eager_optimizer_class(classes[name])  # Adam / AdamW's own arguments
-    return cls(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    return classes[name](groups, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
 class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):

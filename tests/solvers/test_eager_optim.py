@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -44,16 +45,30 @@ def test_same_updates_hooks_and_state_as_torch(cls, kwargs, dynamo, monkeypatch)
     assert our_state["param_groups"] == their_state["param_groups"]
     for k, v in their_state["state"].items():
         assert all(torch.equal(v[n], our_state["state"][k][n]) for n in v)
-    # state dicts are interchangeable
-    torch.manual_seed(0)
-    model = torch.nn.Linear(6, 8)
-    plain = cls(model.parameters(), **({"lr": 1e-2} | kwargs))
-    ours_opt = eager(model.parameters(), **({"lr": 1e-2} | kwargs))
-    ours_opt.load_state_dict(plain.state_dict())
-    assert ours_opt.state_dict()["param_groups"] == plain.state_dict()["param_groups"]
+    # a checkpoint of torch's optimizer (moments, step counts) resumes in ours with the same next updates
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(torch.nn.Linear(6, 8))
+    x = torch.randn(4, 6)
+    plain = cls(models[0].parameters(), **({"lr": 1e-2} | kwargs))
+    for _ in range(3):
+        plain.zero_grad()
+        models[0](x).pow(2).mean().backward()
+        plain.step()
+    models[1].load_state_dict(models[0].state_dict())
+    resumed = eager(models[1].parameters(), **({"lr": 1e-2} | kwargs))
+    resumed.load_state_dict(copy.deepcopy(plain.state_dict()))  # as read back from a checkpoint file
+    for model, opt in zip(models, (plain, resumed)):
+        for _ in range(2):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters()))
 
 
-def test_grad_mode_restored_after_step():
+def test_grad_mode_restored_after_step(monkeypatch):
+    monkeypatch.setattr(optim, "_dynamo_imported", lambda: False)  # the direct path (pytest may have imported it)
     model = torch.nn.Linear(3, 1)
     opt = build_optimizer([{"params": list(model.parameters())}])
     model(torch.randn(2, 3)).sum().backward()
@@ -95,3 +110,18 @@ def test_training_steps_do_not_import_dynamo(name):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"dynamo_before": False, "finite": True}
+
+
+def test_optimisers_pickle_and_other_wrappings_fall_back_to_torch():
+    import pickle
+
+    opt = build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))]}], name="adamw", weight_decay=0.1)
+    assert type(opt) is optim.EagerAdamW and type(opt).__name__ == "AdamW"
+    again = pickle.loads(pickle.dumps(opt))
+    assert type(again) is optim.EagerAdamW and again.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+
+    class Custom(torch.optim.Adam):  # overrides a method torch wraps: left as it is
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            super().zero_grad(set_to_none)
+
+    assert eager_optimizer_class(Custom) is Custom
