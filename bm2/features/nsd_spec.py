@@ -35,9 +35,10 @@ def bin_frequencies(n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> torch
     return torch.arange(n_fft, dtype=torch.float32) * sample_rate / stft_length(n_fft)
 
 
-def power_spectrogram(wave: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
-    """Power spectrogram of ``wave`` ``[..., S]`` (16 kHz samples) -> ``[..., n_fft, 1 + (S - 1) // hop]`` (same dtype
-    as the STFT of ``wave``; float32 for float32 input).
+def release_stft(wave: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP,
+                 window: torch.Tensor | None = None) -> torch.Tensor:
+    """The release's complex STFT of ``wave`` ``[..., S]`` (16 kHz samples) -> ``[..., n_fft, 1 + (S - 1) // hop]``:
+    ``2 n_fft - 1`` points, periodic Hann window (or ``window``, of that length), centred with reflect padding.
 
     Raises ``ValueError`` when the wave is shorter than half a window (reflect padding needs ``S > n_fft - 1``).
     """
@@ -47,11 +48,18 @@ def power_spectrogram(wave: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) ->
                          f"(needs more than {length // 2})")
     lead = wave.shape[:-1]
     flat = wave.reshape(-1, wave.shape[-1])
-    window = torch.hann_window(length, periodic=True, dtype=flat.dtype, device=flat.device)
-    spec = torch.stft(flat, n_fft=length, hop_length=hop, win_length=length, window=window, center=True,
-                      pad_mode="reflect", return_complex=True)
-    power = spec.real.square() + spec.imag.square()
-    return power.reshape(*lead, *power.shape[-2:])
+    if window is None:
+        window = torch.hann_window(length, periodic=True, dtype=flat.dtype, device=flat.device)
+    spec = torch.stft(flat, n_fft=length, hop_length=hop, win_length=length, window=window.to(flat.dtype),
+                      center=True, pad_mode="reflect", return_complex=True)
+    return spec.reshape(*lead, *spec.shape[-2:])
+
+
+def power_spectrogram(wave: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+    """Power spectrogram (:func:`release_stft` squared magnitude) of ``wave`` ``[..., S]`` -> ``[..., n_fft,
+    1 + (S - 1) // hop]`` (float32 for float32 input). Raises ``ValueError`` as :func:`release_stft`."""
+    spec = release_stft(wave, n_fft, hop)
+    return spec.real.square() + spec.imag.square()
 
 
 def power_to_db(power: torch.Tensor) -> torch.Tensor:

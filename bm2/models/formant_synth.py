@@ -184,9 +184,7 @@ class FormantSynthesizer(nn.Module):
     def stft(self, wave: torch.Tensor) -> torch.Tensor:
         """Complex STFT ``[B, n_fft, 1 + (S - 1) // hop]`` (``T`` frames for ``S = T * hop``) of ``wave [B, S]``,
         the same as :func:`bm2.features.nsd_spec.power_spectrogram` (its squared magnitude)."""
-        length = nsd_spec.stft_length(self.n_fft)
-        return torch.stft(wave, n_fft=length, hop_length=self.hop, win_length=length,
-                          window=self.window.to(wave.dtype), center=True, pad_mode="reflect", return_complex=True)
+        return nsd_spec.release_stft(wave, self.n_fft, self.hop, window=self.window)
 
     def harmonic_source(self, f0_hz: torch.Tensor) -> torch.Tensor:
         """``[B, T * hop]`` sum of ``n_harmonics`` harmonics of ``f0_hz [B, T]`` (linearly interpolated to the
