@@ -10,6 +10,9 @@ from dora import Explorer
 RETRIEVAL = ("top1_segment", "top10_segment", "top1_word", "top10_word")
 # Headline test metrics of every task (those absent from an XP's history stay blank).
 HEADLINES = RETRIEVAL + ("accuracy", "balanced_accuracy", "f1_macro", "pcc")
+# Classification and speech detection (Du-IN, LibriBrain, lee2024): top-k where the task reports it (detection does
+# not), balanced accuracy, F1-macro (the LibriBrain competition's metric).
+CLASSIFICATION = ("top1", "top5", "top10", "balanced_accuracy", "f1_macro")
 # Reconstruction (Neural Speech Decoding): correlations and STOI as they are, beside the trial-shuffled null.
 RECONSTRUCTION = ("pcc", "pcc_null_mean", "pcc_trial", "pcc_trial_null_mean", "stoi")
 
@@ -61,6 +64,22 @@ class TaskExplorer(Explorer):
     def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
         """Summarise a history: last train / valid loss, best valid loss, headline test metrics in percent."""
         return _summary(history, HEADLINES)
+
+
+class ClassificationExplorer(Explorer):
+    """Classification and speech-detection grids: losses, and test top-1 / top-5 / top-10, balanced accuracy and
+    F1-macro in percent (blank where a task does not report them, e.g. top-k for detection)."""
+
+    def get_grid_metrics(self) -> list:
+        return [
+            tt.group("train", [tt.leaf("epoch"), tt.leaf("loss", ".3f")], align=">"),
+            tt.group("valid", [tt.leaf("loss", ".3f"), tt.leaf("best", ".3f")], align=">"),
+            tt.group("test", [tt.leaf(k, ".1f") for k in CLASSIFICATION], align=">"),
+        ]
+
+    def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
+        """Summarise a history: last train / valid loss, best valid loss, the test metrics in percent."""
+        return _summary(history, CLASSIFICATION)
 
 
 class ReconstructionExplorer(Explorer):

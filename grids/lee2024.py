@@ -7,12 +7,12 @@ below (or on the command line of ``dora run -f``). Meant for a GPU (SLURM).
     python -m scripts.make_tables lee2024 --folds  # mean +- sd over the folds of each setting
 """
 
-from ._explorers import TaskExplorer
+from ._explorers import ClassificationExplorer
 
 N_FOLDS = 10
 
 
-@TaskExplorer
+@ClassificationExplorer
 def explorer(launcher):
     launcher.slurm_(gpus=1, cpus_per_gpu=8, mem_per_gpu=40, time=12 * 60)
     # the recipe's defaults are a CPU demo; the original's schedule (ANCHORS_WAVE2 §4.2)

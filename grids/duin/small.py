@@ -8,7 +8,7 @@ classifiers' recipe) and the multi-subject variant.
     dora grid duin.small --dry_run --init                               # or sign; then `dora run -f SIG`
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ClassificationExplorer
 from .._tiny import SMALL_JOB
 from . import duin_chain
 
@@ -25,7 +25,7 @@ CHAIN = {"encoder": SMALL_ENCODER, "vq": SMALL_VQ, "subjects": ("001", "002", "0
          "stages": ({"optim.epochs": 30}, {"optim.epochs": 30}, {"optim.epochs": 60})}
 
 
-@TaskExplorer
+@ClassificationExplorer
 def explorer(launcher):
     launcher.slurm_(**SMALL_JOB)
     launcher.bind_(BASE)

@@ -7,7 +7,7 @@ multi-subject pre-training variant. Meant for a GPU (SLURM); ``duin.tiny`` is th
     dora grid duin.synthetic --dry_run --init      # sign; then `dora run -f SIG` for each stage, parents first
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ClassificationExplorer
 from . import duin_chain
 
 #: overrides shared by every XP of the grid (none: the recipes' defaults, synthetic_seeg's 2 subjects)
@@ -16,7 +16,7 @@ BASE: dict = {}
 CHAIN = {"subjects": ("001", "002"), "multi_subject": True, "conformer": {}}
 
 
-@TaskExplorer
+@ClassificationExplorer
 def explorer(launcher):
     launcher.slurm_(gpus=1, cpus_per_gpu=4, mem_per_gpu=16, time=24 * 60)
     launcher.bind_(BASE)

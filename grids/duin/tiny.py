@@ -7,7 +7,7 @@ one block of 2 heads), and the multi-subject variant.
     python -m scripts.duin_chain tiny --subject 001  # or: one subject's whole chain in one command
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ClassificationExplorer
 from .._tiny import SMALL_JOB
 from . import duin_chain
 
@@ -27,7 +27,7 @@ CHAIN = {"encoder": TINY_ENCODER, "vq": TINY_VQ, "subjects": ("001", "002"), "mu
          "conformer": TINY_CONFORMER}
 
 
-@TaskExplorer
+@ClassificationExplorer
 def explorer(launcher):
     launcher.slurm_(**SMALL_JOB)
     launcher.bind_(BASE)

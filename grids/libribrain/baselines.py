@@ -8,14 +8,14 @@ the levels like DeMEGa. 12 XPs.
     dora grid libribrain.baselines --dry_run --init
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ClassificationExplorer
 from . import EVAL_K, LEVELS, PAPER_JOB, RELEASE, SEEDS, STACK_JOB, stacked_levels
 
 #: the baseline models (model=...) and their overrides; EEGConformer's kernels (25 + 75 samples) fit 125 samples
 MODELS = {"simpleconv": {}, "eegconformer": {}}
 
 
-@TaskExplorer
+@ClassificationExplorer
 def explorer(launcher):
     launcher.slurm_(**PAPER_JOB)
     launcher.bind_({"recipe": "libribrain_phoneme", "seed": SEEDS[0]}, RELEASE)

@@ -8,11 +8,11 @@ validation F1-macro). 18 XPs; needs the release under ``paths.studies.libribrain
     dora grid libribrain.demega                    # on SLURM: each stack's job waits for its five bases (afterok)
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ClassificationExplorer
 from . import EVAL_K, LEVELS, PAPER_JOB, RELEASE, SEEDS, STACK_JOB, stacked_levels
 
 
-@TaskExplorer
+@ClassificationExplorer
 def explorer(launcher):
     launcher.slurm_(**PAPER_JOB)
     launcher.bind_({"recipe": "demega"}, RELEASE)

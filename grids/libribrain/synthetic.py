@@ -6,7 +6,7 @@ sizes; a stack per seed. 8 XPs, minutes each on a GPU (the single-model levels a
     dora grid libribrain.synthetic --dry_run --init   # sign; then `dora run -f SIG` (bases first, then each stack)
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ClassificationExplorer
 from .._tiny import SMALL_JOB
 from . import stacked_levels
 
@@ -15,7 +15,7 @@ EVAL_K = 5
 SEEDS = (0, 1)
 
 
-@TaskExplorer
+@ClassificationExplorer
 def explorer(launcher):
     launcher.slurm_(**{**SMALL_JOB, "time": 120})
     launcher.bind_({"recipe": "demega", "optim.amp_cpu": True})

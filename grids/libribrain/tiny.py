@@ -4,7 +4,7 @@ LibriBrain-like study (2 training runs of 30 s), 2 epochs each: seconds per XP o
     dora grid libribrain.tiny --dry_run --init   # sign; then `dora run -f SIG` for each base, then the stack
 """
 
-from .._explorers import TaskExplorer
+from .._explorers import ClassificationExplorer
 from .._tiny import SMALL_JOB
 from . import stacked_levels
 
@@ -16,7 +16,7 @@ TINY_DEMEGA = {"model.demega.dim": 16, "model.demega.n_layers": 1, "model.demega
 LEVELS = (1, 2)
 
 
-@TaskExplorer
+@ClassificationExplorer
 def explorer(launcher):
     launcher.slurm_(**SMALL_JOB)
     launcher.bind_({"recipe": "demega"}, TINY_LIBRI, TINY_DEMEGA)
