@@ -369,10 +369,16 @@ def apply_chain(cfg: DictConfig, model: torch.nn.Module, folder: Path) -> dict[s
 
 
 def resolve_device(name: str) -> str:
-    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``."""
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; other names must be torch devices (``cpu``,
+    ``cuda``, ``cuda:1`` ...): ``ValueError`` naming the valid settings otherwise."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r} is not a torch device: set device=auto (a GPU when one is visible), "
+                         "device=cpu, device=cuda or device=cuda:N") from None
+    return str(name)
 
 
 def get_solver(cfg: DictConfig, folder: str | Path, link: HistoryLink) -> Solver:

@@ -140,6 +140,8 @@ class Cache:
         # Only plain, picklable state: the cache is shipped to DataLoader workers.
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        self.reads = 0  # entries of this process's get(): found complete / built (for progress messages)
+        self.builds = 0
 
     def path_for(self, step: str, key: dict, version: str) -> Path:
         """Folder of the entry for (step, key, version)."""
@@ -160,7 +162,9 @@ class Cache:
         # Fast path without the lock: complete entries only ever appear through an atomic rename.
         if folder.exists():
             try:
-                return self._open(folder, identity)
+                entry = self._open(folder, identity)
+                self.reads += 1
+                return entry
             except DamagedEntry:
                 pass  # maybe being replaced right now; decide under the lock
         lock_file = folder.parent / f"{folder.name}.lock"
@@ -175,12 +179,16 @@ class Cache:
         try:
             if folder.exists():
                 try:
-                    return self._open(folder, identity)
+                    entry = self._open(folder, identity)
+                    self.reads += 1
+                    return entry
                 except DamagedEntry as exc:
                     logger.warning("Damaged cache entry %s (%s): removing and rebuilding.", folder, exc)
                     self._remove(folder)
             self._clean_stale(folder)
-            return self._build(folder, identity, build, desc or step)
+            entry = self._build(folder, identity, build, desc or step)
+            self.builds += 1
+            return entry
         finally:
             lock.release()
 

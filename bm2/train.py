@@ -125,6 +125,8 @@ def _short_config_errors(compose: tp.Callable[..., DictConfig]) -> tp.Callable[.
         try:
             if key not in composed:
                 composed[key] = compose(list(overrides))
+                _check_booleans(composed[key], overrides)
+                _check_device(composed[key])
             return copy.deepcopy(composed[key])
         except (ConfigCompositionException, OverrideParseException) as exc:
             what = str(exc).split("\nConfig search path")[0]  # Hydra's search path says nothing actionable
@@ -133,6 +135,35 @@ def _short_config_errors(compose: tp.Callable[..., DictConfig]) -> tp.Callable[.
                              "Recipes are the files of conf/recipe/, models those of conf/model/; an existing key "
                              "is set as key=value (see conf/config.yaml).") from None
     return wrapped
+
+
+def _check_booleans(cfg: DictConfig, overrides: tp.Sequence[str]) -> None:
+    """Exit with a short message when an override gives a true / false key anything but a boolean: ``no``,
+    ``off`` or ``tru`` reach the code as non-empty strings, which Python reads as true (``optim.amp_cpu=no`` would
+    turn bf16 on)."""
+    from omegaconf import OmegaConf
+
+    base = getattr(main, "_base_cfg", None)
+    for override in overrides:
+        name, sep, _ = str(override).partition("=")
+        if not sep or name.startswith(("+", "~")):
+            continue
+        default = OmegaConf.select(base, name, default=None) if base is not None else None
+        value = OmegaConf.select(cfg, name, default=None)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise SystemExit(f"bm2: invalid override {override!r}: {name} is true or false (got {value!r}); set "
+                             f"{name}=true or {name}=false")
+
+
+def _check_device(cfg: DictConfig) -> None:
+    """Exit with a short message, before any data is prepared, when ``device`` is not a torch device."""
+    from .builders import resolve_device
+
+    if cfg.get("device") is not None:
+        try:
+            resolve_device(str(cfg.device))
+        except ValueError as exc:
+            raise SystemExit(f"bm2: {exc}") from None
 
 
 def _did_you_mean(message: str) -> str:

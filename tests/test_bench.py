@@ -86,12 +86,16 @@ def test_rows_targets_and_table():
     assert cells[1] == ["bandwidth", "100 MB/s", "1,000 MB/s (copy)", "0.10x of copy", "ratio >= 0.5x", "**no**"]
     assert cells[2][2:] == ["—", "—", "—", "—"]
     assert markdown(rows).count("\n") == 1 + len(rows)
+    slower = row("training", "bf16", 8.0, "samples/s", baseline=10.0, baseline_label="fp32", ratio=0.8,
+                 ratio_label="faster")
+    assert format_row(slower)[3] == "0.80x (1.25x slower)"
 
 
 def test_quick_evaluation_and_training_in_process(tmp_path):
     sections = ("training", "evaluation")
     result = run(tmp_path, quick=True, only=sections, workdir=tmp_path)
     assert result["quick"] is True
+    assert all(r["target"] is None and r["met"] is None for r in result["rows"])  # tiny sizes: nothing judged
     _check_report(tmp_path, sections)
     assert not list(tmp_path.glob("bm2-bench-*")), "the temporary folder was not removed"
 

@@ -207,3 +207,14 @@ def test_pickle_and_clear(tmp_path: Path) -> None:
     cache.clear()
     cache.get("eeg", KEY, "1", make_builder(calls))
     assert len(calls) == 3
+
+
+def test_reads_and_builds_are_counted(tmp_path):
+    from bm2.cache import Cache
+
+    cache = Cache(tmp_path)
+    build = lambda w: w.save("x", np.zeros(3))  # noqa: E731
+    cache.get("step", {"a": 1}, "1", build)
+    cache.get("step", {"a": 1}, "1", build)
+    cache.get("step", {"a": 2}, "1", build)
+    assert (cache.reads, cache.builds) == (1, 2)

@@ -120,3 +120,26 @@ def test_dora_compositions_are_memoised_and_copied():
             wrapped(["bad=1"])
     assert len(calls) == 4
 
+
+
+def test_a_boolean_key_set_to_anything_but_true_or_false_stops_with_the_fix(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from bm2 import train
+
+    monkeypatch.setattr(train.main, "_base_cfg", OmegaConf.create({"optim": {"amp_cpu": False, "epochs": 12}}),
+                        raising=False)
+    train._check_booleans(OmegaConf.create({"optim": {"amp_cpu": True, "epochs": 3}}),
+                          ["optim.amp_cpu=true", "optim.epochs=3"])  # fine
+    for value in ("no", "tru", "0"):
+        cfg = OmegaConf.create({"optim": {"amp_cpu": value if value != "0" else 0, "epochs": 12}})
+        with pytest.raises(SystemExit, match="optim.amp_cpu is true or false.*set optim.amp_cpu=true"):
+            train._check_booleans(cfg, [f"optim.amp_cpu={value}"])
+
+
+def test_a_device_that_torch_does_not_know_names_the_valid_settings():
+    from bm2.builders import resolve_device
+
+    assert resolve_device("cpu") == "cpu" and resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(ValueError, match="device=auto.*device=cuda:N"):
+        resolve_device("gpu")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import typing as tp
 
 import numpy as np
@@ -180,6 +181,7 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
     logger.info("preparing %d recordings of %d subjects (preprocessing and features are cached in %s)",
                 len(recordings), len(subjects), cache.root)
     bar = tqdm(recordings, desc="prepare recordings", disable=True if os.environ.get("BM2_NO_PROGRESS") else None)
+    reads, builds, start = cache.reads, cache.builds, time.perf_counter()
     for i, rec in enumerate(bar):
         entry = preprocess(rec, cache, preprocess_params)
         n_times = int(entry.meta["n_times"])
@@ -205,6 +207,8 @@ def build_datasets(recordings: tp.Sequence[Recording], cache: Cache, preprocess_
         seg.insert(4, "recording_uid", rec.uid)
         tables.append(seg)
         block_tables.append(events[events.kind == "block"])
+    logger.info("recordings ready in %.1f s: %d cache entries read, %d computed", time.perf_counter() - start,
+                cache.reads - reads, cache.builds - builds)
     segments = pd.concat(tables, ignore_index=True)
     blocks = pd.concat(block_tables, ignore_index=True)
     vocabulary: list[str] | None = None

@@ -181,6 +181,9 @@ class Solver(BaseSolver):
             self.ddp_model = self.model
         # the same parameters: saving, averaging and evaluation keep using self.model
         self.train_model = tp.cast(torch.nn.Module, torch.compile(self.ddp_model)) if optim.compile else self.ddp_model
+        logger.info("training forward in %s on %s%s", "bfloat16 autocast" if self.amp else "float32", self.device,
+                    "; torch.compile (optim.compile): the first steps compile, tens of seconds" if optim.compile
+                    else "")
         self.extra_checkpoint["data"] = {"fingerprint": datasets.fingerprint, "n_recordings": len(datasets.recordings),
                                          "vocabulary": datasets.vocabulary, "targets": list(datasets.targets)}
 
