@@ -22,6 +22,8 @@ from ..utils.hashing import content_hash
 from ..utils.text import read_text
 from .base import StudyError
 
+logger = logging.getLogger(__name__)
+
 _LITERALS = (str, int, float, bool, type(None))
 
 
@@ -232,7 +234,7 @@ def read_raw_bids(bids_path: tp.Any, extra_params: dict[str, tp.Any] | None = No
                 raw = mne_bids.read_raw_bids(bids_path, extra_params=dict(extra), verbose="error")
         except Exception:  # noqa: BLE001
             raise first from None
-        logging.getLogger(__name__).debug("%s: mne-bids cannot read its events.tsv (%s); read without its "
+        logger.debug("%s: mne-bids cannot read its events.tsv (%s); read without its "
                                           "annotations", bids_path.fpath, first)
         return raw
 
@@ -312,6 +314,7 @@ def generate_once(final: Path, generate: tp.Callable[[Path], None], marker: str,
             shutil.rmtree(stale, ignore_errors=True)
         tmp = parent / f".{final.name}.tmp-{os.getpid()}"
         tmp.mkdir()
+        logger.info("generating %s (once; later runs read it)", final)
         try:
             generate(tmp)
             (tmp / marker).write_text(json.dumps(record, indent=2))
