@@ -17,7 +17,11 @@ from . import nsd_chain
 
 SMALL_NSD = {"model.nsd.channels": 64, "model.nsd.encoder_depth": 4, "model.nsd.n_filter_samples": 40,
              "model.nsd.background_mlp": False, "model.nsd.expected_noise": True, "optim.batch_size": 16,
-             "num_threads": 1}
+             "num_threads": 1,
+             # the study's pre-trial baseline (all at the -50 dB floor, its background being at -70 dB) as the
+             # synthesizer's background profile, as the release does; the default flat -35 dB would have to be
+             # learned down through background_gain first
+             "model.nsd.noise_profile": [-1.0] * 256}
 #: each decoder's sizes (bm2.models.ecog_decoders)
 SMALL_DECODERS = {"resnet": {"width": 8}, "lstm": {"hidden": 64, "layers": 2},
                   "swin": {"embed_dim": 24, "depths": [2, 2], "heads": [2, 4], "head_channels": [32, 16]}}
@@ -25,7 +29,10 @@ SMALL_DECODERS = {"resnet": {"width": 8}, "lstm": {"hidden": 64, "layers": 2},
 BASE = SMALL_NSD
 #: the chain's arguments (grids.nsd.plan): non-causal only (a causal decoder needs its own causal a2a parent)
 CHAIN = {"subjects": ("SY01",), "sexes": {"SY01": "female"}, "causal": (False,), "decoder_kwargs": SMALL_DECODERS,
-         "a2a": {"optim.epochs": 10, "optim.max_batches": 100}, "e2a": {"optim.epochs": 5, "optim.max_batches": 50}}
+         # a2a: Praat's f0 and F1-F3 of the audio supervise the speech encoder (the release's pitch / formant
+         # supervision, computed with praat-parselmouth: the study stores no tracks); without them it barely learns f0
+         "a2a": {"optim.epochs": 60, "optim.max_batches": 100, "dset.extra_targets": ["speech", "praat"]},
+         "e2a": {"optim.epochs": 5, "optim.max_batches": 50}}
 
 
 @ReconstructionExplorer
