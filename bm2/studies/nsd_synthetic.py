@@ -3,7 +3,8 @@
 :meth:`NSDSynthetic.prepare` writes ``root/<GEN_VERSION>-<hash of the options>/SY01.h5 ...`` with the release's keys
 (:mod:`bm2.studies.nsd2024`: ``ecog_alldataset``, ``wave_re_alldataset``, ``wave_re_spec_alldataset``,
 ``start_ind_re_valid_alldataset``, ``end_ind_re_valid_alldataset``, ``label_alldataset``,
-``noisesample_re_alldataset``; plus bm2's ``task_alldataset``; the power spectrogram ``_amp_`` is left out, as
+``noisesample_re_alldataset``, and the TRUE f0 / formants in ``pitch_re_alldataset`` / ``formant_re_alldataset``
+where the release has Praat's; plus bm2's ``task_alldataset``; the power spectrogram ``_amp_`` is left out, as
 the layout allows, to halve the disk) and reads them back with the ``nsd2024`` loader.
 
 The simulation (everything seeded by ``seed``):
@@ -72,9 +73,11 @@ BACKGROUND_DB = -70.0
 
 def write_release(path: str | Path, ecog: np.ndarray, wave: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                   labels: tp.Sequence[str], spec: np.ndarray | None = None, noise: np.ndarray | None = None,
-                  tasks: tp.Sequence[str] | None = None) -> None:
+                  tasks: tp.Sequence[str] | None = None, pitch: np.ndarray | None = None,
+                  formant: np.ndarray | None = None) -> None:
     """Write one participant's file with the release's keys: ``ecog`` (T, E) float32, ``wave`` (T x 128,) float32,
-    ``spec`` (T, 256) float32, trial frames int64, labels as UTF-8 bytes (and bm2's per-trial tasks)."""
+    ``spec`` (T, 256) float32, trial frames int64, labels as UTF-8 bytes (and bm2's per-trial tasks), the optional
+    ``pitch`` (T,) and ``formant`` (T, 6) tracks in Hz."""
     import h5py
 
     with h5py.File(path, "w") as f:
@@ -87,6 +90,10 @@ def write_release(path: str | Path, ecog: np.ndarray, wave: np.ndarray, starts: 
             f.create_dataset("wave_re_spec_alldataset", data=np.asarray(spec, dtype=np.float32))
         if noise is not None:
             f.create_dataset("noisesample_re_alldataset", data=np.asarray(noise, dtype=np.float32))
+        if pitch is not None:
+            f.create_dataset("pitch_re_alldataset", data=np.asarray(pitch, dtype=np.float32))
+        if formant is not None:
+            f.create_dataset("formant_re_alldataset", data=np.asarray(formant, dtype=np.float32))
         if tasks is not None:
             f.create_dataset("task_alldataset", data=np.array([t.encode("utf-8") for t in tasks], dtype="S"))
 
@@ -275,9 +282,29 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
         # and the STFT window, which still reach frames 5-15 before it (audible once the background is quiet)
         noise = np.concatenate([spec[max(a - 40, 0):a - 30] for a in starts[:20]], axis=0)
         ecog = self._ecog(rng, tracks, np.array(starts))
+        pitch, formant = self._true_tracks(trials, offsets, n_frames)
         return dict(ecog=ecog, wave=wave, starts=np.array(starts), ends=np.array(ends),
                     labels=[words[w] for w in order], spec=spec, noise=noise,
-                    tasks=[TASKS[i % len(TASKS)] for i in range(n_trials)]), trials, offsets
+                    tasks=[TASKS[i % len(TASKS)] for i in range(n_trials)], pitch=pitch, formant=formant
+                    ), trials, offsets
+
+    @staticmethod
+    def _true_tracks(trials: list[tuple[dict[str, np.ndarray], int]], offsets: list[int], n_frames: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The release's pitch ``(T,)`` and formant ``(T, 6)`` tracks (Hz, 0 where undefined), here the TRUE ones:
+        f0 where a word is spoken (its loudness ramp above half) and voiced (voicing above 0.5), F1-F6 where it is
+        spoken. The release stores Praat's estimates there; Praat on this audio finds f0 almost exactly but F1-F3
+        only roughly (r 0.6-0.7 against the truth, README), so the true tracks make the a2a stage's formant
+        supervision (``dset.extra_targets=[speech,praat]``) exact; ``features.praat.source=computed`` uses Praat."""
+        pitch = np.zeros(n_frames, dtype=np.float32)
+        formant = np.zeros((n_frames, 6), dtype=np.float32)
+        for (params, _), offset in zip(trials, offsets):
+            span = np.arange(offset, offset + len(params["f0_hz"]))
+            spoken = params["envelope"] > 0.5
+            voiced = spoken & (params["voicing"] > 0.5)
+            pitch[span[voiced]] = params["f0_hz"][voiced]
+            formant[span[spoken]] = params["formant_hz"][spoken]
+        return pitch, formant
 
     def true_parameter_pcc(self, subject: int = 0) -> dict[str, float]:
         """How predictable the generated audio is from its speech parameters: participant ``subject``'s data is

@@ -29,9 +29,13 @@ SMALL_DECODERS = {"resnet": {"width": 8}, "lstm": {"hidden": 64, "layers": 2},
 BASE = SMALL_NSD
 #: the chain's arguments (grids.nsd.plan): non-causal only (a causal decoder needs its own causal a2a parent)
 CHAIN = {"subjects": ("SY01",), "sexes": {"SY01": "female"}, "causal": (False,), "decoder_kwargs": SMALL_DECODERS,
-         # a2a: Praat's f0 and F1-F3 of the audio supervise the speech encoder (the release's pitch / formant
-         # supervision, computed with praat-parselmouth: the study stores no tracks); without them it barely learns f0
-         "a2a": {"optim.epochs": 60, "optim.max_batches": 100, "dset.extra_targets": ["speech", "praat"]},
+         # a2a: f0 and F1-F3 supervise the speech encoder (the release's pitch / formant supervision; the study
+         # stores its true tracks where the release has Praat's), at 10x the release's weights and full until
+         # epoch 40, fading to 0 at 60: with the release's (weights 4e-4 / 3e-6, fading from epoch 20 to 40) and
+         # Praat's estimates, f0 and formants were still far off after 1,600 steps (README)
+         "a2a": {"optim.epochs": 60, "optim.max_batches": 100, "dset.extra_targets": ["speech", "praat"],
+                 "+loss.weights.praat_f0": 4e-3, "+loss.weights.praat_formant": 3e-5,
+                 "loss.nsd_a2a.praat_decay": [40, 60]},
          "e2a": {"optim.epochs": 5, "optim.max_batches": 50}}
 
 

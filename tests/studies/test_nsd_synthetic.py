@@ -160,3 +160,28 @@ def test_unvoiced_and_voiced_noise_shape_the_words():
     params, n_spoken = unvoiced[0].trial(rng)
     middle = params["voicing"][MARGIN:MARGIN + n_spoken]
     assert middle.max() == pytest.approx(0.7, abs=1e-3) and middle.min() == pytest.approx(0.12, abs=1e-3)
+
+
+def test_true_pitch_and_formant_tracks_are_stored(study):
+    # where the release stores Praat's tracks, the study stores its true ones: f0 on voiced spoken frames (in the
+    # sex's range), F1-F6 on spoken frames (sorted, inside the formant ranges), 0 elsewhere; read by the praat target
+    from bm2.features.praat import stored_tracks
+    from bm2.models.formant_synth import F0_RANGES, FORMANT_RANGES
+
+    (rec,) = list(study.iter_recordings())
+    pitch, formant = rec.optional("pitch_re_alldataset"), rec.optional("formant_re_alldataset")
+    assert pitch.shape == (rec.n_frames,) and formant.shape == (rec.n_frames, 6)
+    spoken = np.zeros(rec.n_frames, dtype=bool)
+    for a, b in zip(rec.starts, rec.ends):
+        spoken[a:b] = True
+    assert (formant[spoken] > 0).mean() > 0.95 and (formant[~spoken] > 0).mean() < 0.05
+    assert 0.3 < (pitch[spoken] > 0).mean() < 0.98  # voiced segments only
+    lo, hi = F0_RANGES["female"]
+    assert lo <= pitch[pitch > 0].min() and pitch.max() <= hi
+    f = formant[formant[:, 0] > 0]
+    assert (np.diff(f, axis=1) >= 0).all()
+    ranges = np.array(FORMANT_RANGES["female"])
+    assert (f >= ranges[:, 0] * 0.9).all() and (f <= ranges[:, 1] * 1.1).all()  # the trials' +-3 % jitter
+    tracks = stored_tracks(rec, rec.n_frames)
+    np.testing.assert_allclose(tracks[0][pitch > 0], pitch[pitch > 0])
+    assert np.isnan(tracks[0][pitch == 0]).all() and np.isnan(tracks[1:, ~spoken & (formant[:, 0] == 0)]).all()
