@@ -1,10 +1,13 @@
 """Neural Speech Decoding's chain at CPU sizes that still learn (the README's measurement): one participant of the
 synthetic ECoG study at its defaults (200 trials of 40 words, the last 50 the test set), a 64-channel speech
 encoder of 4 blocks without the background MLP (its per-sample pass makes a step ~5x slower), 40 samples per
-formant shape; a2a for 10 epochs of 100 batches of 16, then the non-causal 3-D ResNet (width 8), LSTM (64 hidden,
-2 layers) and 3-D Swin (24-dim, 2 + 2 blocks) ECoG decoders for 5 epochs of 50 batches each. The evaluation takes
+formant shape, the synthesizer's background profile the study's baseline (its floor); a2a for 60 epochs of 100
+batches of 16, supervised by the study's true f0 and F1-F3 (``dset.extra_targets=[speech,praat]``, 10x the
+release's weights, fading from epoch 40 to 60), then the non-causal 3-D ResNet (width 8), LSTM (64 hidden, 2
+layers) and 3-D Swin (24-dim, 2 + 2 blocks) ECoG decoders for 5 epochs of 50 batches each. The evaluation takes
 the noise sources' expected power (``model.nsd.expected_noise``; training still draws), the deterministic part of
-the spectrogram that a decoder can predict. About 30 minutes on a loaded 2-core CPU (one thread).
+the spectrogram that a decoder can predict. About 55 minutes on a loaded 2-core CPU (one thread), 40 of them a2a
+(10 epochs, the schedule before, took 10 and reached test PCC 0.76 on v2 of the study).
 
     python -m scripts.nsd_chain small --subject SY01   # the whole chain, locally, parents first, then its table
     python -m scripts.nsd_chain small --subject SY01 --decoders lstm --causal true   # causal a2a, causal LSTM
