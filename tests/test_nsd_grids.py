@@ -35,3 +35,20 @@ def test_small_sizes_build_and_decode(decoder):
     model = NSDModel(stage="e2a", decoder=decoder, decoder_kwargs=small.SMALL_DECODERS[decoder], **kwargs)
     out = model(torch.rand(2, 256, 32) * 2 - 1, torch.randn(2, 64, 48))["output"]
     assert out.shape == (2, 256, 32) and torch.isfinite(out).all()
+
+
+def test_small_background_profile_is_the_studys_baseline(tmp_path):
+    # the grid gives the synthesizer the synthetic study's pre-trial baseline as its background profile: at the
+    # study's defaults that baseline is the spectrogram's floor everywhere (the background lies under it)
+    from bm2.studies.nsd_synthetic import NSDSynthetic
+
+    study = NSDSynthetic(tmp_path, n_trials=60, n_words=2)
+    study.prepare()
+    (rec,) = list(study.iter_recordings())
+    baseline = rec.optional("noisesample_re_alldataset").mean(axis=0)
+    assert baseline.shape == (256,)
+    assert torch.allclose(torch.as_tensor(baseline), torch.tensor(small.SMALL_NSD["model.nsd.noise_profile"]))
+    # a2a alone is supervised by Praat's tracks; e2a does not read them
+    a2a, *e2a = plan(**small.CHAIN)
+    assert "praat" in a2a.overrides["dset.extra_targets"]
+    assert all("dset.extra_targets" not in st.overrides for st in e2a)

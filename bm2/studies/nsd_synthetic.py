@@ -3,23 +3,28 @@
 :meth:`NSDSynthetic.prepare` writes ``root/<GEN_VERSION>-<hash of the options>/SY01.h5 ...`` with the release's keys
 (:mod:`bm2.studies.nsd2024`: ``ecog_alldataset``, ``wave_re_alldataset``, ``wave_re_spec_alldataset``,
 ``start_ind_re_valid_alldataset``, ``end_ind_re_valid_alldataset``, ``label_alldataset``,
-``noisesample_re_alldataset``; plus bm2's ``task_alldataset``; the power spectrogram ``_amp_`` is left out, as
+``noisesample_re_alldataset``, and the TRUE f0 / formants in ``pitch_re_alldataset`` / ``formant_re_alldataset``
+where the release has Praat's; plus bm2's ``task_alldataset``; the power spectrogram ``_amp_`` is left out, as
 the layout allows, to halve the disk) and reads them back with the ``nsd2024`` loader.
 
 The simulation (everything seeded by ``seed``):
 
 - **Words**: ``n_words`` words, each with its own family of speech-parameter trajectories: 2 to 4 segments
-  (syllable-like), each voiced or not, with its targets (f0 in the sex's range, F1-F6 inside the sex's formant
-  ranges, formant amplitudes, noise formant 4-8 kHz, noise share, loudness), a base duration of 0.4-0.75 s. A
-  trial of a word jitters the durations (+-10 %), the targets (+-3 %), f0 (+-5 %) and the loudness (+-2 dB); per
-  frame (125 Hz) the piecewise targets are smoothed (Gaussian, 24 ms) under a 40-ms onset / offset ramp, so the
-  same word sounds alike across trials and different words differently.
+  (syllable-like), each unvoiced with probability ``unvoiced`` (default 0.3; every word keeps one voiced segment),
+  with its targets (f0 in the sex's range, F1-F6 inside the sex's formant ranges, formant amplitudes, noise formant
+  4-8 kHz, noise share, loudness), a base duration of 0.4-0.75 s. Voiced segments have the voicing
+  ``1 - voiced_noise`` (default 0.92), unvoiced ones 0.12. A trial of a word jitters the durations (+-10 %), the
+  targets (+-3 %), f0 (+-5 %) and the loudness (+-2 dB); per frame (125 Hz) the piecewise targets are smoothed
+  (Gaussian, 24 ms) under a 40-ms onset / offset ramp, so the same word sounds alike across trials and different
+  words differently.
 - **Audio**: each trial spoken by bm2's formant synthesizer (:func:`bm2.models.formant_synth`, untrained: fixed
   triangular formant shapes, the speaker's ``sex``) with 10 silent frames on each side, laid into a continuous
-  16-kHz track of white background noise at the synthesizer's level (-35 dB per bin), the words' power raised by
-  ``gain_db`` (default 10 dB: voiced segments at -18..-10 dB, unvoiced at -26..-18 dB before the formant
-  filters); 140-180 frames (1.1-1.4 s) of silence between trials. ``start`` / ``end`` are the frames where the
-  word's loudness ramp crosses half its height. The stored spectrogram is the release's
+  16-kHz track of white background noise at ``background_db`` per bin (default -70 dB: under the spectrogram's
+  -50 dB floor, so silence is the constant -1 and only the words are heard; -35 dB, the synthesizer's own default
+  and this study's before v3, puts a random draw in every silent bin), the words' power raised by ``gain_db``
+  (default 0 dB: voiced segments at -28..-20 dB, unvoiced at -36..-28 dB before the formant filters); 140-180
+  frames (1.1-1.4 s) of silence between trials. ``start`` / ``end`` are the frames where the word's loudness ramp
+  crosses half its height. The stored spectrogram is the release's
   (:func:`bm2.features.nsd_spec.release_spectrogram`) of that track.
 - **ECoG**: an 8 x 8 grid (64 electrodes, row-major) of high-gamma envelopes at 125 Hz. Seven speech features per
   frame (log loudness, voicing, f0, F1, F2, noise share, and a pre-onset "preparation" bump 0.3-0.1 s before each
@@ -49,7 +54,7 @@ from .nsd2024 import HOP, N_BINS, NSD2024, SAMPLE_RATE, TASKS
 
 logger = logging.getLogger(__name__)
 
-GEN_VERSION = "v2"  # bump whenever generation changes
+GEN_VERSION = "v3"  # bump whenever generation changes
 MARKER = "bm2_complete.json"
 MARGIN = 10  # silent frames synthesized on each side of a word
 WORDS = ("apple", "river", "garden", "window", "yellow", "basket", "pencil", "monkey", "candle", "ladder",
@@ -60,15 +65,19 @@ WORDS = ("apple", "river", "garden", "window", "yellow", "basket", "pencil", "mo
 FEATURES = ("loudness", "voicing", "f0", "f1", "f2", "noise", "preparation")
 MOTOR_LEAD_FRAMES = (5, 12)  # 40-100 ms
 AUDITORY_LAG_FRAMES = (6, 19)  # 50-150 ms
-#: default speech gain over the background (dB): see NSDSynthetic.true_parameter_pcc and the README's measurement
-GAIN_DB = 10.0
+#: default power gain of the words (dB): see NSDSynthetic.true_parameter_pcc and the README's measurement
+GAIN_DB = 0.0
+#: default background level (dB per bin): under the spectrogram's -50 dB floor, so silence is constant (-1)
+BACKGROUND_DB = -70.0
 
 
 def write_release(path: str | Path, ecog: np.ndarray, wave: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                   labels: tp.Sequence[str], spec: np.ndarray | None = None, noise: np.ndarray | None = None,
-                  tasks: tp.Sequence[str] | None = None) -> None:
+                  tasks: tp.Sequence[str] | None = None, pitch: np.ndarray | None = None,
+                  formant: np.ndarray | None = None) -> None:
     """Write one participant's file with the release's keys: ``ecog`` (T, E) float32, ``wave`` (T x 128,) float32,
-    ``spec`` (T, 256) float32, trial frames int64, labels as UTF-8 bytes (and bm2's per-trial tasks)."""
+    ``spec`` (T, 256) float32, trial frames int64, labels as UTF-8 bytes (and bm2's per-trial tasks), the optional
+    ``pitch`` (T,) and ``formant`` (T, 6) tracks in Hz."""
     import h5py
 
     with h5py.File(path, "w") as f:
@@ -81,6 +90,10 @@ def write_release(path: str | Path, ecog: np.ndarray, wave: np.ndarray, starts: 
             f.create_dataset("wave_re_spec_alldataset", data=np.asarray(spec, dtype=np.float32))
         if noise is not None:
             f.create_dataset("noisesample_re_alldataset", data=np.asarray(noise, dtype=np.float32))
+        if pitch is not None:
+            f.create_dataset("pitch_re_alldataset", data=np.asarray(pitch, dtype=np.float32))
+        if formant is not None:
+            f.create_dataset("formant_re_alldataset", data=np.asarray(formant, dtype=np.float32))
         if tasks is not None:
             f.create_dataset("task_alldataset", data=np.array([t.encode("utf-8") for t in tasks], dtype="S"))
 
@@ -94,14 +107,17 @@ def _smooth(x: np.ndarray, sigma: float, axis: int = -1) -> np.ndarray:
 class WordFamily:
     """The trajectory family of one word: segments with their targets (see the module docstring)."""
 
-    def __init__(self, rng: np.random.Generator, sex: str) -> None:
+    def __init__(self, rng: np.random.Generator, sex: str, unvoiced: float = 0.3, voiced_noise: float = 0.08
+                 ) -> None:
+        """``unvoiced``: probability that a segment is unvoiced; ``voiced_noise``: ``1 - voicing`` of the voiced
+        ones (:class:`NSDSynthetic`)."""
         from ..models.formant_synth import F0_RANGES, FORMANT_RANGES, NOISE_FORMANT_RANGE
 
         n = int(rng.integers(2, 5))
         self.duration = float(rng.uniform(0.4, 0.75))  # s
         weights = rng.uniform(0.6, 1.4, n)
         self.fractions = weights / weights.sum()
-        self.voiced = rng.random(n) < 0.7
+        self.voiced = rng.random(n) < 1.0 - unvoiced
         self.voiced[int(rng.integers(n))] = True  # every word has a vowel
         lo, hi = F0_RANGES[sex]
         self.f0 = rng.uniform(lo + 0.1 * (hi - lo), hi - 0.3 * (hi - lo), (n, 2))  # start / end of each segment
@@ -112,6 +128,7 @@ class WordFamily:
         self.noise_hz = rng.uniform(*NOISE_FORMANT_RANGE, n)
         self.noise_bw = rng.uniform(800.0, 3000.0, n)
         self.noise_amp = np.where(self.voiced, rng.uniform(0.05, 0.2, n), rng.uniform(0.5, 0.9, n))
+        self.voiced_noise = float(voiced_noise)
         self.loudness_db = np.where(self.voiced, rng.uniform(-28.0, -20.0, n), rng.uniform(-36.0, -28.0, n))
 
     def trial(self, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], int]:
@@ -126,7 +143,7 @@ class WordFamily:
         f0 = (self.f0[seg, 0] + (self.f0[seg, 1] - self.f0[seg, 0]) * within) * (1 + 0.05 * rng.standard_normal())
         track = {
             "f0_hz": f0,
-            "voicing": np.where(self.voiced[seg], 0.92, 0.12),
+            "voicing": np.where(self.voiced[seg], 1.0 - self.voiced_noise, 0.12),
             "formant_hz": self.formants[seg] * jitter,
             "formant_amp": self.amps[seg],
             "noise_formant_hz": self.noise_hz[seg],
@@ -161,10 +178,14 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
     n_words : distinct words (at most 50), trial ``i`` says word ``i % n_words`` in a shuffled order.
     sex : the simulated speakers' sex (``female`` / ``male``): the synthesizer's f0 and formant ranges.
     snr : scale of the speech-driven envelopes against the noise.
-    gain_db : power gain (dB) of the spoken words over the background, on top of the words' loudness (voiced
-        segments -28..-20 dB, unvoiced -36..-28 dB, background -35 dB per bin); the ECoG does not depend on it.
-        The default (:data:`GAIN_DB`) makes the audio far more predictable from its parameters (see
-        :meth:`true_parameter_pcc`) while keeping clamped bins rare.
+    gain_db : power gain (dB) of the spoken words, on top of their loudness (voiced segments -28..-20 dB, unvoiced
+        -36..-28 dB); the ECoG does not depend on it. Default :data:`GAIN_DB` (0); more clamps bins at +22.5 dB.
+    unvoiced : probability that a segment is unvoiced (in [0, 1]; each word keeps one voiced segment).
+    voiced_noise : noise share ``1 - voicing`` of voiced segments (in [0, 1]).
+    background_db : level (dB per bin) of the white background noise. The default (:data:`BACKGROUND_DB`, -70)
+        lies under the spectrogram's -50 dB floor: silence is then constant and trivially predictable, which is
+        what lifts :meth:`true_parameter_pcc` (a background at -35 dB is a random draw in every silent bin).
+        These four options shape how predictable the audio is from its parameters (the README's measurement).
     n_bad : bad electrodes per participant.
     seed : seed of everything random; identical options give identical files.
     subjects, and the block options : as for ``nsd2024``.
@@ -188,16 +209,23 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
 
     def __init__(self, root: str | Path, n_subjects: int = 1, n_trials: int = 200, n_words: int = 40,
                  sex: str = "female", snr: float = 1.0, n_bad: int = 3, seed: int = 0, gain_db: float = GAIN_DB,
+                 unvoiced: float = 0.3, voiced_noise: float = 0.08, background_db: float = BACKGROUND_DB,
                  subjects: tp.Sequence[str] | None = None, block_before: int = 80, block_after: int = 63,
                  block_min_after_onset: int = 96) -> None:
-        if n_subjects < 1 or n_trials < 60 or not 1 <= n_words <= len(WORDS) or n_bad < 0 or snr <= 0:
+        if (n_subjects < 1 or n_trials < 60 or not 1 <= n_words <= len(WORDS) or n_bad < 0 or snr <= 0
+                or not 0.0 <= unvoiced <= 1.0 or not 0.0 <= voiced_noise <= 1.0):
             raise ValueError(f"studies.nsd_synthetic: need n_subjects >= 1, n_trials >= 60 (50 test trials plus "
-                             f"training), 1 <= n_words <= {len(WORDS)}, n_bad >= 0 and snr > 0")
+                             f"training), 1 <= n_words <= {len(WORDS)}, n_bad >= 0, snr > 0 and unvoiced, "
+                             f"voiced_noise in [0, 1]; got n_subjects={n_subjects}, n_trials={n_trials}, "
+                             f"n_words={n_words}, n_bad={n_bad}, snr={snr}, unvoiced={unvoiced}, "
+                             f"voiced_noise={voiced_noise}")
         if sex not in ("female", "male"):
             raise ValueError(f"studies.nsd_synthetic.sex must be female or male, got {sex!r}")
         self.options: dict[str, tp.Any] = {"n_subjects": int(n_subjects), "n_trials": int(n_trials),
                                            "n_words": int(n_words), "sex": sex, "snr": float(snr),
-                                           "n_bad": int(n_bad), "seed": int(seed), "gain_db": float(gain_db)}
+                                           "n_bad": int(n_bad), "seed": int(seed), "gain_db": float(gain_db),
+                                           "unvoiced": float(unvoiced), "voiced_noise": float(voiced_noise),
+                                           "background_db": float(background_db)}
         super().__init__(Path(root).expanduser().resolve(), pattern="SY*.h5", subjects=subjects, sex=sex,
                          block_before=block_before, block_after=block_after,
                          block_min_after_onset=block_min_after_onset)
@@ -219,7 +247,7 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
         logger.info("generating nsd_synthetic in %s: %d participant(s) x %d trials of %d words", self.dataset,
                     opt["n_subjects"], opt["n_trials"], opt["n_words"])
         rng = np.random.default_rng(opt["seed"])
-        families = [WordFamily(rng, opt["sex"]) for _ in range(opt["n_words"])]
+        families = [WordFamily(rng, opt["sex"], opt["unvoiced"], opt["voiced_noise"]) for _ in range(opt["n_words"])]
         words = list(WORDS[:opt["n_words"]])
         for s in range(opt["n_subjects"]):
             sub_rng = np.random.default_rng([opt["seed"], s + 1])
@@ -250,20 +278,47 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
         tracks = self._frame_tracks(trials, offsets, n_frames)
         wave = self._audio(rng, trials, offsets, n_frames)
         spec = self._spectrogram(wave, n_frames)
-        noise = np.concatenate([spec[max(a - 15, 0):a - 5] for a in starts[:20]], axis=0)
+        # the pre-trial baseline: 30-40 frames before each onset, past the onset ramp (smoothed over a few frames)
+        # and the STFT window, which still reach frames 5-15 before it (audible once the background is quiet)
+        noise = np.concatenate([spec[max(a - 40, 0):a - 30] for a in starts[:20]], axis=0)
         ecog = self._ecog(rng, tracks, np.array(starts))
+        pitch, formant = self._true_tracks(trials, offsets, n_frames)
         return dict(ecog=ecog, wave=wave, starts=np.array(starts), ends=np.array(ends),
                     labels=[words[w] for w in order], spec=spec, noise=noise,
-                    tasks=[TASKS[i % len(TASKS)] for i in range(n_trials)]), trials, offsets
+                    tasks=[TASKS[i % len(TASKS)] for i in range(n_trials)], pitch=pitch, formant=formant
+                    ), trials, offsets
+
+    @staticmethod
+    def _true_tracks(trials: list[tuple[dict[str, np.ndarray], int]], offsets: list[int], n_frames: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The release's pitch ``(T,)`` and formant ``(T, 6)`` tracks (Hz, 0 where undefined), here the TRUE ones:
+        f0 where a word is spoken (its loudness ramp above half) and voiced (voicing above 0.5), F1-F6 where it is
+        spoken. The release stores Praat's estimates there; Praat on this audio finds f0 almost exactly but F1-F3
+        only roughly (r 0.6-0.7 against the truth, README), so the true tracks make the a2a stage's formant
+        supervision (``dset.extra_targets=[speech,praat]``) exact; ``features.praat.source=computed`` uses Praat."""
+        pitch = np.zeros(n_frames, dtype=np.float32)
+        formant = np.zeros((n_frames, 6), dtype=np.float32)
+        for (params, _), offset in zip(trials, offsets):
+            span = np.arange(offset, offset + len(params["f0_hz"]))
+            spoken = params["envelope"] > 0.5
+            voiced = spoken & (params["voicing"] > 0.5)
+            pitch[span[voiced]] = params["f0_hz"][voiced]
+            formant[span[spoken]] = params["formant_hz"][spoken]
+        return pitch, formant
 
     def true_parameter_pcc(self, subject: int = 0) -> dict[str, float]:
         """How predictable the generated audio is from its speech parameters: participant ``subject``'s data is
         simulated again (in memory, identical to its file) and bm2's untrained synthesizer is fed each trial's TRUE
-        parameters (with :attr:`options` ``gain_db``); its spectrogram of every synthesized trial span (the word
-        and :data:`MARGIN` frames each side) is compared with the stored one, as the reconstruction task scores
-        PCC (Pearson r of each bin over all frames of all trials, averaged over bins). Returns ``pcc`` (noise
-        drawn), ``pcc_expected_noise`` (the expected noise power: no draw) and ``clamped`` (share of the stored
-        spectrogram's values at the +22.5 dB ceiling within the spans). What a perfect speech encoder can score."""
+        parameters (with :attr:`options` ``gain_db`` and ``background_db``); its spectrogram of every synthesized
+        trial span (the word and :data:`MARGIN` frames each side) is compared with the stored one, as the
+        reconstruction task scores PCC (Pearson r of each bin over all frames of all trials, averaged over bins).
+        Returns ``pcc`` (noise
+        drawn), ``pcc_expected_noise`` (the expected noise power: no draw), ``clamped`` and ``floor`` (shares of the
+        stored spectrogram's values at the +22.5 dB ceiling and at the -50 dB floor within the spans). Roughly what
+        a perfect speech encoder can score: the power-mode synthesizer misses the spectrogram of its own waveform
+        where its formant gains vanish (the analysis window's leakage from nearby harmonics fills those bins in the
+        waveform's spectrogram), most of what remains below 1 once silence is constant; learned formant shapes
+        can recover part of it."""
         import torch
         from torchmetrics.functional import pearson_corrcoef
 
@@ -272,13 +327,13 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
 
         opt = self.options
         rng = np.random.default_rng(opt["seed"])
-        families = [WordFamily(rng, opt["sex"]) for _ in range(opt["n_words"])]
+        families = [WordFamily(rng, opt["sex"], opt["unvoiced"], opt["voiced_noise"]) for _ in range(opt["n_words"])]
         data, trials, offsets = self._render(np.random.default_rng([opt["seed"], subject + 1]), families,
                                              list(WORDS[:opt["n_words"]]))
         spec = data["spec"]  # (T, 256) in [-1, 1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            synth = FormantSynthesizer(sex=opt["sex"])
+            synth = FormantSynthesizer(sex=opt["sex"], background_db=opt["background_db"])
         gain = 10.0 ** (opt["gain_db"] / 10.0)
         keys = ("f0_hz", "loudness", "voicing", "formant_hz", "formant_amp", "noise_formant_hz",
                 "noise_formant_bw_hz", "noise_amp")
@@ -299,6 +354,7 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
             result[name] = float(np.nanmean(pearson_corrcoef(torch.cat(outs[expected]), target).numpy()))
         top = (MAX_DB - NOISE_DB - 1e-3) / (MAX_DB - NOISE_DB) * 2.0 - 1.0
         result["clamped"] = float((target >= top).double().mean())
+        result["floor"] = float((target <= -top).double().mean())
         return result
 
     def _frame_tracks(self, trials: list[tuple[dict[str, np.ndarray], int]], offsets: list[int], n_frames: int
@@ -327,7 +383,7 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            synth = FormantSynthesizer(sex=self.options["sex"])
+            synth = FormantSynthesizer(sex=self.options["sex"], background_db=self.options["background_db"])
         class Zero(torch.nn.Module):
             def forward(self, z: torch.Tensor) -> torch.Tensor:
                 return torch.zeros_like(z)

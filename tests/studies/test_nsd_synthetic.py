@@ -11,7 +11,7 @@ from bm2.features import build_feature
 from bm2.studies.base import StudyError, get_study_class
 from bm2.studies.nsd2024 import OPTIONAL, REQUIRED, TASKS, NSD2024
 from bm2.features.nsd_spec import MAX_DB, NOISE_DB
-from bm2.studies.nsd_synthetic import MARGIN, NSDSynthetic
+from bm2.studies.nsd_synthetic import MARGIN, NSDSynthetic, WordFamily
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,8 @@ def test_options_are_checked(tmp_path):
         NSDSynthetic(tmp_path, n_trials=10)
     with pytest.raises(ValueError, match="sex"):
         NSDSynthetic(tmp_path, sex="unified")
+    with pytest.raises(ValueError, match="unvoiced=1.5"):
+        NSDSynthetic(tmp_path, unvoiced=1.5)
     with pytest.raises(StudyError, match="prepare"):
         list(NSDSynthetic(tmp_path / "empty").iter_recordings())
 
@@ -125,18 +127,61 @@ def test_recipe_fragment_gives_the_agreed_batches(study, tmp_path):
     assert model_out_channels(datasets, build_task(cfg).targets) == 256
 
 
-def test_gain_lifts_the_true_parameter_pcc_without_clamping(study, tmp_path):
-    # the fixture has the default gain (10 dB): the synthesizer fed the true parameters predicts its audio better
-    # than at 0 dB, few bins hit the +22.5 dB ceiling, and the gain enters the dataset's options (another folder)
-    quiet = NSDSynthetic(tmp_path, n_trials=60, n_words=6, seed=3, gain_db=0.0)
-    assert quiet.dataset.name != study.dataset.name and study.options["gain_db"] == 10.0
-    loud_pcc, quiet_pcc = study.true_parameter_pcc(), quiet.true_parameter_pcc()
-    assert loud_pcc["pcc"] > quiet_pcc["pcc"] + 0.02
-    assert loud_pcc["pcc_expected_noise"] > quiet_pcc["pcc_expected_noise"]
-    assert quiet_pcc["clamped"] < loud_pcc["clamped"] < 0.03
-    # true_parameter_pcc simulates the stored data again: the file's spans give the same clamped share
+def test_quiet_background_lifts_the_true_parameter_pcc(study, tmp_path):
+    # the fixture has the defaults (background at -70 dB, under the -50 dB floor; gain 0 dB): silence is the constant
+    # -1 and the synthesizer fed the true parameters predicts the audio better than with the study's former audible
+    # background (-35 dB, words 10 dB louder); the options enter the dataset's folder
+    assert study.options["background_db"] == -70.0 and study.options["gain_db"] == 0.0
+    audible = NSDSynthetic(tmp_path, n_trials=60, n_words=6, seed=3, gain_db=10.0, background_db=-35.0)
+    assert audible.dataset.name != study.dataset.name
+    new, old = study.true_parameter_pcc(), audible.true_parameter_pcc()
+    assert new["pcc"] > old["pcc"] + 0.03 and new["pcc_expected_noise"] > old["pcc_expected_noise"] + 0.01
+    assert new["clamped"] < min(old["clamped"], 1e-3) and new["floor"] > old["floor"] + 0.1
     (rec,) = list(study.iter_recordings())
     spec = rec.stored_spectrogram()
+    silence = np.concatenate([spec[:, b + 20:b + 100] for b in rec.ends[:-1]], axis=1)
+    np.testing.assert_array_equal(silence, -1.0)
+    # true_parameter_pcc simulates the stored data again: the file's spans give the same share of floor values
     spans = np.concatenate([spec[:, a - MARGIN:b + MARGIN] for a, b in zip(rec.starts, rec.ends)], axis=1)
-    top = (MAX_DB - NOISE_DB - 1e-3) / (MAX_DB - NOISE_DB) * 2.0 - 1.0
-    assert float((spans >= top).mean()) == pytest.approx(loud_pcc["clamped"], abs=1e-6)
+    assert 0.05 < new["floor"] < 0.9
+    top = (MAX_DB - NOISE_DB - 1e-3) / (MAX_DB - NOISE_DB) * 2.0 - 1.0  # within 1e-3 dB of the ceiling / floor
+    assert float((spans <= -top).mean()) == pytest.approx(new["floor"], abs=1e-6)
+
+
+def test_unvoiced_and_voiced_noise_shape_the_words():
+    rng = np.random.default_rng(0)
+    voiced = [WordFamily(rng, "female", unvoiced=0.0) for _ in range(20)]
+    assert all(f.voiced.all() for f in voiced)
+    unvoiced = [WordFamily(rng, "female", unvoiced=1.0, voiced_noise=0.3) for _ in range(20)]
+    assert all(f.voiced.sum() == 1 for f in unvoiced)  # the one voiced segment every word keeps
+    default = [WordFamily(rng, "female") for _ in range(200)]
+    share = np.mean(np.concatenate([~f.voiced for f in default]))
+    assert 0.15 < share < 0.35  # 0.3 drawn per segment, less the forced vowels
+    params, n_spoken = unvoiced[0].trial(rng)
+    middle = params["voicing"][MARGIN:MARGIN + n_spoken]
+    assert middle.max() == pytest.approx(0.7, abs=1e-3) and middle.min() == pytest.approx(0.12, abs=1e-3)
+
+
+def test_true_pitch_and_formant_tracks_are_stored(study):
+    # where the release stores Praat's tracks, the study stores its true ones: f0 on voiced spoken frames (in the
+    # sex's range), F1-F6 on spoken frames (sorted, inside the formant ranges), 0 elsewhere; read by the praat target
+    from bm2.features.praat import stored_tracks
+    from bm2.models.formant_synth import F0_RANGES, FORMANT_RANGES
+
+    (rec,) = list(study.iter_recordings())
+    pitch, formant = rec.optional("pitch_re_alldataset"), rec.optional("formant_re_alldataset")
+    assert pitch.shape == (rec.n_frames,) and formant.shape == (rec.n_frames, 6)
+    spoken = np.zeros(rec.n_frames, dtype=bool)
+    for a, b in zip(rec.starts, rec.ends):
+        spoken[a:b] = True
+    assert (formant[spoken] > 0).mean() > 0.95 and (formant[~spoken] > 0).mean() < 0.05
+    assert 0.3 < (pitch[spoken] > 0).mean() < 0.98  # voiced segments only
+    lo, hi = F0_RANGES["female"]
+    assert lo <= pitch[pitch > 0].min() and pitch.max() <= hi
+    f = formant[formant[:, 0] > 0]
+    assert (np.diff(f, axis=1) >= 0).all()
+    ranges = np.array(FORMANT_RANGES["female"])
+    assert (f >= ranges[:, 0] * 0.9).all() and (f <= ranges[:, 1] * 1.1).all()  # the trials' +-3 % jitter
+    tracks = stored_tracks(rec, rec.n_frames)
+    np.testing.assert_allclose(tracks[0][pitch > 0], pitch[pitch > 0])
+    assert np.isnan(tracks[0][pitch == 0]).all() and np.isnan(tracks[1:, ~spoken & (formant[:, 0] == 0)]).all()
