@@ -33,66 +33,52 @@ def _summary(history: list[dict], test_keys: tp.Sequence[str], scale: float = 10
     return out
 
 
-class ClipExplorer(Explorer):
-    """Speech retrieval (brainmagick): losses, best valid, and test top-1 / top-10 in percent."""
+class _MetricsExplorer(Explorer):
+    """Losses (last train / valid, best valid) and the test metrics ``TEST`` (times ``SCALE``, shown as ``FORMAT``);
+    blank where an XP does not report one."""
+
+    TEST: tp.ClassVar[tuple[str, ...]] = ()
+    EXTRA: tp.ClassVar[tuple[str, ...]] = ()  # columns _summary adds (e.g. chance10)
+    SCALE: tp.ClassVar[float] = 100.0
+    FORMAT: tp.ClassVar[str] = ".1f"
 
     def get_grid_metrics(self) -> list:
         return [
             tt.group("train", [tt.leaf("epoch"), tt.leaf("loss", ".3f")], align=">"),
             tt.group("valid", [tt.leaf("loss", ".3f"), tt.leaf("best", ".3f")], align=">"),
-            tt.group("test", [tt.leaf("top1_segment", ".1f"), tt.leaf("top10_segment", ".1f"),
-                              tt.leaf("top1_word", ".1f"), tt.leaf("top10_word", ".1f"),
-                              tt.leaf("chance10", ".1f")], align=">"),
+            tt.group("test", [tt.leaf(k, self.FORMAT) for k in self.TEST + self.EXTRA], align=">"),
         ]
 
     def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
-        """Summarise a history: last train / valid loss, best valid loss, test metrics in percent."""
-        return _summary(history, RETRIEVAL)
+        """Summarise a history: last train / valid loss, best valid loss, the test metrics."""
+        return _summary(history, self.TEST, scale=self.SCALE)
 
 
-class TaskExplorer(Explorer):
+class ClipExplorer(_MetricsExplorer):
+    """Speech retrieval (brainmagick): losses, best valid, and test top-1 / top-10 in percent beside chance."""
+
+    TEST = RETRIEVAL
+    EXTRA = ("chance10",)
+
+
+class TaskExplorer(_MetricsExplorer):
     """Any task (grids mixing retrieval, classification, detection, reconstruction): losses and the headline
     test metrics in percent, blank where a task does not report them."""
 
-    def get_grid_metrics(self) -> list:
-        return [
-            tt.group("train", [tt.leaf("epoch"), tt.leaf("loss", ".3f")], align=">"),
-            tt.group("valid", [tt.leaf("loss", ".3f"), tt.leaf("best", ".3f")], align=">"),
-            tt.group("test", [tt.leaf(k, ".1f") for k in HEADLINES], align=">"),
-        ]
-
-    def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
-        """Summarise a history: last train / valid loss, best valid loss, headline test metrics in percent."""
-        return _summary(history, HEADLINES)
+    TEST = HEADLINES
 
 
-class ClassificationExplorer(Explorer):
+class ClassificationExplorer(_MetricsExplorer):
     """Classification and speech-detection grids: losses, and test top-1 / top-5 / top-10, balanced accuracy and
     F1-macro in percent (blank where a task does not report them, e.g. top-k for detection)."""
 
-    def get_grid_metrics(self) -> list:
-        return [
-            tt.group("train", [tt.leaf("epoch"), tt.leaf("loss", ".3f")], align=">"),
-            tt.group("valid", [tt.leaf("loss", ".3f"), tt.leaf("best", ".3f")], align=">"),
-            tt.group("test", [tt.leaf(k, ".1f") for k in CLASSIFICATION], align=">"),
-        ]
-
-    def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
-        """Summarise a history: last train / valid loss, best valid loss, the test metrics in percent."""
-        return _summary(history, CLASSIFICATION)
+    TEST = CLASSIFICATION
 
 
-class ReconstructionExplorer(Explorer):
+class ReconstructionExplorer(_MetricsExplorer):
     """Reconstruction grids (Neural Speech Decoding): losses, and the test PCC (per bin and per trial) beside its
     trial-shuffled null, and STOI, as they are (not in percent)."""
 
-    def get_grid_metrics(self) -> list:
-        return [
-            tt.group("train", [tt.leaf("epoch"), tt.leaf("loss", ".3f")], align=">"),
-            tt.group("valid", [tt.leaf("loss", ".3f"), tt.leaf("best", ".3f")], align=">"),
-            tt.group("test", [tt.leaf(k, ".3f") for k in RECONSTRUCTION], align=">"),
-        ]
-
-    def process_history(self, history: list[dict]) -> dict[str, tp.Any]:
-        """Summarise a history: last train / valid loss, best valid loss, the test correlations and STOI."""
-        return _summary(history, RECONSTRUCTION, scale=1.0)
+    TEST = RECONSTRUCTION
+    SCALE = 1.0
+    FORMAT = ".3f"
