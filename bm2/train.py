@@ -188,6 +188,9 @@ def _did_you_mean(message: str) -> str:
 
     walk(OmegaConf.to_container(main._base_cfg, resolve=False), "")  # type: ignore[attr-defined, arg-type]
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
+    last = key.rsplit(".", 1)[-1]
+    same_name = sorted((k for k in keys if k.rsplit(".", 1)[-1] == last and k not in close), key=lambda k: k.count("."))
+    close += same_name[:2]  # the shallowest keys of the same name: optim.seed -> seed
     hint = f"Did you mean {' or '.join(close)}? " if close else ""
     return (f"{hint}bm2 reads no key {key!r}: adding it with +{key}=... would be silently ignored.\n")
 

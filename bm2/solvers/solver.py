@@ -46,8 +46,8 @@ class OptimParams:
     ``amp``: bfloat16 autocast on CUDA; ``amp_cpu``: also on CPUs with native bf16 (detected; float32 elsewhere).
     Losses and scores stay float32 either way (:mod:`bm2.utils.precision`).
     ``compile``: the training forward goes through ``torch.compile`` (inductor; its first steps compile, tens of
-    seconds; validation, test and the saved weights use the uncompiled model). Measured about 1.1x the eager step
-    for the convolution-bound paper-size SimpleConv on the 2-core CPU under load (README, Performance).
+    seconds; validation, test and the saved weights use the uncompiled model). Measured 1.1x the eager step for
+    the convolution-bound paper-size SimpleConv on the 2-core CPU (README, Performance).
     """
 
     lr: float = 3e-4

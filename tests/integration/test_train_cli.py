@@ -127,6 +127,10 @@ def test_clear_errors_from_the_cli(env):
     assert proc.returncode != 0 and "+optim.nope=1" in proc.stdout and "Traceback" not in proc.stdout
     proc = _dora(env, "optim.epoch=1")  # a typo: the close key is named, and Hydra's +key is flagged as ignored
     assert proc.returncode != 0 and "Did you mean optim.epochs?" in proc.stdout and "silently ignored" in proc.stdout
+    proc = _dora(env, "optim.seed=1")  # a key of that name elsewhere: the shallowest first
+    assert proc.returncode != 0 and "Did you mean seed or dset.split.seed?" in proc.stdout
+    proc = _dora(env, "optim.amp_cpu=no")  # not a boolean: stopped before any work, naming the fix
+    assert proc.returncode != 0 and "set optim.amp_cpu=true or optim.amp_cpu=false" in proc.stdout
 
 
 def test_evaluation_errors_name_the_fix(env):
