@@ -246,8 +246,7 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
         opt = self.options
         logger.info("generating nsd_synthetic in %s: %d participant(s) x %d trials of %d words", self.dataset,
                     opt["n_subjects"], opt["n_trials"], opt["n_words"])
-        rng = np.random.default_rng(opt["seed"])
-        families = [WordFamily(rng, opt["sex"], opt["unvoiced"], opt["voiced_noise"]) for _ in range(opt["n_words"])]
+        families = self._families()
         words = list(WORDS[:opt["n_words"]])
         for s in range(opt["n_subjects"]):
             sub_rng = np.random.default_rng([opt["seed"], s + 1])
@@ -288,6 +287,12 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
                     tasks=[TASKS[i % len(TASKS)] for i in range(n_trials)], pitch=pitch, formant=formant
                     ), trials, offsets
 
+    def _families(self) -> list[WordFamily]:
+        """Every word's trajectory family, drawn from :attr:`options` ``seed`` (the same for every participant)."""
+        opt = self.options
+        rng = np.random.default_rng(opt["seed"])
+        return [WordFamily(rng, opt["sex"], opt["unvoiced"], opt["voiced_noise"]) for _ in range(opt["n_words"])]
+
     @staticmethod
     def _true_tracks(trials: list[tuple[dict[str, np.ndarray], int]], offsets: list[int], n_frames: int
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -312,8 +317,8 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
         parameters (with :attr:`options` ``gain_db`` and ``background_db``); its spectrogram of every synthesized
         trial span (the word and :data:`MARGIN` frames each side) is compared with the stored one, as the
         reconstruction task scores PCC (Pearson r of each bin over all frames of all trials, averaged over bins).
-        Returns ``pcc`` (noise
-        drawn), ``pcc_expected_noise`` (the expected noise power: no draw), ``clamped`` and ``floor`` (shares of the
+        Returns ``pcc`` (noise drawn), ``pcc_expected_noise`` (the expected noise power: no draw), ``clamped`` and
+        ``floor`` (shares of the
         stored spectrogram's values at the +22.5 dB ceiling and at the -50 dB floor within the spans). Roughly what
         a perfect speech encoder can score: the power-mode synthesizer misses the spectrogram of its own waveform
         where its formant gains vanish (the analysis window's leakage from nearby harmonics fills those bins in the
@@ -326,8 +331,7 @@ class NSDSynthetic(GeneratedStudy, NSD2024):
         from ..models.formant_synth import FormantSynthesizer
 
         opt = self.options
-        rng = np.random.default_rng(opt["seed"])
-        families = [WordFamily(rng, opt["sex"], opt["unvoiced"], opt["voiced_noise"]) for _ in range(opt["n_words"])]
+        families = self._families()
         data, trials, offsets = self._render(np.random.default_rng([opt["seed"], subject + 1]), families,
                                              list(WORDS[:opt["n_words"]]))
         spec = data["spec"]  # (T, 256) in [-1, 1]
