@@ -23,7 +23,7 @@ export BM2_NO_PROGRESS ?= $(if $(CI),1,)
 
 install: $(STAMP)
 
-$(STAMP): setup.py Makefile
+$(STAMP): setup.py Makefile bm2/data/_windows.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# Keep a torch that is already there (e.g. a CUDA build); otherwise install $(TORCH).

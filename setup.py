@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -54,6 +54,12 @@ EXTRAS = {
             "ipykernel>=6.25"],
 }
 
+# The training loader's window kernel (bm2/data/window_kernel.py): a plain C library loaded with ctypes, so it does
+# not depend on the Python or torch version. optional: without a C compiler the install still succeeds and the
+# loader uses torch (same numbers, slower). No -ffast-math: the kernel must give torch's float32 results exactly.
+WINDOW_KERNEL = Extension("bm2.data._windows", sources=["bm2/data/_windows.c"], optional=True,
+                          extra_compile_args=["-O3", "-ffp-contract=off"])
+
 setup(
     name="bm2",
     version="0.1.0",
@@ -66,4 +72,5 @@ setup(
     include_package_data=True,
     install_requires=REQUIRES,
     extras_require=EXTRAS,
+    ext_modules=[WINDOW_KERNEL],
 )

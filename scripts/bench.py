@@ -382,6 +382,7 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     """Throughput of the training loader from the cache vs a plain in-memory copy of the same bytes."""
     import torch
 
+    from bm2.data import window_kernel
     from bm2.data.loader import BatchLoader, BufferPool
 
     s = ws.sizes
@@ -396,17 +397,32 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     most = max(s.loader_workers)
     probe = _drain(train, s.loader_batch, 1, 0)  # the bytes of one batch, for the plain copy
     copy_before = _plain_copy_bandwidth(probe["bytes_per_batch"], max(s.loader_batches // 2, 2))
-    for kind, workers in [*(("threads", w) for w in s.loader_workers), ("processes", most)]:
+    kernel = window_kernel.available()
+    settings = [*(("threads", w) for w in s.loader_workers), ("processes", most)]
+    if kernel:  # the same loader with the window kernel switched off: what the compiled kernel gains
+        settings.append(("threads-torch", most))
+    for kind, workers in settings:
         # one buffer pool for the repeats, as the solver keeps one for the whole run: the first repeat faults the
         # pages of its buffers in, later ones run in the steady state that training sees (the plain copy's
         # buffers are faulted in before it is timed, too)
-        pool = BufferPool(max_per_shape=max(workers, 1) * BatchLoader.PREFETCH + 2) if kind == "threads" else None
-        repeats = [_drain(train, s.loader_batch, s.loader_batches, workers, kind, pool)
-                   for _ in range(s.loader_repeats)]
+        pool = BufferPool(max_per_shape=max(workers, 1) * BatchLoader.PREFETCH + 2) if kind != "processes" else None
+        before = os.environ.get(window_kernel.ENV)
+        if kind == "threads-torch":
+            os.environ[window_kernel.ENV] = "0"
+        try:
+            repeats = [_drain(train, s.loader_batch, s.loader_batches, workers, kind.split("-")[0], pool)
+                       for _ in range(s.loader_repeats)]
+        finally:
+            if before is None:
+                os.environ.pop(window_kernel.ENV, None)
+            else:
+                os.environ[window_kernel.ENV] = before
+        for r in repeats:
+            r["kind"] = kind
         all_runs.extend(repeats)
         runs.append(max(repeats, key=lambda r: r["segments_per_s"]))
         speeds = ", ".join(f"{r['segments_per_s']:.0f}" for r in repeats)
-        _log(f"{'BatchLoader' if kind == 'threads' else 'torch DataLoader'} {workers} {kind}: {speeds} segments/s")
+        _log(f"{'torch DataLoader' if kind == 'processes' else 'BatchLoader'} {workers} {kind}: {speeds} segments/s")
     nbytes = runs[0]["bytes_per_batch"]
     # the best of the copies measured before and after the loaders (the machine's load may change in between)
     copy_bw = max(copy_before, _plain_copy_bandwidth(nbytes, max(s.loader_batches // 2, 2)))
@@ -419,15 +435,23 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
 
     def name(r: dict) -> str:
         w = r["workers"]
+        threads = f"{w} thread{'s' if w != 1 else ''}"
         if r["kind"] == "threads":
-            return f"training loader (BatchLoader), {w} thread{'s' if w != 1 else ''}"
+            return f"training loader (BatchLoader), {threads}"
+        if r["kind"] == "threads-torch":
+            return f"training loader (BatchLoader), {threads}, torch path ({window_kernel.ENV}=0)"
         return f"torch DataLoader (before), {w} worker process{'es' if w != 1 else ''}"
+
+    def how(r: dict) -> str:
+        if r["kind"] != "threads":
+            return ""
+        return "; compiled window kernel" if kernel else "; torch path: the window kernel is not built"
 
     for r in runs:
         target = ("ratio", ">=", 0.5) if r["kind"] == "threads" and r["workers"] == most else None
         rows.append(row(
             "dataloading", f"{name(r)}, batch {s.loader_batch} x {shape[0]} ch x {shape[1]} samples: bandwidth "
-            f"({r['segments_per_s']:,.0f} segments/s)", r["mb_per_s"], "MB/s", baseline=copy_bw / MB,
+            f"({r['segments_per_s']:,.0f} segments/s{how(r)})", r["mb_per_s"], "MB/s", baseline=copy_bw / MB,
             baseline_label="plain in-memory copy", ratio=r["mb_per_s"] * MB / copy_bw, ratio_label="of plain copy",
             target=target))
     loader = next(r for r in runs if r["kind"] == "threads" and r["workers"] == most)
@@ -436,10 +460,18 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
                     "in-RAM copy into a reused buffer; no baseline, scaling, clamping or features; 1 thread)",
                     loader["segments_per_s"], "segments/s", baseline=gather_wps, baseline_label="bare gather",
                     ratio=loader["segments_per_s"] / gather_wps, ratio_label="of a bare gather"))
+    torch_path = next((r for r in runs if r["kind"] == "threads-torch"), None)
+    if torch_path is not None:
+        rows.append(row("dataloading", f"{name(loader)} vs the same loader's torch path ({window_kernel.ENV}=0)",
+                        loader["segments_per_s"], "segments/s", baseline=torch_path["segments_per_s"],
+                        baseline_label="torch path", ratio=loader["segments_per_s"] / torch_path["segments_per_s"],
+                        ratio_label="of the torch path"))
     rows.append(row("dataloading", f"plain in-memory copy, {most} threads at once (each its own buffers) vs 1: "
                     "what more threads get from the memory", copy_threads_bw / MB, "MB/s", baseline=copy_bw / MB,
                     baseline_label="1 thread", ratio=copy_threads_bw / copy_bw, ratio_label="of 1 thread"))
     for r in runs:
+        if r["kind"] == "threads-torch":
+            continue
         if r["kind"] == "processes":
             rows.append(row("dataloading", f"{name(r)}: peak RSS per worker (USS "
                             f"{max(r['worker_uss_mib'] or [0]):.0f} MiB)", max(r["worker_peak_rss_mib"] or [0.0]),
@@ -458,6 +490,8 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
                "plain_copy_threads_mb_per_s": copy_threads_bw / MB,
                "pool": "one BufferPool per setting, shared by its repeats (the solver keeps one for the run)",
                "torch_threads": torch.get_num_threads(), "runs": [r for r in runs if r["kind"] == "threads"],
+               "window_kernel": str(window_kernel.library_path()) if kernel else None,
+               "torch_path_runs": [r for r in runs if r["kind"] == "threads-torch"],
                "dataloader_processes": [r for r in runs if r["kind"] == "processes"], "all_runs": all_runs,
                "repeats": s.loader_repeats, "page_cache": "warm (the cache was just written)"}
     return rows, details

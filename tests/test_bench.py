@@ -57,6 +57,8 @@ def _check_report(out: Path, sections: tuple[str, ...]) -> dict:
             expected += 1  # bf16 autocast vs fp32 at the paper size, where the CPU has native bf16
         if s == "training" and not result["quick"]:
             expected += 1  # torch.compile vs eager at the paper size, on CPU (not in --quick)
+        if s == "dataloading" and result["details"]["dataloading"]["window_kernel"]:
+            expected += 2  # the loader's torch path, and the kernel against it
         if s == "dataloading" and "training" not in sections:
             expected -= 1  # the loader-vs-training row needs both sections
         assert counts[s] == expected, (s, counts)
@@ -134,6 +136,8 @@ def test_quick_benchmark_cli_produces_every_number(tmp_path):
     assert "torch DataLoader (before), 2 worker processes" in measures
     assert "per worker" in measures and "per thread" in measures
     assert "training loader (BatchLoader), 2 threads vs a bare gather" in measures
+    if result["details"]["dataloading"]["window_kernel"]:
+        assert "training loader (BatchLoader), 2 threads vs the same loader's torch path" in measures
     assert "paper size" in measures and "small default" in measures
     for model in ("DeMEGa", "Du-IN classifier", "Du-IN VQ-VAE", "ECoG 3-D ResNet decoder", "ECoG LSTM decoder",
                   "ECoG 3-D Swin decoder"):
