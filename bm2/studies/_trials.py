@@ -6,8 +6,9 @@ window anchored at that event with ``[tmin, tmax]`` equal to the trial's span is
 datasets (Du-IN's 3-s word epochs, lee2024's imagined-speech trials) reuse the preprocessing cache, the splits,
 the label vocabulary and the batches of continuous recordings, with no parallel code path.
 
-Filtering runs on the concatenated timeline: a filter's edge effects may leak across trial borders, which is why
-studies of epoched data usually leave ``preprocess.highpass`` / ``lowpass`` off (their releases are filtered).
+Preprocessing runs trial by trial (:attr:`~bm2.studies.base.Recording.trial_samples` is the trial length): filters,
+resampling and ``preprocess.tf`` see one trial at a time, so nothing leaks across a trial border (before, filters ran
+on the concatenated timeline). Each trial must then resample to a whole number of samples.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class TrialsRecording(Recording):
         self._data, self._labels, self._sfreq = data, [str(x) for x in labels], float(sfreq)
         self._ch_names, self._ch_types = list(ch_names), ch_types
         self._positions, self._tmin, self._kind, self._trial_ids = positions, tmin, kind, trial_ids
+        self.trial_samples = int(data.shape[2])  # bm2.preprocessing.preprocess: one trial at a time
 
     def _load_raw(self) -> mne.io.BaseRaw:
         import mne

@@ -35,3 +35,26 @@ def test_trials_become_blocks_and_windows_are_the_trials(tmp_path):
         np.testing.assert_allclose(got - got.mean(-1, keepdims=True), want - want.mean(-1, keepdims=True),
                                    rtol=1e-4, atol=1e-10)
         assert ds.vocabulary[int(item["label"])] == labels[trial]
+
+
+def test_filters_and_resampling_run_trial_by_trial(tmp_path):
+    """A trial's preprocessed signal does not depend on its neighbours (before, filters ran across trial borders)."""
+    from bm2.preprocessing import preprocess
+
+    rng = np.random.default_rng(1)
+    n_trials, n_channels, n_samples, sfreq = 4, 3, 200, 100.0
+    data = rng.standard_normal((n_trials, n_channels, n_samples)) * 1e-5
+    other = data.copy()
+    other[1] += 1e-3 * np.sin(np.linspace(0, 40, n_samples))  # a loud neighbour of trials 0 and 2
+    params = PreprocessParams(sample_rate=50.0, highpass=1.0)
+    brains = []
+    for k, trials in enumerate((data, other)):
+        rec = TrialsRecording("toy", "01", trials, ["a"] * n_trials, sfreq, [f"c{i}" for i in range(n_channels)],
+                              "seeg", positions=np.zeros((n_channels, 2)), identity={"k": k})
+        assert rec.trial_samples == n_samples
+        brains.append(np.asarray(preprocess(rec, Cache(tmp_path), params)["brain"]))
+    per_trial = n_samples // 2
+    assert brains[0].shape == (n_channels, n_trials * per_trial)
+    same = [np.array_equal(brains[0][:, t * per_trial:(t + 1) * per_trial],
+                           brains[1][:, t * per_trial:(t + 1) * per_trial]) for t in range(n_trials)]
+    assert same == [True, False, True, True]
