@@ -31,6 +31,7 @@ $(STAMP): setup.py Makefile bm2/data/_windows.c
 	# Pin the installed torch so that no dependency pulls another build (multi-GB CUDA wheels).
 	$(PY) -W ignore -c "import torch; print('torch==' + torch.__version__)" > $(CONSTRAINTS)  # -W: torch warns when numpy is not installed yet
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	$(PY) -c "from bm2.data import window_kernel; print('bm2 loader:', window_kernel.status())"
 	touch $(STAMP)
 
 demo: install

@@ -140,8 +140,10 @@ class Cache:
         # Only plain, picklable state: the cache is shipped to DataLoader workers.
         self.root = Path(root)
         self.lock_timeout = lock_timeout
-        self.reads = 0  # entries of this process's get(): found complete / built (for progress messages)
-        self.builds = 0
+        # the distinct entries this process's get() found complete on disk (not built by this process) / built, for
+        # progress messages
+        self._read: set[Path] = set()
+        self._built: set[Path] = set()
 
     def path_for(self, step: str, key: dict, version: str) -> Path:
         """Folder of the entry for (step, key, version)."""
@@ -154,6 +156,20 @@ class Cache:
         folder = self.path_for(step, key, version)
         return folder.parent / f"{folder.name}.lock"
 
+    @property
+    def reads(self) -> int:
+        """Distinct entries that this process found already built (by an earlier run or another process)."""
+        return len(self._read)
+
+    @property
+    def builds(self) -> int:
+        """Distinct entries that this process built."""
+        return len(self._built)
+
+    def _count_read(self, folder: Path) -> None:
+        if folder not in self._built:
+            self._read.add(folder)
+
     def get(self, step: str, key: dict, version: str,
             build: tp.Callable[[EntryWriter], None], desc: str | None = None) -> CacheEntry:
         """Return the entry for (step, key, version), building it with ``build`` if needed."""
@@ -163,7 +179,7 @@ class Cache:
         if folder.exists():
             try:
                 entry = self._open(folder, identity)
-                self.reads += 1
+                self._count_read(folder)
                 return entry
             except DamagedEntry:
                 pass  # maybe being replaced right now; decide under the lock
@@ -180,14 +196,14 @@ class Cache:
             if folder.exists():
                 try:
                     entry = self._open(folder, identity)
-                    self.reads += 1
+                    self._count_read(folder)
                     return entry
                 except DamagedEntry as exc:
                     logger.warning("Damaged cache entry %s (%s): removing and rebuilding.", folder, exc)
                     self._remove(folder)
             self._clean_stale(folder)
             entry = self._build(folder, identity, build, desc or step)
-            self.builds += 1
+            self._built.add(folder)
             return entry
         finally:
             lock.release()

@@ -397,7 +397,7 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     most = max(s.loader_workers)
     probe = _drain(train, s.loader_batch, 1, 0)  # the bytes of one batch, for the plain copy
     copy_before = _plain_copy_bandwidth(probe["bytes_per_batch"], max(s.loader_batches // 2, 2))
-    kernel = window_kernel.available()
+    kernel, path = window_kernel.available(), window_kernel.status()  # path: in words, for the rows
     settings = [*(("threads", w) for w in s.loader_workers), ("processes", most)]
     if kernel:  # the same loader with the window kernel switched off: what the compiled kernel gains
         settings.append(("threads-torch", most))
@@ -445,7 +445,7 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
     def how(r: dict) -> str:
         if r["kind"] != "threads":
             return ""
-        return "; compiled window kernel" if kernel else "; torch path: the window kernel is not built"
+        return "; " + path.split(";")[0]
 
     for r in runs:
         target = ("ratio", ">=", 0.5) if r["kind"] == "threads" and r["workers"] == most else None
@@ -490,7 +490,7 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
                "plain_copy_threads_mb_per_s": copy_threads_bw / MB,
                "pool": "one BufferPool per setting, shared by its repeats (the solver keeps one for the run)",
                "torch_threads": torch.get_num_threads(), "runs": [r for r in runs if r["kind"] == "threads"],
-               "window_kernel": str(window_kernel.library_path()) if kernel else None,
+               "window_kernel": str(window_kernel.library_path()) if kernel else None, "window_kernel_status": path,
                "torch_path_runs": [r for r in runs if r["kind"] == "threads-torch"],
                "dataloader_processes": [r for r in runs if r["kind"] == "processes"], "all_runs": all_runs,
                "repeats": s.loader_repeats, "page_cache": "warm (the cache was just written)"}
@@ -1068,9 +1068,37 @@ def environment() -> dict[str, tp.Any]:
             "numpy": np.__version__, "scipy": scipy.__version__, "mne": mne.__version__}
 
 
+def _write(out: Path, quick: bool, only: tp.Sequence[str], sizes: Sizes, rows: list[dict],
+           details: dict[str, dict], seconds: dict[str, float], load: dict[str, list[float]], started: float,
+           done: bool) -> tuple[dict[str, tp.Any], str]:
+    """Write ``out/bench.json`` and ``out/bench.md`` from the sections measured so far (``done`` False: after each
+    section, so that a run stopped half-way keeps what it measured); returns the JSON content and the text."""
+    rows = sorted(rows, key=lambda r: SECTIONS.index(r["section"]))  # stable: keeps the order inside each section
+    if quick:  # the targets are for the full sizes: tiny batches and studies cannot meet them, so none is judged
+        rows = [{**r, "met": None} for r in rows]
+    result: dict[str, tp.Any] = {
+        "quick": quick, "complete": done, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "environment": environment(), "sizes": dataclasses.asdict(sizes), "rows": rows, "details": details,
+        "section_seconds": seconds, "load_average_1min": load, "total_seconds": time.perf_counter() - started}
+    env = result["environment"]
+    sections = "every section" if set(only) >= set(SECTIONS) else "sections " + ", ".join(s for s in SECTIONS
+                                                                                        if s in only)
+    header = (f"bm2 benchmark ({'quick' if quick else 'full'} sizes, {sections}), {result['date']}: "
+              f"{env['cpu_count']} CPU cores, torch {env['torch']} ({env['torch_threads']} threads), "
+              f"GPU: {env['gpu'] or 'none'}; {result['total_seconds']:.0f} s in all; 1-min load average "
+              f"{max((max(v) for v in load.values()), default=0):.1f} at most"
+              + ("; quick sizes: a check that the measures run, targets not judged" if quick else "")
+              + ("" if done else f"; INCOMPLETE: stopped after {', '.join(seconds) or 'no section'}"))
+    text = f"{header}\n\n{markdown(rows)}"
+    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "bench.md").write_text(text + "\n")
+    return result, text
+
+
 def run(out: Path, quick: bool = False, only: tp.Sequence[str] = SECTIONS, workdir: Path | None = None,
         keep: bool = False) -> dict[str, tp.Any]:
-    """Run the benchmarks, write ``out/bench.json`` and ``out/bench.md``; returns the JSON content."""
+    """Run the benchmarks, write ``out/bench.json`` and ``out/bench.md`` (again after each section, marked
+    incomplete until the end); returns the JSON content."""
     sizes = QUICK if quick else FULL
     out.mkdir(parents=True, exist_ok=True)
     if workdir is not None:
@@ -1100,28 +1128,13 @@ def run(out: Path, quick: bool = False, only: tp.Sequence[str] = SECTIONS, workd
                 extra = _loader_vs_training(details)
                 if extra is not None:
                     rows.append(extra)
+            _write(out, quick, only, sizes, rows, details, seconds, load, started, done=False)
     finally:
         bm2_logger.setLevel(level)
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    rows.sort(key=lambda r: SECTIONS.index(r["section"]))  # stable: keeps the order inside each section
-    if quick:  # the targets are for the full sizes: tiny batches and studies cannot meet them, so none is judged
-        for r in rows:
-            r["met"] = None
-    result: dict[str, tp.Any] = {
-        "quick": quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "environment": environment(), "sizes": dataclasses.asdict(sizes), "rows": rows, "details": details,
-        "section_seconds": seconds, "load_average_1min": load, "total_seconds": time.perf_counter() - started}
-    env = result["environment"]
-    header = (f"bm2 benchmark ({'quick' if quick else 'full'}), {result['date']}: {env['cpu_count']} CPU cores, "
-              f"torch {env['torch']} ({env['torch_threads']} threads), GPU: {env['gpu'] or 'none'}; "
-              f"{result['total_seconds']:.0f} s in all; 1-min load average "
-              f"{max((max(v) for v in load.values()), default=0):.1f} at most"
-              + ("; quick sizes: a check that every measure runs, targets not judged" if quick else ""))
-    table = markdown(rows)
-    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "bench.md").write_text(f"{header}\n\n{table}\n")
-    print(f"{header}\n\n{table}", flush=True)
+    result, text = _write(out, quick, only, sizes, rows, details, seconds, load, started, done=True)
+    print(text, flush=True)
     return result
 
 
@@ -1129,8 +1142,8 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: ``python -m scripts.bench [--out DIR] [--quick] [--only SECTION ...]``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_results"), help="folder of bench.json / bench.md")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (a few minutes): checks that every measure "
-                        "runs; targets are not judged")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (1-2 minutes on an idle 2-core "
+                        "machine): checks that the measures run (all but torch.compile's); targets are not judged")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="parent of the temporary folder (FIF file, cache; default: the system's temp dir)")

@@ -409,18 +409,24 @@ class SegmentDataset(torch.utils.data.Dataset):
         False (nothing written) where the kernel does not apply."""
         if not window_kernel.available():
             return False
+        for plan, starts, rows in self._by_recording(indices, plans):
+            inv = None if plan.inv_scale is None else plan.inv_scale.numpy()
+            if not window_kernel.normalised_windows(plan.array, starts, rows, plan.first, plan.n_out, plan.n_pre,
+                                                    plan.centre, out, multiply=inv, max_scale=plan.max_scale):
+                return False  # the torch path then writes every window again
+        return True
+
+    def _by_recording(self, indices: tp.Sequence[int], plans: dict[int, _WindowPlan]
+                      ) -> tp.Iterator[tuple[_WindowPlan, np.ndarray, np.ndarray]]:
+        """Per recording of items ``indices``: its plan, its windows' starts and their positions in ``indices``,
+        sorted by start (overlapping windows then come from the CPU cache)."""
         items = np.asarray(indices, dtype=np.int64)
         recs = self._rec[items]
         for r, plan in plans.items():
             rows = np.flatnonzero(recs == r)
             starts = self._start[items[rows]]
-            order = np.argsort(starts, kind="stable")  # recording order: overlapping windows come from the cache
-            inv = None if plan.inv_scale is None else plan.inv_scale.numpy()
-            if not window_kernel.normalised_windows(plan.array, starts[order], rows[order], plan.first, plan.n_out,
-                                                    plan.n_pre, plan.centre, out, multiply=inv,
-                                                    max_scale=plan.max_scale):
-                return False  # the torch path then writes every window again
-        return True
+            order = np.argsort(starts, kind="stable")
+            yield plan, starts[order], rows[order]
 
     def _plans_of(self, indices: tp.Sequence[int]) -> dict[int, _WindowPlan]:
         """:meth:`_plan` of every recording of items ``indices``, by recording index."""
@@ -457,21 +463,12 @@ class SegmentDataset(torch.utils.data.Dataset):
         length = self.window.n_samples(first.sample_rate) - self.window.offset_samples(first.sample_rate)
         features = alloc("features", (len(indices), first.features.array.shape[0], length))
         plans = self._plans_of(indices)
-        if window_kernel.available():
-            items = np.asarray(indices, dtype=np.int64)
-            recs = self._rec[items]
-            done = True
-            for r, plan in plans.items():
-                if plan.rec.features is None:
-                    raise ValueError("this dataset has no feature target: build it with targets including 'features'")
-                rows = np.flatnonzero(recs == r)
-                starts = self._start[items[rows]]
-                order = np.argsort(starts, kind="stable")
-                # feature_window's float32 operations: minus the mean, divided by the std
-                done = done and window_kernel.normalised_windows(
-                    plan.rec.features.array, starts[order], rows[order], 0, length, 0, mean, features, divide=std)
-            if done:
-                return features
+        # feature_window's float32 operations: minus the mean, divided by the std
+        if window_kernel.available() and all(
+                window_kernel.normalised_windows(tp.cast(LazyArray, plan.rec.features).array, starts, rows, 0, length,
+                                                 0, mean, features, divide=std)
+                for plan, starts, rows in self._by_recording(indices, plans)):
+            return features
         outs, order = features.unbind(0), _recording_order(indices, self._rec, self._start)
         for o, i in zip([outs[k] for k in order], [indices[k] for k in order]):
             plan = plans[self._rec[i]]

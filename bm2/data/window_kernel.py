@@ -76,6 +76,18 @@ def available() -> bool:
     return os.environ.get(ENV, "1") != "0" and _load() is not None
 
 
+def status() -> str:
+    """Which path the loader takes, in words (logged by the solver and printed by ``make install``)."""
+    if os.environ.get(ENV, "1") == "0":
+        return f"torch path ({ENV}=0)"
+    if _load() is not None:
+        return "compiled window kernel"
+    if library_path() is None:
+        return ("torch path: the window kernel is not built (no C compiler at install?); install one (e.g. gcc) "
+                "and rerun `make install` or `pip install -e .` for about twice the loading speed")
+    return "torch path: the window kernel does not load (see the warning above); rerun `pip install -e .`"
+
+
 def normalised_windows(array: np.ndarray, starts: np.ndarray, dest: np.ndarray, first: int, n_out: int,
                        n_pre: int, centre: np.ndarray, out: torch.Tensor, *, multiply: np.ndarray | None = None,
                        divide: np.ndarray | None = None, max_scale: float | None = None) -> bool:
@@ -133,3 +145,4 @@ def normalised_windows(array: np.ndarray, starts: np.ndarray, dest: np.ndarray, 
         raise IndexError(f"window {bad - 1} (samples {s + first}..{s + first + n_out}, baseline {s}..{s + n_pre}) "
                          f"reaches outside the recording's {array.shape[-1]} samples")
     return True
+

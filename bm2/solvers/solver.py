@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from .. import distrib
 from ..data import Datasets, collate
+from ..data import window_kernel
 from ..data.loader import BatchLoader, BufferPool
 from ..objectives import Objective, TermMeans
 from ..tasks import Task, run_model
@@ -182,8 +183,12 @@ class Solver(BaseSolver):
         # the same parameters: saving, averaging and evaluation keep using self.model
         self.train_model = tp.cast(torch.nn.Module, torch.compile(self.ddp_model)) if optim.compile else self.ddp_model
         logger.info("training forward in %s on %s%s", "bfloat16 autocast" if self.amp else "float32", self.device,
-                    "; torch.compile (optim.compile): the first steps compile, tens of seconds" if optim.compile
-                    else "")
+                    "; torch.compile (optim.compile): the first steps compile, tens of seconds the first time "
+                    "(torch's inductor cache: TORCHINDUCTOR_CACHE_DIR, by default /tmp/torchinductor_$USER)"
+                    if optim.compile else "")
+        units = ("thread", "threads") if loader == "threads" else ("worker process", "worker processes")
+        logger.info("loader: %d %s; brain windows by the %s", num_workers, units[num_workers != 1],
+                    window_kernel.status())
         self.extra_checkpoint["data"] = {"fingerprint": datasets.fingerprint, "n_recordings": len(datasets.recordings),
                                          "vocabulary": datasets.vocabulary, "targets": list(datasets.targets)}
 

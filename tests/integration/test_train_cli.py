@@ -39,6 +39,11 @@ def test_dora_run_writes_history_with_test_metrics(env):
     proc = _dora(env, *args)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "Test results of XP" in proc.stdout and "| segment |" in proc.stdout
+    # the log says what was computed and which loader path runs
+    assert re.search(r"recordings ready in [\d.]+ s: 0 cache entries read, [1-9]\d* computed", proc.stdout)
+    from bm2.data import window_kernel
+
+    assert f"brain windows by the {window_kernel.status()}" in proc.stdout
     xps = list((Path(env["BM2_XP_DIR"]) / "xps").iterdir())
     history_files = [p / "history.json" for p in xps if (p / "history.json").exists()]
     assert history_files
@@ -53,6 +58,7 @@ def test_dora_run_writes_history_with_test_metrics(env):
     again = _dora(env, *args)
     assert again.returncode == 0 and "epoch 1 |" not in again.stdout
     assert "Test results of XP" in again.stdout
+    assert re.search(r"recordings ready in [\d.]+ s: [1-9]\d* cache entries read, 0 computed", again.stdout)
 
 
 def test_sigkill_then_resume_loses_and_repeats_no_epoch(env):
