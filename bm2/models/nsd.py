@@ -20,6 +20,12 @@ Rebuilt from the description (ANCHORS §2 and ANCHORS_WAVE2 §3; the original is
   (``inputs = ("brain", "features")``). Module names: ``encoder`` (speech encoder), ``synth`` (synthesizer),
   ``decoder`` and ``head`` (e2a), so that an e2a XP starts from its a2a parent with
   ``chain.modules=[encoder, synth] chain.freeze=[encoder, synth]``.
+- Pitch augmentation (``pitch_augment``, a2a training only; the release's optional ``--pitch_augment``, off by
+  default there and here): each window's encoded f0 is shifted by ``2 ** U(-s, s)`` (the release: s = 1.5 octaves)
+  and clamped to the sex's f0 range within the release's [88, 300] Hz, the synthesizer renders the shifted
+  parameters (without gradient) and the speech encoder encodes that spectrogram again; the objective's
+  ``pitch_cycle`` term pulls the re-encoded f0 to the shifted one (:mod:`bm2.objectives.nsd`). The encoder so sees
+  every word at many pitches with its f0 known, instead of only the few it was spoken at.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ DECODERS = ("resnet", "lstm", "swin")
 # the original's feature width D of each ECoG decoder (the input of its parameter head)
 DECODER_CHANNELS = {"resnet": 32, "lstm": 64, "swin": 32}
 PARAM_PREFIX, GUIDE_PREFIX = "param_", "guide_"
+#: the release clamps the shifted f0 of its pitch augmentation to this range (Hz)
+PITCH_AUGMENT_CLAMP = (88.0, 300.0)
 
 
 class _Conv(nn.Conv1d):
@@ -164,6 +172,11 @@ class NSDModel(nn.Module):
         (not in the release, which always draws; training always draws). A drawn noise spectrum fluctuates by about
         5 dB per bin, which caps the PCC against a target that has its own draw.
     decoder_kwargs : more keyword arguments of ``build_ecog_decoder`` (e.g. ``grid``).
+    pitch_augment : half-width ``s`` (octaves) of the pitch augmentation's shift ``2 ** U(-s, s)`` (module
+        docstring; a2a training only). 0 (default, as the release's default): off; the release's option: 1.5.
+        When on, the training outputs also hold ``cycle_f0_hz`` (the re-encoded f0) and ``cycle_target_f0_hz``
+        (the shifted f0 it should be), both ``[ceil(B / 2), T]`` in Hz, of every other window of the batch
+        (``0, 2, 4 ...``: half the cost of the extra synthesis, without gradient, and encoder pass).
 
     ``forward(features)`` (a2a) or ``forward(brain, features)`` (e2a) returns ``output`` (the decoded [-1, 1]
     spectrogram ``[B, 256, T]``), ``power``, the parameters as ``param_<key>`` and, in e2a, the guidance
@@ -180,7 +193,7 @@ class NSDModel(nn.Module):
                  stage: str = "a2a", decoder: str = "resnet", causal: bool = False, sex: str = "female",
                  channels: int = 128, encoder_depth: int = 4, n_filter_samples: int = 80, learned_mask: bool = True,
                  noise_profile: tp.Sequence[float] | None = None, background_mlp: bool = True,
-                 expected_noise: bool = False,
+                 expected_noise: bool = False, pitch_augment: float = 0.0,
                  decoder_channels: int | None = None, decoder_kwargs: dict[str, tp.Any] | None = None) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -191,6 +204,11 @@ class NSDModel(nn.Module):
         if decoder not in DECODERS:  # checked in a2a too: a typo must not pass silently
             raise ValueError(f"model.nsd.decoder must be one of {list(DECODERS)}, got {decoder!r}")
         self.stage, self.causal, self.expected_noise = stage, bool(causal), bool(expected_noise)
+        if not pitch_augment >= 0:
+            raise ValueError(f"model.nsd.pitch_augment is a shift in octaves >= 0 (0: off), got {pitch_augment}")
+        self.pitch_augment = float(pitch_augment)
+        lo, hi = F0_RANGES[check_sex(sex)]
+        self.pitch_clamp = (max(lo, PITCH_AUGMENT_CLAMP[0]), min(hi, PITCH_AUGMENT_CLAMP[1]))
         # what a parent XP must share with this model for its encoder and synthesizer to be the ones it was trained
         # with (checked by :meth:`check_parent` when e2a starts from its a2a parent)
         self._shared = {"causal": bool(causal), "sex": sex, "channels": channels, "encoder_depth": encoder_depth,
@@ -244,12 +262,28 @@ class NSDModel(nn.Module):
             return self.synth(params, waveform=not self.training, generator=generator,
                               expected_noise=self.expected_noise and not self.training)
 
+    def _pitch_cycle(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The pitch augmentation's cycle (module docstring): the re-encoded and the shifted f0, ``[B, T]`` each."""
+        # every other window (half the cost of a synthesis and an encoder pass per step; the release's choice of
+        # windows is not described)
+        params = {k: v[::2] for k, v in params.items()}
+        f0 = params["f0_hz"]
+        with torch.no_grad():
+            octaves = (torch.rand(f0.shape[0], 1, device=f0.device) * 2.0 - 1.0) * self.pitch_augment
+            target = (f0.detach().float() * torch.pow(2.0, octaves)).clamp(*self.pitch_clamp)
+            shifted = {k: v.detach() for k, v in params.items()}
+            shifted["f0_hz"] = target
+            spec = self._synthesize(shifted)["output"]
+        return {"cycle_f0_hz": self.encoder(spec)["f0_hz"], "cycle_target_f0_hz": target}
+
     def forward(self, features: torch.Tensor, brain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         features = features.float()
         if self.stage == "a2a":
             params = self.encoder(features)
             out = self._synthesize(params)
             out.update({PARAM_PREFIX + k: v for k, v in params.items()})
+            if self.training and self.pitch_augment > 0:
+                out.update(self._pitch_cycle(params))
             return out
         if brain is None:
             raise ValueError("stage e2a decodes from ECoG: the batch must carry 'brain'")

@@ -23,6 +23,10 @@ noise-formant frequency / bandwidth (kHz), weighted by :data:`SMOOTH_WEIGHTS` (t
 ``praat [B, 4, T]`` (f0, F1, F2, F3 in Hz, NaN where undefined), ``praat_f0`` (squared error on on-stage frames,
 weight 4e-4) and ``praat_formant`` (6, 3, 1.5 x the squared errors of F1-F3, weight 3e-6), whose weights decay
 linearly from 1 to 0 between epochs 20 and 40 (:meth:`NSDA2AObjective.set_epoch`); 0 without Praat tracks.
+``pitch_cycle``: with the model's pitch augmentation (``model.nsd.pitch_augment``), the squared error (Hz^2)
+between the re-encoded f0 of the pitch-shifted resynthesis and the shifted f0 (outputs ``cycle_f0_hz``,
+``cycle_target_f0_hz``, of every other window of the batch) on on-stage frames, weight 4e-4 (the description
+gives no weight: ours, the pitch supervision's), not decayed (its target is exact); 0 without those outputs.
 
 ``nsd_e2a`` (stage 2): ``linear_amp`` 80, ``linear_db`` 40 (80 x the linear spectrogram loss) and ``mel_db`` 80
 (the description's "80 x mel dB loss", taken as written), plus one ``guide_<key>`` term per parameter: the squared
@@ -145,13 +149,13 @@ class NSDA2AObjective(SpectralTerms):
     """
 
     terms = ("linear_amp", "linear_db", "mel_db", "silence", "smoothness", "formant_order", "amp_order",
-             "praat_f0", "praat_formant")
+             "praat_f0", "praat_formant", "pitch_cycle")
 
     def __init__(self, weights: dict[str, float] | None = None, silence_twice: bool = True,
                  praat_decay: tp.Sequence[int] = (20, 40), n_mels: int = 128) -> None:
         defaults = {"linear_amp": 8.0, "linear_db": 4.0, "mel_db": 4.0, "silence": 2e6 if silence_twice else 1e6,
                     "smoothness": 1.0 / 2000.0, "formant_order": 1.0, "amp_order": 30.0, "praat_f0": 4e-4,
-                    "praat_formant": 3e-6}
+                    "praat_formant": 3e-6, "pitch_cycle": 4e-4}
         super().__init__({**defaults, **(weights or {})}, n_mels=n_mels)
         self.praat_base = {k: self.weights[k] for k in ("praat_f0", "praat_formant")}
         self.praat_decay = (int(praat_decay[0]), int(praat_decay[1]))
@@ -199,6 +203,12 @@ class NSDA2AObjective(SpectralTerms):
                 error = (formants[..., k] * 1000.0 - praat[:, k + 1].nan_to_num()).square()
                 formant = formant + weight * _masked_mean(error, known)
             terms["praat_formant"] = formant
+        terms["pitch_cycle"] = _zero(loud)
+        if "cycle_f0_hz" in outputs:
+            # the model's cycle holds every other window of the batch
+            on = torch.ones_like(loud[::2]) if stage is None else stage[::2]
+            error = (_param(outputs, "f0_hz", "cycle_") - _param(outputs, "f0_hz", "cycle_target_")).square()
+            terms["pitch_cycle"] = _masked_mean(error, on)
         return terms
 
 

@@ -246,3 +246,31 @@ def test_e2a_needs_a_parent_of_the_same_causal_setting_and_sizes():
     assert "not an a2a model=nsd" in e2a.check_parent({"name": "simpleconv", "kwargs": {}})
     with pytest.raises(ValueError, match="model.nsd.decoder must be one of"):  # a typo fails in a2a too
         build_model("nsd", out_channels=256, n_channels=64, stage="a2a", decoder="lstn")
+
+
+@pytest.mark.parametrize("sex,clamp", [("female", (180.0, 300.0)), ("male", (88.0, 200.0))])
+def test_pitch_augmentation_cycle(sex, clamp):
+    torch.manual_seed(0)
+    spec = torch.rand(4, 256, 16) * 2 - 1
+    assert not any(k.startswith("cycle_") for k in NSDModel(**SMALL)(spec))  # off by default, as the release
+    model = NSDModel(sex=sex, pitch_augment=1.0, **SMALL)
+    out = model(spec)
+    target, f0 = out["cycle_target_f0_hz"], out["param_f0_hz"].detach()[::2]  # windows 0 and 2
+    assert out["cycle_f0_hz"].shape == target.shape == (2, 16)
+    assert target.min() >= clamp[0] and target.max() <= clamp[1]
+    ratio = target / f0  # one shift per window, within 2 ** [-1, 1] where not clamped
+    inside = (target > clamp[0]) & (target < clamp[1])
+    for r, keep in zip(ratio, inside):
+        if keep.any():
+            assert 0.5 <= float(r[keep][0]) <= 2.0
+            torch.testing.assert_close(r[keep], r[keep][:1].expand(int(keep.sum())))
+    assert not target.requires_grad
+    # the cycle trains the speech encoder only: the resynthesis is rendered without gradient
+    (out["cycle_f0_hz"] - target).square().mean().backward()
+    assert model.encoder.head.f0.weight.grad is not None and model.encoder.head.f0.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.synth.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert not any(k.startswith("cycle_") for k in model(spec))
+    with pytest.raises(ValueError, match="pitch_augment"):
+        NSDModel(pitch_augment=-0.5, **SMALL)

@@ -151,3 +151,19 @@ def test_e2a_guidance_weights_and_flooding():
 def test_bad_shapes():
     with pytest.raises(ValueError, match="256, T"):
         NSDA2AObjective()({"features": torch.zeros(B, 80, T)}, {"output": spec(), **params()})
+
+
+def test_pitch_cycle_term():
+    objective = NSDA2AObjective()
+    assert objective.weights["pitch_cycle"] == pytest.approx(4e-4)
+    stage = torch.zeros(B, T)
+    stage[0, :4] = 1.0  # the cycle holds windows 0, 2 ...: window 1's mask must not count
+    stage[1, 4:] = 1.0
+    cycle = {"cycle_f0_hz": torch.full((1, T), 200.0), "cycle_target_f0_hz": torch.full((1, T), 230.0)}
+    cycle["cycle_f0_hz"][:, 4:] = 0.0  # off-stage frames do not count
+    batch = {"features": spec(), "speech": stage}
+    terms = objective(batch, {"output": spec(), **params(), **cycle})
+    assert float(terms["pitch_cycle"]) == pytest.approx(30.0 ** 2)
+    assert float(objective(batch, {"output": spec(), **params()})["pitch_cycle"]) == 0.0  # no augmentation
+    objective.set_epoch(45)  # the Praat decay leaves it alone
+    assert objective.weights["pitch_cycle"] == pytest.approx(4e-4)
