@@ -140,9 +140,9 @@ class Cache:
         # Only plain, picklable state: the cache is shipped to DataLoader workers.
         self.root = Path(root)
         self.lock_timeout = lock_timeout
-        # the distinct entries this process's get() found complete on disk (not built by this process) / built, for
-        # progress messages
-        self._read: set[Path] = set()
+        # for progress messages: get() calls answered by an entry this process did not build (an earlier run's or
+        # another process's), and the entries this process built
+        self.reads = 0
         self._built: set[Path] = set()
 
     def path_for(self, step: str, key: dict, version: str) -> Path:
@@ -157,18 +157,13 @@ class Cache:
         return folder.parent / f"{folder.name}.lock"
 
     @property
-    def reads(self) -> int:
-        """Distinct entries that this process found already built (by an earlier run or another process)."""
-        return len(self._read)
-
-    @property
     def builds(self) -> int:
-        """Distinct entries that this process built."""
+        """Entries that this process built."""
         return len(self._built)
 
     def _count_read(self, folder: Path) -> None:
-        if folder not in self._built:
-            self._read.add(folder)
+        if folder not in self._built:  # not one it built itself a moment ago
+            self.reads += 1
 
     def get(self, step: str, key: dict, version: str,
             build: tp.Callable[[EntryWriter], None], desc: str | None = None) -> CacheEntry:

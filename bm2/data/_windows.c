@@ -21,6 +21,10 @@
 
 #define BM2_PW_BLOCKSIZE 128
 
+/* The interface version: window_kernel.py loads a library only if this matches its own (a library left from an
+ * older checkout is not called with arguments it does not take). Bump it with any change of the signature. */
+int32_t bm2_windows_abi(void) { return 1; }
+
 /* numpy's pairwise summation of float32 (numpy/_core/src/umath/loops_utils.h.src), which np.add.reduce uses on a
  * contiguous row */
 static float pairwise_sum(const float *a, int64_t n) {

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import typing as tp
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,13 @@ from .segments import WindowParams, make_segments
 from .splits import POOL, SPLITS, SplitParams, check_named, named_split, window_splits
 
 logger = logging.getLogger(__name__)
+
+
+def _brain_entry(rec: PreparedRecording) -> str:
+    """The cache entry that holds the recording's preprocessed signal (its folder: the hash of the preprocessing key
+    and version), so that a scaler follows the very signal it was fitted on: any change to how the signal is made
+    (parameters, ``trial_samples``, a new PREPROCESS_VERSION) makes a new scaler rather than reusing a stale one."""
+    return Path(rec.brain.path).parent.name
 
 
 def _fit_scaler(dataset: SegmentDataset, rec_index: int, rows: np.ndarray, norm: NormParams, cache: Cache,
@@ -53,7 +61,8 @@ def _fit_scaler(dataset: SegmentDataset, rec_index: int, rows: np.ndarray, norm:
         writer.save("center", fitted.center.reshape(lead))
         writer.save("scale", fitted.scale.reshape(lead))
 
-    entry = cache.get("robust-scaler", {**key, "recording": rec.uid, "n_fit_windows": norm.n_fit_windows,
+    entry = cache.get("robust-scaler", {**key, "recording": rec.uid, "brain": _brain_entry(rec),
+                                        "n_fit_windows": norm.n_fit_windows,
                                         "baseline": norm.baseline, "seed": seed,
                                         "train_starts": content_hash(dataset._start[rows].tolist())},
                       SCALER_VERSION, build)
@@ -101,7 +110,8 @@ def _pooled_scaler(prepared: list[PreparedRecording], by_split: dict[str, pd.Dat
         raise ValueError("norm.pooled fits statistics on whole training recordings, but every recording also holds "
                          "valid / test windows: use a recording-level split (dset.split.strategy=named) or "
                          "norm.pooled=false")
-    key = {"preprocess": preprocess_params.key(), "recordings": [prepared[i].uid for i in chosen]}
+    key = {"preprocess": preprocess_params.key(), "recordings": [prepared[i].uid for i in chosen],
+           "brains": [_brain_entry(prepared[i]) for i in chosen]}
 
     def build(writer: EntryWriter) -> None:
         n, mean, std = pooled_statistics([prepared[i].brain.array for i in chosen])

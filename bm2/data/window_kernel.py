@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 ENV = "BM2_WINDOW_KERNEL"
 """Set to ``0`` to use the torch path (e.g. to compare both in a benchmark)."""
 
+ABI = 1
+"""The interface version that ``bm2_windows_abi()`` of the library must return (``_windows.c``)."""
+
 _LOCK = threading.Lock()
 _LIB: ctypes.CDLL | None = None
 _TRIED = False
@@ -51,24 +54,34 @@ def _load() -> ctypes.CDLL | None:
         return _LIB
     with _LOCK:
         if not _TRIED:
-            _TRIED = True
-            path = library_path()
-            if path is None:
-                logger.debug("window kernel not built (no C compiler at install?): the loader uses torch")
-            else:
-                try:
-                    lib = ctypes.CDLL(str(path))
-                except OSError as exc:  # a library built for another machine or Python
-                    logger.warning("window kernel %s cannot be loaded (%s): the loader uses torch; reinstall bm2 "
-                                   "(pip install -e .) to rebuild it", path, exc)
-                else:
-                    fn = lib.bm2_normalised_windows
-                    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-                    fn.argtypes = [ptr, i64, i64, i64, ptr, ptr, i64, i64, i64, i64, ptr, ptr, ctypes.c_int32,
-                                   ctypes.c_int32, ctypes.c_float, ptr]
-                    fn.restype = i64
-                    _LIB = lib
+            try:
+                _LIB = _open(library_path())
+            finally:
+                _TRIED = True  # after _LIB: a thread on the unlocked path never sees "tried" without the library
         return _LIB
+
+
+def _open(path: Path | None) -> ctypes.CDLL | None:
+    if path is None:
+        logger.debug("window kernel not built (no C compiler at install?): the loader uses torch")
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        abi = lib.bm2_windows_abi() if hasattr(lib, "bm2_windows_abi") else 0
+    except OSError as exc:  # a library built for another machine or Python
+        logger.warning("window kernel %s cannot be loaded (%s): the loader uses torch; reinstall bm2 "
+                       "(pip install -e .) to rebuild it", path, exc)
+        return None
+    if abi != ABI:
+        logger.warning("window kernel %s is from another bm2 version (interface %s, expected %s): the loader uses "
+                       "torch; reinstall bm2 (make install or pip install -e .) to rebuild it", path, abi, ABI)
+        return None
+    fn = lib.bm2_normalised_windows
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn.argtypes = [ptr, i64, i64, i64, ptr, ptr, i64, i64, i64, i64, ptr, ptr, ctypes.c_int32, ctypes.c_int32,
+                   ctypes.c_float, ptr]
+    fn.restype = i64
+    return lib
 
 
 def available() -> bool:
@@ -113,6 +126,7 @@ def normalised_windows(array: np.ndarray, starts: np.ndarray, dest: np.ndarray, 
 
     Raises:
         IndexError: a window reaches outside the recording, or a row of ``dest`` outside ``out`` (nothing written).
+        ValueError: ``starts`` and ``dest`` differ in length, or both ``multiply`` and ``divide`` are given.
     """
     if multiply is not None and divide is not None:
         raise ValueError("give multiply or divide, not both")
@@ -121,7 +135,7 @@ def normalised_windows(array: np.ndarray, starts: np.ndarray, dest: np.ndarray, 
         return False
     shape = array.shape[:-1]
     rows = int(np.prod(shape))
-    if (array.dtype != np.float32 or array.strides[-1] != 4 or out.dtype != torch.float32
+    if (array.dtype != np.float32 or array.strides[-1] != 4 or not array.flags.aligned or out.dtype != torch.float32
             or out.device.type != "cpu" or not out.is_contiguous() or tuple(out.shape[1:]) != (*shape, n_out)):
         return False
     # rows evenly spaced: the leading axes of (C, [F,] T) contiguous among themselves
@@ -130,6 +144,8 @@ def normalised_windows(array: np.ndarray, starts: np.ndarray, dest: np.ndarray, 
     row_stride = array.strides[-2] // 4 if array.ndim > 1 else 0
     starts = np.ascontiguousarray(starts, dtype=np.int64)
     dest = np.ascontiguousarray(dest, dtype=np.int64)
+    if starts.ndim != 1 or starts.shape != dest.shape:
+        raise ValueError(f"starts and dest must be 1-D of one length, got shapes {starts.shape} and {dest.shape}")
     if len(dest) and (dest.min() < 0 or dest.max() >= out.shape[0]):
         raise IndexError(f"batch rows {dest.min()}..{dest.max()} outside a batch of {out.shape[0]}")
     centre = np.ascontiguousarray(centre, dtype=np.float32).reshape(rows)

@@ -187,8 +187,10 @@ class Solver(BaseSolver):
                     "(torch's inductor cache: TORCHINDUCTOR_CACHE_DIR, by default /tmp/torchinductor_$USER)"
                     if optim.compile else "")
         units = ("thread", "threads") if loader == "threads" else ("worker process", "worker processes")
-        logger.info("loader: %d %s; brain windows by the %s", num_workers, units[num_workers != 1],
-                    window_kernel.status())
+        train_set = datasets.train
+        by = ("torch path (norm.instance: per-window quantiles)" if getattr(train_set, "norm", None) is not None
+              and train_set.norm.instance else window_kernel.status())
+        logger.info("loader: %d %s; brain windows by the %s", num_workers, units[num_workers != 1], by)
         self.extra_checkpoint["data"] = {"fingerprint": datasets.fingerprint, "n_recordings": len(datasets.recordings),
                                          "vocabulary": datasets.vocabulary, "targets": list(datasets.targets)}
 

@@ -58,3 +58,25 @@ def test_filters_and_resampling_run_trial_by_trial(tmp_path):
     same = [np.array_equal(brains[0][:, t * per_trial:(t + 1) * per_trial],
                            brains[1][:, t * per_trial:(t + 1) * per_trial]) for t in range(n_trials)]
     assert same == [True, False, True, True]
+
+
+def test_scalers_follow_the_signal_they_were_fitted_on(tmp_path):
+    """The same recording preprocessed another way (here across trial borders, as before trial_samples) gets its own
+    robust scaler: a scaler keyed by the recording alone would be fitted on the old signal and reused."""
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((20, 3, 100)) * 1e-5
+    labels = [["a", "b"][i % 2] for i in range(20)]
+
+    def scaler(trial_samples):
+        rec = TrialsRecording("toy", "01", data, labels, 100.0, ["c0", "c1", "c2"], "seeg",
+                              positions=np.zeros((3, 2)))
+        rec.trial_samples = trial_samples
+        ds = build_datasets([rec], Cache(tmp_path), PreprocessParams(sample_rate=100.0, highpass=2.0),
+                            FeatureStack([WordOnset()]), WindowParams(tmin=0.0, tmax=1.0, anchor="word"),
+                            SplitParams(strategy="stratified", test=0.2, valid=0.0, seed=0), NormParams(baseline=False),
+                            targets=("label",))
+        return ds.train.recordings[0].scaler
+
+    per_trial, across = scaler(100), scaler(None)
+    assert len(list((tmp_path / "robust-scaler").glob("*/manifest.json"))) == 2
+    assert not np.array_equal(per_trial.scale, across.scale)

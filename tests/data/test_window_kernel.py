@@ -97,8 +97,13 @@ def test_loader_batches_equal_the_torch_path(array_recording, tmp_path, monkeypa
     ds = _datasets(array_recording, tmp_path, norm, window, features, augment)
     calls = []
     kernel = window_kernel.normalised_windows
-    monkeypatch.setattr(window_kernel, "normalised_windows",
-                        lambda *a, **k: calls.append(a[0].shape) or kernel(*a, **k))
+    def spy(*args, **kwargs):
+        written = kernel(*args, **kwargs)
+        assert written, "the kernel refused a layout of the loader"  # else torch would rewrite the batch unseen
+        calls.append(args[0].shape)
+        return written
+
+    monkeypatch.setattr(window_kernel, "normalised_windows", spy)
     indices = np.random.default_rng(0).permutation(len(ds))[:11].tolist()  # both recordings, shuffled
     assert len({int(ds._rec[i]) for i in indices}) == 2
     fast = ds.batch(indices, BufferPool().take)  # the solver's loader: batch buffers from a pool
@@ -129,6 +134,8 @@ def test_errors_and_fallbacks():
     assert torch.all(out == -1)  # nothing written
     with pytest.raises(IndexError, match="outside a batch of 2"):
         window_kernel.normalised_windows(array, np.array([0]), np.array([2]), 0, 5, 0, centre, out)
+    with pytest.raises(ValueError, match="one length"):
+        window_kernel.normalised_windows(array, np.array([0, 1]), np.array([0]), 0, 5, 0, centre, out)
     with pytest.raises(ValueError, match="not both"):
         window_kernel.normalised_windows(array, np.array([0]), np.array([0]), 0, 5, 0, centre, out,
                                          multiply=centre, divide=centre)
@@ -138,6 +145,28 @@ def test_errors_and_fallbacks():
     assert not window_kernel.normalised_windows(array, np.array([0]), np.array([0]), 0, 5, 0, centre,
                                                 torch.zeros(2, 5, 2).transpose(1, 2))
     assert not window_kernel.normalised_windows(array[:, ::2], np.array([0]), np.array([0]), 0, 5, 0, centre, out)
+    # rows 82 bytes apart (20 floats + 2 bytes): contiguous rows of 4-byte steps, but unaligned
+    fields = np.zeros(2, dtype=[("x", np.float32, (20,)), ("pad", np.int16)])["x"]
+    assert fields.strides == (82, 4) and not fields.flags.aligned
+    assert not window_kernel.normalised_windows(fields, np.array([0]), np.array([0]), 0, 5, 0, centre, out)
     assert torch.all(out == -1)
     assert window_kernel.normalised_windows(array, np.array([15, 1]), np.array([1, 0]), 0, 5, 0, centre, out)
     assert torch.equal(out[0, 1], torch.arange(21.0, 26.0)) and torch.equal(out[1, 0], torch.arange(15.0, 20.0))
+
+
+def test_a_library_of_another_interface_is_not_called(tmp_path, monkeypatch, caplog):
+    """A library left by an older checkout (another ABI number, or none) falls back to torch with a warning."""
+    import subprocess
+
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip("no C compiler")
+    source = tmp_path / "old.c"
+    source.write_text("int bm2_windows_abi(void) { return 999; }\n")
+    library = tmp_path / "old.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    assert window_kernel._open(library) is None
+    assert "another bm2 version" in caplog.text
+    built = window_kernel.library_path()
+    if built is not None:
+        assert window_kernel._open(built) is not None
