@@ -1149,6 +1149,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="parent of the temporary folder (FIF file, cache; default: the system's temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    import signal
+
+    # `timeout` / `kill` send SIGTERM: exit through Python so that run()'s cleanup removes the temporary folder
+    # (a 0.5 GB FIF file) and the sections measured so far stay written
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     run(args.out, args.quick, args.only, args.workdir, args.keep)
 
 
