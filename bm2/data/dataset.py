@@ -404,6 +404,12 @@ class SegmentDataset(torch.utils.data.Dataset):
             if augment:
                 shift_window(o.numpy(), self.shift_of(index, o.shape[-1]))
 
+    def brain_window_path(self) -> str:
+        """Which code normalises this dataset's brain windows, in words (logged by the solver)."""
+        if self.norm.instance:
+            return "torch path (norm.instance: per-window quantiles)"
+        return window_kernel.status()
+
     def _kernel_into(self, indices: tp.Sequence[int], plans: dict[int, _WindowPlan], out: torch.Tensor) -> bool:
         """:meth:`_brains_into` by :func:`bm2.data.window_kernel.normalised_windows`, one call per recording;
         False (nothing written) where the kernel does not apply."""

@@ -25,7 +25,6 @@ from tqdm import tqdm
 
 from .. import distrib
 from ..data import Datasets, collate
-from ..data import window_kernel
 from ..data.loader import BatchLoader, BufferPool
 from ..objectives import Objective, TermMeans
 from ..tasks import Task, run_model
@@ -187,10 +186,9 @@ class Solver(BaseSolver):
                     "(torch's inductor cache: TORCHINDUCTOR_CACHE_DIR, by default /tmp/torchinductor_$USER)"
                     if optim.compile else "")
         units = ("thread", "threads") if loader == "threads" else ("worker process", "worker processes")
-        train_set = datasets.train
-        by = ("torch path (norm.instance: per-window quantiles)" if getattr(train_set, "norm", None) is not None
-              and train_set.norm.instance else window_kernel.status())
-        logger.info("loader: %d %s; brain windows by the %s", num_workers, units[num_workers != 1], by)
+        path = getattr(datasets.train, "brain_window_path", None)  # SegmentDataset's; not grouped h5 datasets'
+        logger.info("loader: %d %s%s", num_workers, units[num_workers != 1],
+                    f"; brain windows by the {path()}" if path is not None else "")
         self.extra_checkpoint["data"] = {"fingerprint": datasets.fingerprint, "n_recordings": len(datasets.recordings),
                                          "vocabulary": datasets.vocabulary, "targets": list(datasets.targets)}
 

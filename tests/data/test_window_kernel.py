@@ -112,8 +112,9 @@ def test_loader_batches_equal_the_torch_path(array_recording, tmp_path, monkeypa
     assert sorted(shape[0] == n_channels for shape in calls) == [False, False, True, True]
     item = ds[indices[3]]  # its brain window by the kernel, its features per item by numpy
     assert len(calls) == 5
+    assert ds.brain_window_path() == "compiled window kernel"  # what the solver logs
     monkeypatch.setenv(window_kernel.ENV, "0")
-    assert not window_kernel.available()
+    assert not window_kernel.available() and ds.brain_window_path() == f"torch path ({window_kernel.ENV}=0)"
     slow = ds.batch(indices, BufferPool().take)
     assert len(calls) == 5  # the torch path ran
     assert fast.keys() == slow.keys()
