@@ -11,7 +11,7 @@ from bm2.features import nsd_spec
 from bm2.models import MODELS, build_model, data_kwargs_for, model_from_spec
 from bm2.models.formant_synth import (F0_RANGES, FORMANT_RANGES, NOISE_FORMANT_RANGE, smooth_random_parameters,
                                       synthesize)
-from bm2.models.nsd import NSDModel, ParameterHead, SpeechEncoder
+from bm2.models.nsd import NSDModel, ParameterHead, SalienceF0, SpeechEncoder
 from bm2.objectives import build_objective
 from bm2.tasks.base import model_inputs, run_model
 
@@ -77,6 +77,64 @@ def test_speech_encoder_causal():
         assert not torch.allclose(a[key][:, 25:], b[key][:, 25:]), key
     with pytest.raises(ValueError, match="spectrogram"):
         encoder(torch.zeros(1, 128, 10))
+
+
+def _voiced(f0, sex, frames=24):
+    """A [-1, 1] spectrogram [len(f0), 256, frames] of steady vowels at each f0 (Hz), voiced, at -25 dB."""
+    n = len(f0)
+    ranges = torch.tensor(FORMANT_RANGES[sex], dtype=torch.float32).mean(1)
+    params = {"f0_hz": torch.tensor(f0, dtype=torch.float32)[:, None].expand(n, frames),
+              "loudness": torch.full((n, frames), 10 ** -2.5), "voicing": torch.full((n, frames), 0.95),
+              "formant_hz": ranges.expand(n, frames, 6),
+              "formant_amp": torch.tensor([0.45, 0.3, 0.14, 0.06, 0.03, 0.02]).expand(n, frames, 6),
+              "noise_formant_hz": torch.full((n, frames), 6000.0), "noise_formant_bw_hz": torch.full((n, frames), 2e3),
+              "noise_amp": torch.full((n, frames), 0.1)}
+    return nsd_spec.release_spectrogram(synthesize(params, sex=sex, noise_profile=[-1.0] * 256))[0]
+
+
+@pytest.mark.parametrize("sex,f0", [("female", [181.3, 203.7, 244.1, 297.6]),
+                                    # these ranges span more than an octave: 190 Hz must not read as 95 Hz (nor
+                                    # 287 as 143.5); f0 under ~170 Hz is not resolved by the 511-sample window
+                                    ("male", [172.4, 190.0]), ("unified", [190.0, 287.3])])
+def test_salience_f0_reads_the_harmonics(sex, f0, caplog):
+    spec = _voiced(f0, sex)
+    estimator = SalienceF0(F0_RANGES[sex])
+    assert ("does not resolve" in caplog.text) == (sex != "female")  # the ranges reaching under 170 Hz warn
+    got = estimator(spec)[:, 4:-4]  # steady frames, away from the synthesis' edges
+    assert got.shape == (len(f0), 16)
+    error = (got - torch.tensor(f0)[:, None]).abs()
+    # a bin is 31 Hz: the comb of up to 40 harmonics reads between bins (the noise source's 5 % share jitters it)
+    assert error.mean() < 0.5 and error.max() < 2.0, (error.mean(1), error.max(1).values)
+    assert not got.requires_grad
+    # one frame alone decides its f0 (causal): changing later frames leaves it
+    changed = spec.clone()
+    changed[..., 12:] = -1.0
+    torch.testing.assert_close(estimator(changed)[:, :12], estimator(spec)[:, :12])
+    with pytest.raises(ValueError, match="256"):
+        estimator(spec[:, :128])
+
+
+def test_speech_encoder_with_salience_f0():
+    spec = _voiced([203.7, 244.1], "female", frames=16)
+    encoder = SpeechEncoder(channels=16, depth=2, f0="salience")
+    assert encoder.head.f0 is None  # no f0 head left without gradient (DDP)
+    params = encoder(spec)
+    torch.testing.assert_close(params["f0_hz"], SalienceF0(F0_RANGES["female"])(spec))
+    with pytest.raises(ValueError, match="f0_hz"):
+        encoder.head(torch.zeros(1, 16, 4), loudness_logit=torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="f0_estimator must be one of"):
+        SpeechEncoder(channels=16, depth=2, f0="yin")
+    model = build_model("nsd", out_channels=256, n_channels=64, f0_estimator="salience", **SMALL)
+    out = model(spec)
+    objective = build_objective("nsd_a2a")
+    objective.total(objective({"features": spec, "speech": torch.ones(2, 16)}, out)).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+    with pytest.raises(ValueError, match="pitch_augment=0"):  # the cycle would train nothing
+        NSDModel(f0_estimator="salience", pitch_augment=0.5, **SMALL)
+    # an e2a child must be guided by an encoder with the same f0
+    e2a = NSDModel(stage="e2a", decoder="lstm", **SMALL)
+    assert "model.nsd.f0_estimator='salience' (here 'learned')" in e2a.check_parent(model.bm2_spec)
 
 
 def test_a2a_model_registered_and_outputs():
