@@ -4,8 +4,8 @@ encoder frozen, for every decoder and both causal settings (participant x decode
 
 ``nsd.synthetic`` runs it on the embedded synthetic ECoG study at the paper's sizes and schedule (60 epochs per
 stage, batch 16; meant for a GPU on SLURM); ``nsd.tiny`` is the same chain at tiny sizes on a tiny synthetic study,
-on a CPU in seconds per stage (the integration test); ``nsd.small`` a CPU-sized chain that learns (about 30
-minutes, the README's measurement); ``nsd.release`` reads the release's HDF5 files
+on a CPU in seconds per stage (the integration test); ``nsd.small`` a CPU-sized chain that learns (a2a about 35
+minutes, then about 13 per decoder; the README's measurement); ``nsd.release`` reads the release's HDF5 files
 (``paths.studies.nsd2024``). For each participant:
 
 - ``a2a`` and ``a2a_causal``: stage 1 (``recipe=nsd_a2a``), non-causal and causal speech encoder (the original's
