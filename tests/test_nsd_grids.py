@@ -52,3 +52,24 @@ def test_small_background_profile_is_the_studys_baseline(tmp_path):
     a2a, *e2a = plan(**small.CHAIN)
     assert "praat" in a2a.overrides["dset.extra_targets"]
     assert all("dset.extra_targets" not in st.overrides for st in e2a)
+
+
+@pytest.mark.parametrize("grid", ["tiny", "small", "synthetic", "release"])
+def test_every_e2a_stage_accepts_its_a2a_parent(grid):
+    # the encoder and synthesizer of an e2a XP are its parent's: settings of either given to one stage only would
+    # stop the chain after the parent's whole training (model.nsd.f0_estimator once did)
+    import importlib
+
+    module = importlib.import_module(f"grids.nsd.{grid}")
+    stages = {st.key: st for st in plan(**module.CHAIN)}
+
+    def model_kwargs(st):
+        merged = {**module.BASE, **st.overrides}
+        return {k[len("model.nsd."):]: v for k, v in merged.items() if k.startswith("model.nsd.")}
+
+    children = [st for st in stages.values() if st.parent]
+    assert children
+    for st in children:
+        kwargs = model_kwargs(st)
+        child = NSDModel(**{**kwargs, "stage": "e2a"})
+        assert child.check_parent({"name": "nsd", "kwargs": model_kwargs(stages[st.parent])}) is None, st.key

@@ -47,8 +47,8 @@ from torch.nn import functional as F
 
 from ..features import nsd_spec
 from .ecog_common import FrameGroupNorm, time_padding
-from .formant_synth import (F0_RANGES, FORMANT_RANGES, N_FORMANTS, NOISE_BW_MIN, NOISE_BW_SCALE,
-                            NOISE_FORMANT_RANGE, FormantSynthesizer, check_sex)
+from .formant_synth import (F0_RANGES, FORMANT_RANGES, HARMONIC_CUTOFF_HZ, N_FORMANTS, N_HARMONICS, NOISE_BW_MIN,
+                            NOISE_BW_SCALE, NOISE_FORMANT_RANGE, FormantSynthesizer, check_sex)
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,10 @@ PARAM_PREFIX, GUIDE_PREFIX = "param_", "guide_"
 PITCH_AUGMENT_CLAMP = (88.0, 300.0)
 #: the speech encoder's ways to get f0 (model.nsd.f0_estimator): the release's learned head, or SalienceF0
 F0_ESTIMATORS = ("learned", "salience")
-#: below this f0 (Hz) the release's spectrogram does not resolve the harmonics well enough for SalienceF0
+#: below about this f0 (Hz) the release's spectrogram does not resolve the harmonics well enough for SalienceF0
+#: (ad hoc checks on steady vowels: 150-170 Hz read right with the test's male formants, lower ones not always)
 SALIENCE_MIN_F0 = 170.0
+
 
 
 class _Conv(nn.Conv1d):
@@ -84,9 +86,10 @@ class ParameterHead(nn.Module):
     ``sex`` picks the f0 and formant ranges (:data:`F0_RANGES`, :data:`FORMANT_RANGES`); ``causal`` pads the
     kernel-3 heads on the left only. ``loudness=False`` leaves out the loudness head: ``forward(x, loudness_logit)``
     then takes a ``[B, T]`` logit from elsewhere (the speech encoder's spectrogram branch), so that no parameter
-    goes without gradient (DDP); likewise ``f0=False`` leaves out the f0 head and ``forward(x, f0_hz=...)`` takes
-    f0 ``[B, T]`` in Hz from elsewhere (:class:`SalienceF0`). Raises ``ValueError`` for an unknown sex, a wrong
-    channel count or a missing loudness logit or f0.
+    goes without gradient (DDP); likewise ``f0=False`` leaves out the f0 convolution and ``forward(x, f0_hz=...)``
+    takes f0 ``[B, T]`` in Hz from elsewhere (:class:`SalienceF0`). Raises ``ValueError`` for an unknown sex, a
+    wrong channel count, a missing loudness logit or f0, one of shape other than ``[B, T]``, or one given to a head
+    that has its own (whose convolution would then go without gradient).
     """
 
     def __init__(self, in_channels: int, sex: str = "female", causal: bool = False, loudness: bool = True,
@@ -109,6 +112,21 @@ class ParameterHead(nn.Module):
         self.register_buffer("formant_lo", torch.tensor(lo).view(1, 1, -1), persistent=False)
         self.register_buffer("formant_span", (torch.tensor(hi) - torch.tensor(lo)).view(1, 1, -1), persistent=False)
 
+    def _own_or_given(self, name: str, given: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` float32: the raw output of this head's ``name`` convolution, or ``given`` when it has none."""
+        conv = getattr(self, name)
+        what = "loudness_logit" if name == "loudness" else "f0_hz"
+        if conv is not None:
+            if given is not None:
+                raise ValueError(f"this ParameterHead computes {name} itself: build it with {name}=False to pass "
+                                 f"{what}")
+            return conv(x).float()[:, 0]
+        if given is None:
+            raise ValueError(f"this ParameterHead has no {name} head: pass {what} [B, T]")
+        if given.shape != (x.shape[0], x.shape[-1]):
+            raise ValueError(f"{what} must be [B, T] = {[x.shape[0], x.shape[-1]]}, got {list(given.shape)}")
+        return given.float()
+
     def forward(self, x: torch.Tensor, loudness_logit: torch.Tensor | None = None,
                 f0_hz: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if x.dim() != 3 or x.shape[1] != self.in_channels:
@@ -117,15 +135,10 @@ class ParameterHead(nn.Module):
         noise_lo, noise_hi = NOISE_FORMANT_RANGE
         # the convolutions may run in bf16 (autocast); ranges and softmaxes in float32
         amps7 = torch.softmax(self.noise_amps(x).float(), dim=1)  # [B, 7, T]
-        if loudness_logit is None:
-            if self.loudness is None:
-                raise ValueError("this ParameterHead has no loudness head: pass loudness_logit [B, T]")
-            loudness_logit = self.loudness(x).float()[:, 0]
-        loudness_logit = loudness_logit.float()
-        if f0_hz is None:
-            if self.f0 is None:
-                raise ValueError("this ParameterHead has no f0 head: pass f0_hz [B, T]")
-            f0_hz = torch.sigmoid(self.f0(x).float()[:, 0]) * (hi - lo) + lo
+        loudness_logit = self._own_or_given("loudness", loudness_logit, x)
+        f0_hz = self._own_or_given("f0", f0_hz, x)
+        if self.f0 is not None:
+            f0_hz = torch.sigmoid(f0_hz) * (hi - lo) + lo
         lo_f, span_f = tp.cast(torch.Tensor, self.formant_lo), tp.cast(torch.Tensor, self.formant_span)
         return {
             "f0_hz": f0_hz.float(),
@@ -140,41 +153,69 @@ class ParameterHead(nn.Module):
         }
 
 
+def parabolic_peak(values: torch.Tensor) -> torch.Tensor:
+    """The position of the maximum of ``values [..., N]`` along the last axis, refined between samples by the
+    parabola through the best sample and its two neighbours: ``argmax + 0.5 (a - c) / (a - 2 b + c)`` (the vertex;
+    a shift of at most half a sample), as a float tensor ``[...]`` in samples. At either end of the axis, or where
+    the three samples are flat, the best sample's own index."""
+    best = values.argmax(-1, keepdim=True)
+    last = values.shape[-1] - 1
+    a, b, c = (values.gather(-1, (best + d).clamp(0, last))[..., 0] for d in (-1, 0, 1))
+    curvature = a - 2 * b + c  # < 0 at a strict maximum
+    inner = (best[..., 0] > 0) & (best[..., 0] < last) & (curvature < 0)
+    shift = torch.where(inner, 0.5 * (a - c) / curvature.clamp(max=-1e-12), torch.zeros_like(b))
+    return best[..., 0].to(shift.dtype) + shift.clamp(-0.5, 0.5)
+
+
 class SalienceF0(nn.Module):
-    """f0 of each frame of a [-1, 1] spectrogram ``[B, n_bins, T]`` -> ``[B, T]`` in Hz, within ``f0_range``, by
-    subharmonic summation (Hermes, J. Acoust. Soc. Am. 83, 1988), with troughs subtracted.
+    """f0 of each frame of a [-1, 1] spectrogram ``[B, n_bins, T]`` (any float dtype) -> float32 ``[B, T]`` in Hz on
+    the input's device, within ``f0_range``, by subharmonic summation (Hermes, J. Acoust. Soc. Am. 83, 1988).
 
-    The salience of a candidate f0 ``c`` (on a grid of ``step`` Hz over ``f0_range``) is the weighted mean of the
-    spectrogram at the harmonics ``h * c`` minus that at the troughs ``(h - 1/2) * c``, for ``h = 1 .. harmonics``
-    below ``fmax`` (the synthesizer's harmonics stop at 7.8 kHz), read between bins by linear interpolation and
-    weighted ``decay ** (h - 1)``. Subtracting the troughs makes ``c / 2`` score about half of ``c`` (its odd
-    multiples fall in troughs), so ranges wider than an octave (male, unified) do not halve f0. The best candidate
-    is refined by a parabola through it and its neighbours. All of it is linear in the spectrogram up to the
-    argmax, so the salience is one product with a fixed ``[n_bins, candidates]`` matrix.
+    The salience of a candidate f0 ``c`` is the weighted mean of the spectrogram at the harmonics ``h * c``, read
+    between bins by linear interpolation, for ``h = 1 .. harmonics`` below ``fmax`` (the synthesizer's 40 harmonics
+    stop at 7.8 kHz: 26 of them at 300 Hz), weighted ``decay ** (h - 1)``, minus the same mean at the troughs
+    ``(h - 1/2) * c``. Subtracting the troughs and the slow decay (Hermes: 0.84) are this project's choices: with
+    troughs, ``c / 2`` scores about half of ``c`` (its odd multiples fall in troughs) and ``2 c`` about nothing
+    (its troughs are harmonics), so ranges wider than an octave (male, unified) neither halve nor double f0; the
+    slow decay keeps the high harmonics, which carry the precision. The candidates lie ``step`` Hz apart over
+    ``f0_range``, and the best one is refined by :func:`parabolic_peak`. The range must hold the voice: an f0 a
+    few Hz outside it does not read as the nearest edge but as another comb inside (a female range read 176 Hz
+    as 234 Hz); widening the candidates by 20 % on each side and clamping did not help on the synthetic study
+    (ad hoc: the frames more than 5 Hz off went from 11 to 27 of its 3,473 voiced test frames, combs at 1.5 f0
+    beyond the range winning). A frame without harmonic
+    structure (salience at most 1e-4 everywhere, e.g. silence at the -1 floor) gets the range's low end rather
+    than a pick among rounding errors. Everything up to the argmax is linear in the spectrogram: one product with a
+    fixed ``[n_bins, candidates]`` matrix (a buffer that is not saved: checkpoints keep only
+    ``model.nsd.f0_estimator``, so these settings are fixed; a change of them needs a new estimator name).
 
-    Not learned and without gradient (the argmax); each frame alone, so causal. In silent or unvoiced frames f0 is
-    whatever comb fits best, which the synthesizer's voicing and loudness then mute. Ours, not the release's
-    (module docstring): a torch module rather than ``librosa.salience`` because it runs inside the model on
-    batches, on the device, at a finer grid than the bins (0.25 Hz; the parabola goes below).
-    Measured on the synthetic study's 50 test words (voiced frames over -40 dB): 0.64 Hz mean absolute error.
-    It needs resolved harmonics: with the release's 511-sample window (main lobe +-63 Hz) f0 below about
-    :data:`SALIENCE_MIN_F0` Hz is misread (steady vowels at 84, 110, 132 and 150 Hz read as 184, 134, 168 and,
-    in one frame, 198 Hz), so it is a tool for female voices; a range reaching below (male, unified) logs a
-    warning.
+    Not learned and without gradient (the argmax); each frame alone, so causal. In unvoiced frames f0 is whatever
+    comb fits best, which the synthesizer's voicing then mutes. Ours, not the release's (module docstring): a
+    torch module rather than ``librosa.salience`` because it runs inside the model on batches, on the device, on a
+    grid finer than the bins (0.25 Hz against 31.3 Hz). It needs resolved harmonics: with the release's
+    511-sample window (main lobe +-63 Hz) f0 below about :data:`SALIENCE_MIN_F0` Hz may be misread (in ad hoc
+    checks on steady male vowels 84 Hz read as 98-196 Hz, 110 as 134 and 132 as 168), so it is a tool for female
+    voices, and a range reaching below (male, unified) logs a warning.
 
-    Raises ``ValueError`` for a spectrogram of another number of bins.
+    Parameters: ``f0_range`` (low, high) Hz; ``n_bins`` of the spectrogram (bins ``k * 16000 / (2 n_bins - 1)``
+    Hz); ``step`` Hz between candidates; ``harmonics`` summed at most; ``decay`` of their weights; ``fmax`` Hz, the
+    highest harmonic used. Raises ``ValueError`` unless ``0 < low < high < fmax``, ``step > 0``,
+    ``harmonics >= 1`` and ``0 < decay <= 1``, and (forward) for a spectrogram of another number of bins.
     """
 
     def __init__(self, f0_range: tuple[float, float], n_bins: int = nsd_spec.N_FFT, step: float = 0.25,
-                 harmonics: int = 40, decay: float = 0.97, fmax: float = 7800.0) -> None:
+                 harmonics: int = N_HARMONICS, decay: float = 0.97, fmax: float = HARMONIC_CUTOFF_HZ) -> None:
         super().__init__()
-        self.n_bins = int(n_bins)
         lo, hi = map(float, f0_range)
+        if not (0 < lo < hi < fmax and step > 0 and harmonics >= 1 and 0 < decay <= 1):
+            raise ValueError(f"SalienceF0 needs 0 < low < high < fmax, step > 0, harmonics >= 1 and 0 < decay <= 1; "
+                             f"got f0_range={f0_range}, fmax={fmax}, step={step}, harmonics={harmonics}, "
+                             f"decay={decay}")
         if lo < SALIENCE_MIN_F0:
             logger.warning("salience f0 over %g-%g Hz: below about %g Hz the spectrogram does not resolve the "
-                           "harmonics and f0 may read high (model.nsd.f0_estimator=learned learns it instead)",
+                           "harmonics and f0 may be misread (model.nsd.f0_estimator=learned learns it instead)",
                            lo, hi, SALIENCE_MIN_F0)
-        candidates = torch.arange(lo, hi + step / 2, step, dtype=torch.float64)
+        self.n_bins, self.lo, self.hi, self.step = int(n_bins), lo, hi, float(step)
+        candidates = lo + step * torch.arange(int((hi - lo) / step + 1e-9) + 1, dtype=torch.float64)
         freqs = nsd_spec.bin_frequencies(n_bins).double()
         spacing = float(freqs[1] - freqs[0])
         h = torch.arange(1, harmonics + 1, dtype=torch.float64)
@@ -190,10 +231,10 @@ class SalienceF0(nn.Module):
             matrix.index_put_((left + 1, column), sign * weight * frac, accumulate=True)
         self.register_buffer("matrix", matrix.float(), persistent=False)
         self.register_buffer("candidates", candidates.float(), persistent=False)
-        self.step = float(step)
 
     def salience(self, spec: torch.Tensor) -> torch.Tensor:
-        """The salience of every candidate, ``[B, T, candidates]`` (:attr:`candidates`, Hz)."""
+        """The salience of every candidate, float32 ``[B, T, candidates]`` (:attr:`candidates`, Hz). Raises
+        ``ValueError`` for a spectrogram that is not ``[B, n_bins, T]``."""
         if spec.dim() != 3 or spec.shape[1] != self.n_bins:
             raise ValueError(f"SalienceF0 takes a spectrogram [B, {self.n_bins}, T], got {tuple(spec.shape)}")
         return torch.einsum("bft,fc->btc", spec.float(), tp.cast(torch.Tensor, self.matrix))
@@ -202,14 +243,10 @@ class SalienceF0(nn.Module):
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=spec.device.type, enabled=False):
             s = self.salience(spec)
-        best = s.argmax(-1, keepdim=True)
-        last = s.shape[-1] - 1
-        a, b, c = (s.gather(-1, (best + d).clamp(0, last))[..., 0] for d in (-1, 0, 1))
-        curvature = a - 2 * b + c  # <= 0 at a maximum; flat (0) -> no shift
-        shift = torch.where(curvature < 0, 0.5 * (a - c) / curvature.clamp(max=-1e-12), torch.zeros_like(b))
-        candidates = tp.cast(torch.Tensor, self.candidates)
-        f0 = candidates[best[..., 0]] + shift.clamp(-0.5, 0.5) * self.step
-        return f0.clamp(float(candidates[0]), float(candidates[-1]))
+            f0 = self.lo + parabolic_peak(s) * self.step
+            # a flat frame (silence) would pick among rounding errors, differently per device
+            f0 = torch.where(s.amax(-1) > 1e-4, f0, torch.full_like(f0, self.lo))
+            return f0.clamp(self.lo, self.hi)
 
 
 class SpeechEncoder(nn.Module):
@@ -218,16 +255,17 @@ class SpeechEncoder(nn.Module):
     ``channels`` wide, ``depth`` convolution blocks (kernel 3, dilations 1, 2, 4 ..., GroupNorm of
     ``groups``, LeakyReLU 0.2); ``smooth`` frames of Hann smoothing for the loudness branch. With ``causal`` the
     convolutions and the smoothing look back only and GroupNorm normalises each frame over its channels
-    (:class:`~bm2.models.ecog_common.FrameGroupNorm`). ``f0``: ``"learned"`` (the release's f0 head) or
-    ``"salience"`` (:class:`SalienceF0` over the input spectrogram in the sex's f0 range; the head then has no f0
-    head). ``ValueError`` when the input has another number of bins, or for an unknown ``f0``.
+    (:class:`~bm2.models.ecog_common.FrameGroupNorm`). ``f0_estimator``: ``"learned"`` (the release's f0 head) or
+    ``"salience"`` (:class:`SalienceF0` over the input spectrogram in the sex's f0 range; the parameter head then
+    has no f0 convolution). ``ValueError`` when the input has another number of bins, or for an unknown
+    ``f0_estimator``.
     """
 
     def __init__(self, n_bins: int = nsd_spec.N_FFT, channels: int = 128, depth: int = 4, groups: int = 8,
-                 smooth: int = 5, sex: str = "female", causal: bool = False, f0: str = "learned") -> None:
+                 smooth: int = 5, sex: str = "female", causal: bool = False, f0_estimator: str = "learned") -> None:
         super().__init__()
-        if f0 not in F0_ESTIMATORS:
-            raise ValueError(f"model.nsd.f0_estimator must be one of {list(F0_ESTIMATORS)}, got {f0!r}")
+        if f0_estimator not in F0_ESTIMATORS:
+            raise ValueError(f"model.nsd.f0_estimator must be one of {list(F0_ESTIMATORS)}, got {f0_estimator!r}")
         self.n_bins = int(n_bins)
         layers: list[nn.Module] = []
         cin = n_bins
@@ -236,8 +274,8 @@ class SpeechEncoder(nn.Module):
             layers += [_Conv(cin, channels, 3, causal, dilation=2 ** i), norm, nn.LeakyReLU(0.2)]
             cin = channels
         self.trunk = nn.Sequential(*layers)
-        self.head = ParameterHead(channels, sex=sex, causal=causal, loudness=False, f0=f0 == "learned")
-        self.salience = SalienceF0(F0_RANGES[check_sex(sex)], n_bins) if f0 == "salience" else None
+        self.head = ParameterHead(channels, sex=sex, causal=causal, loudness=False, f0=f0_estimator == "learned")
+        self.f0_salience = SalienceF0(F0_RANGES[check_sex(sex)], n_bins) if f0_estimator == "salience" else None
         window = torch.hann_window(smooth + 2, periodic=False)[1:-1]  # no zero taps
         self.register_buffer("smoothing", (window / window.sum()).view(1, 1, -1), persistent=False)
         self.smooth_pads = (smooth - 1, 0) if causal else ((smooth - 1) // 2, smooth // 2)
@@ -251,7 +289,7 @@ class SpeechEncoder(nn.Module):
         smoothing = tp.cast(torch.Tensor, self.smoothing).to(spec.dtype)
         smoothed = F.conv1d(F.pad(spec.reshape(b * nb, 1, t), self.smooth_pads, mode="replicate"), smoothing)
         loudness_logit = self.loudness(smoothed.view(b, nb, t))[:, 0]
-        f0_hz = None if self.salience is None else self.salience(spec)
+        f0_hz = None if self.f0_salience is None else self.f0_salience(spec)
         return self.head(self.trunk(spec), loudness_logit=loudness_logit, f0_hz=f0_hz)
 
 
@@ -281,8 +319,9 @@ class NSDModel(nn.Module):
     ``forward(features)`` (a2a) or ``forward(brain, features)`` (e2a) returns ``output`` (the decoded [-1, 1]
     spectrogram ``[B, 256, T]``), ``power``, the parameters as ``param_<key>`` and, in e2a, the guidance
     parameters as ``guide_<key>``; outside training also ``waveform`` ``[B, T * 128]`` at 16 kHz (the
-    synthesizer's noise is then seeded, so evaluation is reproducible). Raises ``ValueError`` for an unknown stage
-    or decoder, a wrong number of bins, or an ECoG decoder whose output length differs from the spectrogram's.
+    synthesizer's noise is then seeded, so evaluation is reproducible). Raises ``ValueError`` for an unknown stage,
+    decoder or f0 estimator, a wrong number of bins, ``pitch_augment`` below 0 or above 0 with the salience f0, or
+    an ECoG decoder whose output length differs from the spectrogram's.
     """
 
     inputs: tuple[str, ...] = ("features",)  # a2a; an instance of stage e2a takes ("brain", "features")
@@ -318,7 +357,8 @@ class NSDModel(nn.Module):
                         "n_filter_samples": n_filter_samples, "learned_mask": bool(learned_mask),
                         "f0_estimator": f0_estimator}
         self.inputs = ("features",) if stage == "a2a" else ("brain", "features")
-        self.encoder = SpeechEncoder(out_channels, channels, encoder_depth, sex=sex, causal=causal, f0=f0_estimator)
+        self.encoder = SpeechEncoder(out_channels, channels, encoder_depth, sex=sex, causal=causal,
+                                     f0_estimator=f0_estimator)
         self.synth = FormantSynthesizer(sex=sex, n_filter_samples=n_filter_samples, learned_mask=learned_mask,
                                         noise_profile=noise_profile, background_mlp=background_mlp)
         if stage == "e2a":

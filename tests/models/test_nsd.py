@@ -1,5 +1,6 @@
 """Neural Speech Decoding's speech encoder, parameter head and model (bm2/models/nsd.py)."""
 
+import logging
 import sys
 import types
 
@@ -11,7 +12,7 @@ from bm2.features import nsd_spec
 from bm2.models import MODELS, build_model, data_kwargs_for, model_from_spec
 from bm2.models.formant_synth import (F0_RANGES, FORMANT_RANGES, NOISE_FORMANT_RANGE, smooth_random_parameters,
                                       synthesize)
-from bm2.models.nsd import NSDModel, ParameterHead, SalienceF0, SpeechEncoder
+from bm2.models.nsd import NSDModel, ParameterHead, SalienceF0, SpeechEncoder, parabolic_peak
 from bm2.objectives import build_objective
 from bm2.tasks.base import model_inputs, run_model
 
@@ -92,44 +93,77 @@ def _voiced(f0, sex, frames=24):
     return nsd_spec.release_spectrogram(synthesize(params, sex=sex, noise_profile=[-1.0] * 256))[0]
 
 
+def test_parabolic_peak_finds_the_vertex():
+    x = torch.arange(8, dtype=torch.float64)
+    for vertex in (3.3, 2.5, 4.0, 5.74):
+        torch.testing.assert_close(parabolic_peak(-(x - vertex) ** 2), torch.tensor(vertex, dtype=torch.float64))
+    rows = torch.stack([-(x - 3.3) ** 2, -x, x, torch.zeros(8, dtype=torch.float64)])  # batched; ends; flat
+    torch.testing.assert_close(parabolic_peak(rows), torch.tensor([3.3, 0.0, 7.0, 0.0], dtype=torch.float64))
+
+
 @pytest.mark.parametrize("sex,f0", [("female", [181.3, 203.7, 244.1, 297.6]),
                                     # these ranges span more than an octave: 190 Hz must not read as 95 Hz (nor
-                                    # 287 as 143.5); f0 under ~170 Hz is not resolved by the 511-sample window
+                                    # 287 as 143.5); in ad hoc checks f0 under ~170 Hz was not always resolved by
+                                    # the 511-sample window
                                     ("male", [172.4, 190.0]), ("unified", [190.0, 287.3])])
 def test_salience_f0_reads_the_harmonics(sex, f0, caplog):
-    spec = _voiced(f0, sex)
+    caplog.set_level(logging.WARNING, logger="bm2.models.nsd")
+    spec = _voiced(f0, sex).requires_grad_(True)
     estimator = SalienceF0(F0_RANGES[sex])
     assert ("does not resolve" in caplog.text) == (sex != "female")  # the ranges reaching under 170 Hz warn
     got = estimator(spec)[:, 4:-4]  # steady frames, away from the synthesis' edges
-    assert got.shape == (len(f0), 16)
+    assert got.shape == (len(f0), 16) and got.dtype == torch.float32
     error = (got - torch.tensor(f0)[:, None]).abs()
     # a bin is 31 Hz: the comb of up to 40 harmonics reads between bins (the noise source's 5 % share jitters it)
     assert error.mean() < 0.5 and error.max() < 2.0, (error.mean(1), error.max(1).values)
-    assert not got.requires_grad
+    assert not got.requires_grad  # an argmax: nothing to learn through it
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the solver's bf16 forward: read in float32 all the same
+        torch.testing.assert_close(estimator(spec.detach().bfloat16())[:, 4:-4], got, atol=2.0, rtol=0)
     # one frame alone decides its f0 (causal): changing later frames leaves it
-    changed = spec.clone()
+    changed = spec.detach().clone()
     changed[..., 12:] = -1.0
     torch.testing.assert_close(estimator(changed)[:, :12], estimator(spec)[:, :12])
+    # silence (the -1 floor everywhere) has no comb: the range's low end, not a pick among rounding errors
+    low = F0_RANGES[sex][0]
+    assert (estimator(changed)[:, 13:] == low).all() and (estimator(-torch.ones(1, 256, 3)) == low).all()
     with pytest.raises(ValueError, match="256"):
         estimator(spec[:, :128])
 
 
+@pytest.mark.parametrize("kwargs", [{"f0_range": (300.0, 180.0)}, {"f0_range": (180.0, 300.0), "step": 0.0},
+                                    {"f0_range": (180.0, 300.0), "fmax": 250.0},
+                                    {"f0_range": (180.0, 300.0), "decay": 1.5},
+                                    {"f0_range": (180.0, 300.0), "harmonics": 0}])
+def test_salience_f0_checks_its_settings(kwargs):
+    with pytest.raises(ValueError, match="SalienceF0 needs"):
+        SalienceF0(**kwargs)
+
+
 def test_speech_encoder_with_salience_f0():
     spec = _voiced([203.7, 244.1], "female", frames=16)
-    encoder = SpeechEncoder(channels=16, depth=2, f0="salience")
-    assert encoder.head.f0 is None  # no f0 head left without gradient (DDP)
+    encoder = SpeechEncoder(channels=16, depth=2, f0_estimator="salience")
+    assert encoder.head.f0 is None  # no f0 convolution left without gradient (DDP)
     params = encoder(spec)
     torch.testing.assert_close(params["f0_hz"], SalienceF0(F0_RANGES["female"])(spec))
     with pytest.raises(ValueError, match="f0_hz"):
         encoder.head(torch.zeros(1, 16, 4), loudness_logit=torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"f0_hz must be \[B, T\]"):
+        encoder.head(torch.zeros(1, 16, 4), loudness_logit=torch.zeros(1, 4), f0_hz=torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="computes f0 itself"):  # its own f0 conv would go without gradient
+        ParameterHead(16)(torch.zeros(1, 16, 4), f0_hz=torch.full((1, 4), 200.0))
     with pytest.raises(ValueError, match="f0_estimator must be one of"):
-        SpeechEncoder(channels=16, depth=2, f0="yin")
+        SpeechEncoder(channels=16, depth=2, f0_estimator="yin")
     model = build_model("nsd", out_channels=256, n_channels=64, f0_estimator="salience", **SMALL)
     out = model(spec)
     objective = build_objective("nsd_a2a")
     objective.total(objective({"features": spec, "speech": torch.ones(2, 16)}, out)).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
+    # checkpoints: no f0 convolution, and the estimator's fixed matrix is not saved
+    keys = set(model.state_dict())
+    assert not any(k.startswith(("encoder.head.f0.", "encoder.f0_salience.")) for k in keys)
+    with pytest.raises(RuntimeError, match="head.f0.weight"):  # a learned-f0 encoder's weights do not load silently
+        model.encoder.load_state_dict(NSDModel(**SMALL).encoder.state_dict())
     with pytest.raises(ValueError, match="pitch_augment=0"):  # the cycle would train nothing
         NSDModel(f0_estimator="salience", pitch_augment=0.5, **SMALL)
     # an e2a child must be guided by an encoder with the same f0
