@@ -3,12 +3,14 @@
 #   make test   install everything and run the test suite
 # Both are idempotent. Variables: PYTHON (interpreter that creates the venv), VENV (its folder),
 # TORCH (the torch requirement installed when the venv has no torch yet; a CUDA build you installed
-# in the venv beforehand is kept, e.g. `VENV_FLAGS=--system-site-packages` to reuse a system torch).
+# in the venv beforehand is kept, e.g. `VENV_FLAGS=--system-site-packages` to reuse a system torch),
+# TORCH_PIP_ARGS (more pip arguments for that install, e.g. PyTorch's CPU index: PyPI's Linux wheel is the CUDA one).
 
 PYTHON ?= python3
 VENV ?= .venv
 VENV_FLAGS ?=
 TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bm2-installed
 CONSTRAINTS := $(VENV)/constraints.txt
@@ -27,7 +29,7 @@ $(STAMP): setup.py Makefile bm2/data/_windows.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# Keep a torch that is already there (e.g. a CUDA build); otherwise install $(TORCH).
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)" $(TORCH_PIP_ARGS)
 	# Pin the installed torch so that no dependency pulls another build (multi-GB CUDA wheels).
 	$(PY) -W ignore -c "import torch; print('torch==' + torch.__version__)" > $(CONSTRAINTS)  # -W: torch warns when numpy is not installed yet
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"

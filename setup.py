@@ -10,7 +10,7 @@ REQUIRES = [
     # torch is deliberately unpinned here so that a CUDA build installed beforehand is kept;
     # the Makefile pins the CPU build through a constraints file on machines without one.
     "torch>=2.1",
-    # Dora / Hydra / submitit / hiplot versions known to work together (see README, "Versions").
+    # Dora / Hydra / submitit / hiplot versions known to work together (see README, "Installing torch").
     "dora-search==0.1.13",
     "hydra-core==1.3.8",
     "omegaconf>=2.3,<2.4",

@@ -51,6 +51,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .download.http import DownloadError
     from .events import EventsValidationError
     from .features.base import FeatureError
+    from .models.common import ModelConfigError
     from .models.duin_vq import UntrainedTokenizerError
     from .preprocessing import RecordingDataError
     from .solvers.base import CheckpointError
@@ -60,7 +61,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .utils.safe_pickle import PickleReadError
 
     return (StudyError, DownloadError, EventsValidationError, FeatureError, RecordingDataError, CheckpointError,
-            ChainError, StackError, PickleReadError, UntrainedTokenizerError)
+            ChainError, StackError, PickleReadError, UntrainedTokenizerError, ModelConfigError)
 
 
 def _main(cfg: DictConfig) -> None:

@@ -17,13 +17,24 @@ import typing as tp
 from pathlib import Path
 
 
+def parse_args(parser: tp.Any, argv: tp.Sequence[str] | None) -> tp.Any:
+    """``parser.parse_args`` with every ``key=value`` argument taken as an override wherever it stands, so that
+    ``--subject SY01 optim.epochs=10`` works (``--subject`` takes several ids and would swallow it otherwise). The
+    parser must have a positional ``overrides`` (``nargs="*"``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    args.overrides = list(args.overrides) + overrides
+    return args
+
+
 def stage_commands(package: str, grid: str, subjects: tp.Sequence[str], extra: tp.Sequence[str] = (),
                    chain_updates: tp.Mapping[str, tp.Any] | None = None, also: tp.Sequence[str] = ()
                    ) -> list[tuple[str, str, list[str]]]:
     """``(stage key, signature, dora run argv)`` of each stage of ``subjects`` (and of the pseudo-subjects
     ``also``, e.g. Du-IN's ``all``) in the grid ``<package>.<grid>``, parents first; ``chain_updates`` replace
-    arguments of the grid's ``CHAIN``; ``extra`` overrides are added to every stage (and so enter every
-    signature).
+    arguments of the grid's ``CHAIN``; ``extra`` overrides are added to every stage, after the grid's own (so they
+    win, and enter every signature).
 
     Raises ``ValueError`` for an unknown grid or a subject that is not one of the grid's subjects."""
     from bm2.train import main
@@ -39,13 +50,15 @@ def stage_commands(package: str, grid: str, subjects: tp.Sequence[str], extra: t
     unknown = [s for s in subjects if s not in known]
     if unknown:
         raise ValueError(f"subjects {unknown} are not in grid {package}.{grid}; its subjects are {known}")
-    base = main.value_to_argv(dict(module.BASE)) + list(extra)
+    base = main.value_to_argv(dict(module.BASE))
     sigs: dict[str, str] = {}
     out = []
     for st in plan(**chain):
         if st.subject not in (*subjects, *also):
             continue
-        argv = base + main.value_to_argv(st.overrides)
+        # the caller's overrides last: given explicitly, they must win over the grid's (a stage's own optim.epochs
+        # once silently replaced a user's)
+        argv = base + main.value_to_argv(st.overrides) + list(extra)
         if st.parent is not None:
             argv += main.value_to_argv({"chain.parent": sigs[st.parent],
                                         **{f"chain.{k}": v for k, v in getattr(st, "chain", {}).items()}})

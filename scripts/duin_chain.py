@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multi", action="store_true", help="add the multi-subject pre-training variant")
     parser.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")
     parser.add_argument("overrides", nargs="*", help="extra overrides for every stage, e.g. optim.epochs=20")
-    args = parser.parse_args(argv)
+    args = _local_chain.parse_args(parser, argv)
     try:
         stages = stage_commands(args.grid, args.subject, args.multi, args.overrides)
     except (ValueError, ModuleNotFoundError) as exc:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--causal", nargs="+", type=_bool, default=None, help="only these causal settings")
     parser.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")
     parser.add_argument("overrides", nargs="*", help="extra overrides for every stage, e.g. optim.epochs=10")
-    args = parser.parse_args(argv)
+    args = _local_chain.parse_args(parser, argv)
     updates = {k: v for k, v in (("decoders", args.decoders), ("causal", args.causal)) if v is not None}
     try:
         stages = _local_chain.stage_commands("nsd", args.grid, args.subject, args.overrides, updates)

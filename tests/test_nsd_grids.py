@@ -73,3 +73,18 @@ def test_every_e2a_stage_accepts_its_a2a_parent(grid):
         kwargs = model_kwargs(st)
         child = NSDModel(**{**kwargs, "stage": "e2a"})
         assert child.check_parent({"name": "nsd", "kwargs": model_kwargs(stages[st.parent])}) is None, st.key
+
+
+def test_chain_scripts_take_overrides_after_the_subjects(capsys):
+    # `--subject` takes several ids: an override after it must still be an override (it was read as a subject)
+    from scripts import nsd_chain
+
+    assert nsd_chain.main(["tiny", "--subject", "SY01", "optim.epochs=3", "--decoders", "lstm", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    commands = [line for line in printed.splitlines() if line.startswith("== ")]
+    assert len(commands) == 4 and all("optim.epochs=3" in line for line in commands), printed
+    assert nsd_chain.main(["tiny", "--subject", "SY01", "SY99", "--dry-run"]) == 2  # a real unknown subject
+    # and the caller's override wins over the grid's own (the small grid's a2a sets optim.epochs=60)
+    assert nsd_chain.main(["small", "--subject", "SY01", "optim.epochs=3", "--dry-run"]) == 0
+    a2a = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("== SY01/a2a "))
+    assert [t for t in a2a.split() if t.startswith("optim.epochs=")][-1] == "optim.epochs=3"

@@ -8,6 +8,12 @@ import torch
 from torch import nn
 
 
+class ModelConfigError(ValueError):
+    """A model's settings (``model.<name>.*`` overrides) are invalid or contradict each other; the message names the
+    override to change. A ``ValueError``, so callers that catch those still do; ``dora run`` prints its message
+    alone, without a traceback (:func:`bm2.train.user_errors`)."""
+
+
 def n_freqs_for(pos_dim: int) -> int:
     """Return the number of frequencies per axis of a Fourier embedding of size ``pos_dim``.
 

@@ -30,7 +30,8 @@ Rebuilt from the description (ANCHORS §2 and ANCHORS_WAVE2 §3; the original is
   default): :class:`SalienceF0` reads f0 from each frame of the input spectrogram by subharmonic summation
   (Hermes 1988) instead of the learned f0 head. Why: the spectral losses need f0 to about 1 Hz (the 30th harmonic
   moves a whole bin when f0 is 1 Hz off) and a learned head generalises to a few Hz at best from a small study
-  (README, Neural Speech Decoding: 3.6 Hz on the synthetic study's test words against 0.7 Hz for the salience).
+  (README, Neural Speech Decoding: on the test words of the small grid's synthetic study, 2.05 Hz for the learned
+  head with the release's pitch augmentation against 0.69 Hz for the salience).
   It has no parameters, looks at one frame (so it is causal) and runs as one matrix product.
 """
 
@@ -46,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..features import nsd_spec
+from .common import ModelConfigError
 from .ecog_common import FrameGroupNorm, time_padding
 from .formant_synth import (F0_RANGES, FORMANT_RANGES, HARMONIC_CUTOFF_HZ, N_FORMANTS, N_HARMONICS, NOISE_BW_MIN,
                             NOISE_BW_SCALE, NOISE_FORMANT_RANGE, FormantSynthesizer, check_sex)
@@ -265,7 +267,7 @@ class SpeechEncoder(nn.Module):
                  smooth: int = 5, sex: str = "female", causal: bool = False, f0_estimator: str = "learned") -> None:
         super().__init__()
         if f0_estimator not in F0_ESTIMATORS:
-            raise ValueError(f"model.nsd.f0_estimator must be one of {list(F0_ESTIMATORS)}, got {f0_estimator!r}")
+            raise ModelConfigError(f"model.nsd.f0_estimator must be one of {list(F0_ESTIMATORS)}, got {f0_estimator!r}")
         self.n_bins = int(n_bins)
         layers: list[nn.Module] = []
         cin = n_bins
@@ -336,18 +338,18 @@ class NSDModel(nn.Module):
                  decoder_channels: int | None = None, decoder_kwargs: dict[str, tp.Any] | None = None) -> None:
         super().__init__()
         if stage not in STAGES:
-            raise ValueError(f"model.nsd.stage must be one of {list(STAGES)}, got {stage!r}")
+            raise ModelConfigError(f"model.nsd.stage must be one of {list(STAGES)}, got {stage!r}")
         if out_channels != nsd_spec.N_FFT:
-            raise ValueError(f"model=nsd decodes the release's {nsd_spec.N_FFT}-bin spectrogram, but the data's "
+            raise ModelConfigError(f"model=nsd decodes the release's {nsd_spec.N_FFT}-bin spectrogram, but the data's "
                              f"features have {out_channels} channels: use the NSD spectrogram feature")
         if decoder not in DECODERS:  # checked in a2a too: a typo must not pass silently
-            raise ValueError(f"model.nsd.decoder must be one of {list(DECODERS)}, got {decoder!r}")
+            raise ModelConfigError(f"model.nsd.decoder must be one of {list(DECODERS)}, got {decoder!r}")
         self.stage, self.causal, self.expected_noise = stage, bool(causal), bool(expected_noise)
         if not pitch_augment >= 0:
-            raise ValueError(f"model.nsd.pitch_augment is a shift in octaves >= 0 (0: off), got {pitch_augment}")
+            raise ModelConfigError(f"model.nsd.pitch_augment is a shift in octaves >= 0 (0: off), got {pitch_augment}")
         self.pitch_augment = float(pitch_augment)
         if pitch_augment > 0 and f0_estimator == "salience":
-            raise ValueError("model.nsd.pitch_augment trains the speech encoder's learned f0, but "
+            raise ModelConfigError("model.nsd.pitch_augment trains the speech encoder's learned f0, but "
                              "model.nsd.f0_estimator=salience learns none: set model.nsd.pitch_augment=0")
         lo, hi = F0_RANGES[check_sex(sex)]
         self.pitch_clamp = (max(lo, PITCH_AUGMENT_CLAMP[0]), min(hi, PITCH_AUGMENT_CLAMP[1]))
@@ -376,7 +378,7 @@ class NSDModel(nn.Module):
         if self.stage != "e2a":
             return None
         return ("recipe=nsd_e2a decodes ECoG through the speech encoder and synthesizer of a trained a2a XP: set "
-                "chain.parent=<the a2a XP's signature> (with the same model.nsd.causal, sex and sizes), or run the "
+                "chain.parent=<the a2a XP's signature> (with the same model.nsd.causal, sex, f0_estimator and sizes), or run the "
                 "chain in order: python -m scripts.nsd_chain GRID --subject ID (grids/nsd/)")
 
     def check_parent(self, spec: dict[str, tp.Any]) -> str | None:

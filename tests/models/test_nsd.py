@@ -164,8 +164,12 @@ def test_speech_encoder_with_salience_f0():
     assert not any(k.startswith(("encoder.head.f0.", "encoder.f0_salience.")) for k in keys)
     with pytest.raises(RuntimeError, match="head.f0.weight"):  # a learned-f0 encoder's weights do not load silently
         model.encoder.load_state_dict(NSDModel(**SMALL).encoder.state_dict())
-    with pytest.raises(ValueError, match="pitch_augment=0"):  # the cycle would train nothing
+    from bm2.models.common import ModelConfigError
+    from bm2.train import user_errors
+
+    with pytest.raises(ModelConfigError, match="pitch_augment=0"):  # the cycle would train nothing
         NSDModel(f0_estimator="salience", pitch_augment=0.5, **SMALL)
+    assert ModelConfigError in user_errors()  # `dora run` prints the message alone, no traceback
     # an e2a child must be guided by an encoder with the same f0
     e2a = NSDModel(stage="e2a", decoder="lstm", **SMALL)
     assert "model.nsd.f0_estimator='salience' (here 'learned')" in e2a.check_parent(model.bm2_spec)
