@@ -31,7 +31,7 @@ Rebuilt from the description (ANCHORS §2 and ANCHORS_WAVE2 §3; the original is
   (Hermes 1988) instead of the learned f0 head. Why: the spectral losses need f0 to about 1 Hz (the 30th harmonic
   moves a whole bin when f0 is 1 Hz off) and a learned head generalises to a few Hz at best from a small study
   (README, Neural Speech Decoding: on the test words of the small grid's synthetic study, 2.05 Hz for the learned
-  head with the release's pitch augmentation against 0.69 Hz for the salience).
+  head with the pitch augmentation at S = 0.5 against 0.69 Hz for the salience).
   It has no parameters, looks at one frame (so it is causal) and runs as one matrix product.
 """
 
@@ -378,8 +378,8 @@ class NSDModel(nn.Module):
         if self.stage != "e2a":
             return None
         return ("recipe=nsd_e2a decodes ECoG through the speech encoder and synthesizer of a trained a2a XP: set "
-                "chain.parent=<the a2a XP's signature> (with the same model.nsd.causal, sex, f0_estimator and sizes), or run the "
-                "chain in order: python -m scripts.nsd_chain GRID --subject ID (grids/nsd/)")
+                "chain.parent=<the a2a XP's signature> (with the same model.nsd.causal, sex, f0_estimator and sizes), "
+                "or run the chain in order: python -m scripts.nsd_chain GRID --subject ID (grids/nsd/)")
 
     def check_parent(self, spec: dict[str, tp.Any]) -> str | None:
         """None when the parent XP's model (its checkpoint's ``model_spec``) can give this e2a model its encoder and

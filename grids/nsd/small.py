@@ -27,7 +27,7 @@ SMALL_NSD = {"model.nsd.channels": 128, "model.nsd.encoder_depth": 4, "model.nsd
              "studies.nsd_synthetic.n_trials": 800,
              # the speech encoder's f0 by harmonic salience (ours, model.nsd.f0_estimator; e2a's encoder is its a2a
              # parent's, so both stages name it): 0.69 Hz off on the test words, where the learned head, even with
-             # the release's pitch augmentation, was 2.05 Hz off (README). a2a's f0 term (praat_f0 below) then has
+             # the pitch augmentation at S = 0.5, was 2.05 Hz off (README). a2a's f0 term (praat_f0 below) then has
              # no gradient: it only reports the error (left in, so that the a2a XP keeps its signature)
              "model.nsd.f0_estimator": "salience",
              # the study's pre-trial baseline (all at the -50 dB floor, its background being at -70 dB) as the
