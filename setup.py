@@ -8,7 +8,7 @@ HERE = Path(__file__).parent
 
 REQUIRES = [
     # torch is deliberately unpinned here so that a CUDA build installed beforehand is kept;
-    # the Makefile pins the CPU build through a constraints file on machines without one.
+    # the Makefile pins whichever torch it finds or installs through a constraints file.
     "torch>=2.1",
     # Dora / Hydra / submitit / hiplot versions known to work together (see README, "Installing torch").
     "dora-search==0.1.13",

@@ -57,6 +57,7 @@ import time
 import warnings
 import typing as tp
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -406,17 +407,9 @@ def bench_dataloading(ws: Workspace) -> tuple[list[dict], dict]:
         # pages of its buffers in, later ones run in the steady state that training sees (the plain copy's
         # buffers are faulted in before it is timed, too)
         pool = BufferPool(max_per_shape=max(workers, 1) * BatchLoader.PREFETCH + 2) if kind != "processes" else None
-        before = os.environ.get(window_kernel.ENV)
-        if kind == "threads-torch":
-            os.environ[window_kernel.ENV] = "0"
-        try:
+        with mock.patch.dict(os.environ, {window_kernel.ENV: "0"} if kind == "threads-torch" else {}):
             repeats = [_drain(train, s.loader_batch, s.loader_batches, workers, kind.split("-")[0], pool)
                        for _ in range(s.loader_repeats)]
-        finally:
-            if before is None:
-                os.environ.pop(window_kernel.ENV, None)
-            else:
-                os.environ[window_kernel.ENV] = before
         for r in repeats:
             r["kind"] = kind
         all_runs.extend(repeats)

@@ -69,7 +69,6 @@ F0_ESTIMATORS = ("learned", "salience")
 SALIENCE_MIN_F0 = 170.0
 
 
-
 class _Conv(nn.Conv1d):
     """A 1-D convolution padded to keep the length: centred, or on the left only when ``causal``
     (:func:`~bm2.models.ecog_common.time_padding` of the dilated kernel)."""
@@ -184,11 +183,11 @@ class SalienceF0(nn.Module):
     few Hz outside it does not read as the nearest edge but as another comb inside (a female range read 176 Hz
     as 234 Hz); widening the candidates by 20 % on each side and clamping did not help on the synthetic study
     (ad hoc: the frames more than 5 Hz off went from 11 to 27 of its 3,473 voiced test frames, combs at 1.5 f0
-    beyond the range winning). A frame without harmonic
-    structure (salience at most 1e-4 everywhere, e.g. silence at the -1 floor) gets the range's low end rather
-    than a pick among rounding errors. Everything up to the argmax is linear in the spectrogram: one product with a
-    fixed ``[n_bins, candidates]`` matrix (a buffer that is not saved: checkpoints keep only
-    ``model.nsd.f0_estimator``, so these settings are fixed; a change of them needs a new estimator name).
+    beyond the range winning). A frame without harmonic structure (salience at most 1e-4 everywhere, e.g. silence
+    at the -1 floor) gets the range's low end rather than a pick among rounding errors. Everything up to the argmax
+    is linear in the spectrogram: one product with a fixed ``[n_bins, candidates]`` matrix (a buffer that is not
+    saved: checkpoints keep only ``model.nsd.f0_estimator``, so these settings are fixed; a change of them needs a
+    new estimator name).
 
     Not learned and without gradient (the argmax); each frame alone, so causal. In unvoiced frames f0 is whatever
     comb fits best, which the synthesizer's voicing then mutes. Ours, not the release's (module docstring): a
@@ -340,8 +339,8 @@ class NSDModel(nn.Module):
         if stage not in STAGES:
             raise ModelConfigError(f"model.nsd.stage must be one of {list(STAGES)}, got {stage!r}")
         if out_channels != nsd_spec.N_FFT:
-            raise ModelConfigError(f"model=nsd decodes the release's {nsd_spec.N_FFT}-bin spectrogram, but the data's "
-                             f"features have {out_channels} channels: use the NSD spectrogram feature")
+            raise ModelConfigError(f"model=nsd decodes the release's {nsd_spec.N_FFT}-bin spectrogram, but the "
+                                   f"data's features have {out_channels} channels: use the NSD spectrogram feature")
         if decoder not in DECODERS:  # checked in a2a too: a typo must not pass silently
             raise ModelConfigError(f"model.nsd.decoder must be one of {list(DECODERS)}, got {decoder!r}")
         self.stage, self.causal, self.expected_noise = stage, bool(causal), bool(expected_noise)
@@ -350,7 +349,7 @@ class NSDModel(nn.Module):
         self.pitch_augment = float(pitch_augment)
         if pitch_augment > 0 and f0_estimator == "salience":
             raise ModelConfigError("model.nsd.pitch_augment trains the speech encoder's learned f0, but "
-                             "model.nsd.f0_estimator=salience learns none: set model.nsd.pitch_augment=0")
+                                   "model.nsd.f0_estimator=salience learns none: set model.nsd.pitch_augment=0")
         lo, hi = F0_RANGES[check_sex(sex)]
         self.pitch_clamp = (max(lo, PITCH_AUGMENT_CLAMP[0]), min(hi, PITCH_AUGMENT_CLAMP[1]))
         # what a parent XP must share with this model for its encoder and synthesizer to be the ones it was trained
